@@ -1,0 +1,1 @@
+"""Dash app, Plotly/datashader figure builders and reports (imported as ``gpuflow.dashboards``)."""

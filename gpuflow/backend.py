@@ -1,0 +1,248 @@
+"""The one place that decides between the GPU (cupy + numba.cuda) and the CPU (numpy + numba njit).
+
+Resolution order for :func:`get_backend`: the ``requested`` argument, then
+``config_context(backend=...)`` / ``GPUFLOW_BACKEND=cpu|gpu``, then a cached probe
+(cupy importable and a CUDA device present).  Asking for ``gpu`` when there is no
+device raises :class:`~gpuflow.errors.BackendUnavailableError` naming what is
+missing.  An automatic fallback to the CPU emits one
+:class:`~gpuflow.errors.PerformanceWarning` per process.
+
+With ``NUMBA_ENABLE_CUDASIM=1`` (set before numba is imported) a GPU request gives
+the ``cuda-sim`` backend: numba.cuda kernels run in numba's simulator on numpy
+arrays.  That is how CI, which has no GPU, runs every kernel's parity test.
+
+No other module imports cupy or numba.cuda: kernel modules take ``cuda`` from here
+(``from gpuflow.backend import cuda``), which also applies the numba-cuda fix for
+numpy >= 2.5 (``numpy.row_stack`` was removed; numba-cuda 0.30 still calls it).
+Importing this module touches no device.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+import numpy as np
+
+from gpuflow import config
+from gpuflow.errors import BackendUnavailableError, PerformanceWarning
+
+if TYPE_CHECKING:  # pragma: no cover
+    import cupy  # noqa: F401
+
+__all__ = ["Backend", "KernelPair", "get_backend", "gpu_available", "simulator_enabled", "cuda_module"]
+
+_CUDA: ModuleType | None = None
+_PROBE: tuple[bool, str] | None = None
+_WARNED_FALLBACK = False
+
+
+def simulator_enabled() -> bool:
+    """True when numba's CUDA simulator is switched on (``NUMBA_ENABLE_CUDASIM=1``)."""
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def cuda_module() -> ModuleType:
+    """Import and return ``numba.cuda`` once, after the numpy>=2.5 compatibility fix."""
+    global _CUDA
+    if _CUDA is None:
+        if not hasattr(np, "row_stack"):
+            # numba-cuda 0.30.4 references numpy.row_stack, removed in numpy 2.5.
+            np.row_stack = np.vstack  # type: ignore[attr-defined]
+        from numba import cuda
+
+        _CUDA = cuda
+    return _CUDA
+
+
+def __getattr__(name: str) -> Any:
+    # ``from gpuflow.backend import cuda`` in kernel modules: numba.cuda, lazily.
+    if name == "cuda":
+        return cuda_module()
+    msg = f"module 'gpuflow.backend' has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def _probe() -> tuple[bool, str]:
+    """Return (available, reason) for a real GPU; cached after the first call."""
+    global _PROBE
+    if _PROBE is None:
+        if simulator_enabled():
+            _PROBE = (False, "NUMBA_ENABLE_CUDASIM=1 is set (the CUDA simulator replaces the device)")
+        else:
+            try:
+                import cupy
+            except Exception as exc:  # ImportError or a broken CUDA install
+                _PROBE = (False, f"cupy is not importable ({type(exc).__name__}: {exc}); "
+                                 "install gpuflow[gpu]")
+            else:
+                try:
+                    n = cupy.cuda.runtime.getDeviceCount()
+                except Exception as exc:  # driver missing or failing
+                    _PROBE = (False, f"no usable CUDA driver ({type(exc).__name__}: {exc})")
+                else:
+                    if n > 0:
+                        if not cuda_module().is_available():
+                            _PROBE = (False, "cupy sees a device but numba.cuda does not "
+                                             "(install numba-cuda matching the driver)")
+                        else:
+                            _PROBE = (True, f"{n} CUDA device(s)")
+                    else:
+                        _PROBE = (False, "no CUDA device present")
+    return _PROBE
+
+
+def gpu_available() -> bool:
+    """True when a real CUDA device can be used (cached probe)."""
+    return _probe()[0]
+
+
+@dataclass(frozen=True)
+class KernelPair:
+    """A numba.cuda kernel and its numba njit CPU twin, with the same signature.
+
+    Parameters
+    ----------
+    name : str
+        Name used in errors and benchmarks.
+    cuda : callable or None
+        The ``@cuda.jit`` kernel.  It indexes work item ``i = cuda.grid(1)`` and
+        must ignore ``i >= n``.
+    cpu : callable
+        The ``@njit`` twin: processes all ``n`` work items in one call.
+    threads : int
+        Threads per block for the CUDA launch (the launcher picks blocks from ``n``).
+    """
+
+    name: str
+    cuda: Callable[..., Any] | None
+    cpu: Callable[..., Any]
+    threads: int = 256
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A compute backend: array module, transfers and the kernel launcher.
+
+    Attributes
+    ----------
+    name : {"gpu", "cuda-sim", "cpu"}
+    xp : module
+        ``cupy`` for ``gpu``, ``numpy`` otherwise.
+    """
+
+    name: Literal["gpu", "cuda-sim", "cpu"]
+    xp: ModuleType = field(repr=False)
+
+    @property
+    def uses_cuda(self) -> bool:
+        """True when kernels run through numba.cuda (device or simulator)."""
+        return self.name != "cpu"
+
+    def asarray(self, a: Any, dtype: Any = None) -> Any:
+        """Return ``a`` as an array of this backend (host->device copy for ``gpu``)."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_device(self, a: Any) -> Any:
+        """Copy a host array to the device (no-op on cpu / cuda-sim)."""
+        return self.xp.asarray(a)
+
+    def to_host(self, a: Any) -> np.ndarray:
+        """The one sanctioned device->host copy; numpy arrays pass through."""
+        if self.name == "gpu" and not isinstance(a, np.ndarray):
+            return a.get()
+        return np.asarray(a)
+
+    def empty(self, shape: Any, dtype: Any) -> Any:
+        return self.xp.empty(shape, dtype=dtype)
+
+    def zeros(self, shape: Any, dtype: Any) -> Any:
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on the CPU)."""
+        if self.name == "gpu":
+            cuda_module().synchronize()
+
+    def launch(self, pair: KernelPair, n: int, *args: Any, threads: int | None = None) -> None:
+        """Run ``pair`` over ``n`` work items: its CUDA kernel on gpu/cuda-sim, else its CPU twin.
+
+        The launcher, not the caller, chooses the launch geometry: ``threads`` per
+        block (the pair's default unless given; small under the simulator, which
+        runs every thread as a Python thread) and ``ceil(n / threads)`` blocks.
+        """
+        if n <= 0:
+            return
+        if self.name == "cpu" or pair.cuda is None:
+            if self.name != "cpu":
+                msg = f"kernel {pair.name!r} has no CUDA version; backend {self.name!r} cannot run it"
+                raise BackendUnavailableError(msg)
+            pair.cpu(*args)
+            return
+        tpb = threads or pair.threads
+        if self.name == "cuda-sim":
+            tpb = min(tpb, 32)
+        blocks = (n + tpb - 1) // tpb
+        pair.cuda[blocks, tpb](*args)
+
+
+def _resolve_name(requested: str | None) -> str:
+    name = requested if requested is not None else config.get_option("backend")
+    if name is None:
+        return "auto"
+    name = str(name).lower()
+    if name in ("cuda", "device"):
+        name = "gpu"
+    if name not in ("cpu", "gpu", "cuda-sim", "auto"):
+        msg = f"Invalid backend {name!r}: expected 'cpu', 'gpu', 'cuda-sim' or None (auto)"
+        raise BackendUnavailableError(msg)
+    return name
+
+
+def get_backend(requested: str | None = None) -> Backend:
+    """Return the backend to use.
+
+    Parameters
+    ----------
+    requested : {"cpu", "gpu", "cuda-sim", None}
+        None means: the ``backend`` option (``GPUFLOW_BACKEND``), else the GPU if
+        one is present, else the CPU with one PerformanceWarning.
+
+    Raises
+    ------
+    BackendUnavailableError
+        ``gpu`` was asked for and no device (or simulator) is available.
+    """
+    global _WARNED_FALLBACK
+    name = _resolve_name(requested)
+    if name == "cpu":
+        return Backend("cpu", np)
+    if name in ("gpu", "cuda-sim"):
+        if simulator_enabled():
+            return Backend("cuda-sim", np)
+        if name == "cuda-sim":
+            msg = "backend 'cuda-sim' needs NUMBA_ENABLE_CUDASIM=1 set before numba is imported"
+            raise BackendUnavailableError(msg)
+        ok, why = _probe()
+        if not ok:
+            msg = (f"GPUFLOW_BACKEND/backend='gpu' was requested but no GPU is usable: {why}. "
+                   "Use backend='cpu' (GPUFLOW_BACKEND=cpu) to run on the CPU.")
+            raise BackendUnavailableError(msg)
+        import cupy
+
+        return Backend("gpu", cupy)
+    # auto
+    if simulator_enabled():
+        return Backend("cuda-sim", np)
+    ok, why = _probe()
+    if ok:
+        import cupy
+
+        return Backend("gpu", cupy)
+    if not _WARNED_FALLBACK:
+        _WARNED_FALLBACK = True
+        warnings.warn(f"gpuflow: no GPU ({why}); running on the CPU backend. "
+                      "Set GPUFLOW_BACKEND=cpu to silence this.", PerformanceWarning, stacklevel=2)
+    return Backend("cpu", np)

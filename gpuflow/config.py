@@ -1,0 +1,136 @@
+"""Options with defaults, descriptions and validators (in the style of cuDF's options.py).
+
+Defaults come from ``GPUFLOW_*`` environment variables where set.  Use
+:func:`set_option` to change an option for the process and :func:`config_context`
+to change it inside a ``with`` block (restored in ``finally``, as sklearn does).
+
+Examples
+--------
+>>> from gpuflow import config
+>>> with config.config_context(progress=False):
+...     config.get_option("progress")
+False
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from gpuflow.errors import GpuflowError
+
+__all__ = ["get_option", "set_option", "config_context", "describe_options", "OPTIONS"]
+
+
+@dataclass(frozen=True)
+class _Option:
+    name: str
+    default: Any
+    description: str
+    validator: Callable[[Any], None]
+    env: str
+
+
+OPTIONS: dict[str, _Option] = {}
+_local = threading.local()
+
+
+def _state() -> dict[str, Any]:
+    if not hasattr(_local, "values"):
+        _local.values = {}
+    return _local.values
+
+
+def _register_option(name: str, default: Any, description: str, validator: Callable[[Any], None],
+                     parse: Callable[[str], Any] = str) -> None:
+    env = "GPUFLOW_" + name.upper()
+    raw = os.environ.get(env)
+    value = default
+    if raw is not None and raw != "":
+        value = parse(raw)
+        try:
+            validator(value)
+        except ValueError as exc:
+            msg = f"environment variable {env}={raw!r}: {exc}"
+            raise GpuflowError(msg) from None
+    OPTIONS[name] = _Option(name, value, description, validator, env)
+
+
+def _choice(*allowed: Any) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if value not in allowed:
+            msg = f"expected one of {allowed}, got {value!r}"
+            raise ValueError(msg)
+    return check
+
+
+def _positive_int(value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        msg = f"expected a positive integer, got {value!r}"
+        raise ValueError(msg)
+
+
+def _parse_bool(raw: str) -> bool:
+    return raw.strip().lower() not in ("0", "false", "no", "off")
+
+
+_register_option("backend", None, "Compute backend: None (auto: GPU if present), 'cpu' or 'gpu'.",
+                 _choice(None, "cpu", "gpu"), parse=lambda s: s.strip().lower())
+_register_option("progress", True, "Show progress bars on long work (to stderr).",
+                 _choice(True, False), parse=_parse_bool)
+_register_option("chunk_events", 1 << 16,
+                 "Events per chunk in chunked GPU book replay (each chunk is replayed by one thread).",
+                 _positive_int, parse=int)
+
+
+def _lookup(name: str) -> _Option:
+    try:
+        return OPTIONS[name]
+    except KeyError:
+        msg = f"unknown gpuflow option {name!r}; known options: {sorted(OPTIONS)}"
+        raise GpuflowError(msg) from None
+
+
+def get_option(name: str) -> Any:
+    """Return the current value of option ``name``."""
+    opt = _lookup(name)
+    return _state().get(name, opt.default)
+
+
+def set_option(name: str, value: Any) -> None:
+    """Set option ``name`` for this thread after validating ``value``."""
+    opt = _lookup(name)
+    try:
+        opt.validator(value)
+    except ValueError as exc:
+        msg = f"option {name!r}: {exc}"
+        raise GpuflowError(msg) from None
+    _state()[name] = value
+
+
+@contextlib.contextmanager
+def config_context(**options: Any) -> Iterator[None]:
+    """Set options inside a ``with`` block and restore the previous values on exit."""
+    state = _state()
+    missing = object()
+    old = {k: state.get(k, missing) for k in options}
+    try:
+        for k, v in options.items():
+            set_option(k, v)
+        yield
+    finally:
+        for k, v in old.items():
+            if v is missing:
+                state.pop(k, None)
+            else:
+                state[k] = v
+
+
+def describe_options() -> str:
+    """Return a human-readable table of options, values and descriptions."""
+    lines = []
+    for name, opt in sorted(OPTIONS.items()):
+        lines.append(f"{name:14s} = {get_option(name)!r:10s}  ({opt.env}) {opt.description}")
+    return "\n".join(lines)

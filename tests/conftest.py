@@ -1,0 +1,65 @@
+"""Test configuration.
+
+Without a real GPU (CI), numba's CUDA simulator is switched on before numba is
+imported, so every kernel's CUDA twin runs in the parity tests.  On a GPU machine
+set ``GPUFLOW_TEST_GPU=1`` to run the CUDA twins on the device instead (and the
+``gpu``-marked tests with ``-m gpu``).  The default backend for library calls in
+tests is the CPU; tests that need another ask for it explicitly.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+if os.environ.get("GPUFLOW_TEST_GPU") != "1":
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+os.environ.setdefault("GPUFLOW_BACKEND", "cpu")
+os.environ.setdefault("GPUFLOW_PROGRESS", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data_dir() -> Path:
+    env = os.environ.get("GPUFLOW_SHARED_DATA")
+    if env:
+        return Path(env)
+    for cand in (REPO / "shared" / "data", REPO.parent / "shared" / "data"):
+        if cand.is_dir():
+            return cand
+    return REPO.parent / "shared" / "data"
+
+
+SHARED_DATA = _shared_data_dir()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real market-data samples (../shared/data); skip when absent, fail under CI."""
+    if not (SHARED_DATA / "MANIFEST.md").is_file():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"shared data not found at {SHARED_DATA} (CI=true requires it; "
+                        "set GPUFLOW_SHARED_DATA)")
+        pytest.skip(f"shared data not found at {SHARED_DATA}; set GPUFLOW_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(params=[0, 1, 7, 42])
+def global_random_seed(request: pytest.FixtureRequest) -> int:
+    """Seeds the tests must pass for (as sklearn's fixture)."""
+    return int(os.environ.get("GPUFLOW_TESTS_SEED", request.param))
+
+
+@pytest.fixture
+def rng(global_random_seed: int) -> np.random.Generator:
+    return np.random.default_rng(global_random_seed)
+
+
+@pytest.fixture
+def device_backend():
+    """The CUDA backend for parity tests: the simulator in CI, the device with GPUFLOW_TEST_GPU=1."""
+    from gpuflow.backend import get_backend
+
+    return get_backend("gpu")
