@@ -38,7 +38,7 @@ from gpuflow.errors import SchemaError
 __all__ = [
     "SCHEMA_VERSION", "EVENT_COLUMNS", "EVENT_DTYPES", "EVENTS", "QUARANTINE",
     "Instrument", "validate", "events_table", "empty_events", "instrument_of", "with_instrument",
-    "decimal_step", "KIND_NAMES",
+    "decimal_step", "KIND_NAMES", "EMPTY_BID_PRICE", "EMPTY_ASK_PRICE",
 ]
 
 SCHEMA_VERSION = 1
@@ -100,6 +100,11 @@ FLAG_TS_EXCH_MISSING = 1 << 6
 FLAG_UNKNOWN_ORDER = 1 << 7
 #: Trade aggregated from several fills (Binance aggTrade).
 FLAG_AGGREGATED = 1 << 8
+
+#: Price reported for a missing bid level in top-N book output (qty 0): below any real price.
+EMPTY_BID_PRICE = -(1 << 62)
+#: Price reported for a missing ask level in top-N book output (qty 0): above any real price.
+EMPTY_ASK_PRICE = 1 << 62
 
 EVENT_COLUMNS: tuple[str, ...] = ("ts_exch", "ts_local", "seq", "kind", "side", "price", "qty",
                                   "order_id", "flags")
