@@ -32,7 +32,8 @@ from gpuflow.errors import BackendUnavailableError, PerformanceWarning
 if TYPE_CHECKING:  # pragma: no cover
     import cupy  # noqa: F401
 
-__all__ = ["Backend", "KernelPair", "get_backend", "gpu_available", "simulator_enabled", "cuda_module"]
+__all__ = ["Backend", "KernelPair", "Twins", "get_backend", "gpu_available", "simulator_enabled",
+           "cuda_module"]
 
 _CUDA: ModuleType | None = None
 _PROBE: tuple[bool, str] | None = None
@@ -99,6 +100,68 @@ def gpu_available() -> bool:
     return _probe()[0]
 
 
+class Twins:
+    """Compile plain-Python scalar cores twice: as numba njit functions and as CUDA device functions.
+
+    Kernel modules write each piece of logic once, as a plain Python function
+    (no allocation, no ``cuda.*``), and register it here.  :meth:`cpu` and
+    :meth:`cuda` then compile a kernel body against the matching set of cores:
+    inside an njit twin a core name resolves to its njit version, inside a CUDA
+    kernel to its device version.  This also works under the CUDA simulator,
+    where a device function must be plain Python (an njit core cannot take the
+    simulator's array objects).
+
+    Examples
+    --------
+    >>> def add_one(x):
+    ...     return x + 1
+    >>> def body(a, out):
+    ...     for i in range(a.size):
+    ...         out[i] = add_one(a[i])
+    >>> tw = Twins(add_one)
+    >>> f = tw.cpu(body)
+    >>> import numpy as np
+    >>> o = np.zeros(2, np.int64); f(np.arange(2), o); o.tolist()
+    [1, 2]
+    """
+
+    def __init__(self, *cores: Callable[..., Any], inline: bool = False) -> None:
+        from numba import njit
+
+        if not cores:
+            msg = "Twins needs at least one core function"
+            raise ValueError(msg)
+        base = cores[0].__globals__
+        self._cpu_g: dict[str, Any] = dict(base)
+        self._dev_g: dict[str, Any] = dict(base)
+        cuda = cuda_module()
+        opts = {"inline": "always"} if inline else {}
+        for f in cores:
+            self._cpu_g[f.__name__] = njit(**opts)(self._clone(f, self._cpu_g))
+            self._dev_g[f.__name__] = cuda.jit(device=True)(self._clone(f, self._dev_g))
+        self.cores = {f.__name__: self._cpu_g[f.__name__] for f in cores}
+
+    @staticmethod
+    def _clone(f: Callable[..., Any], g: dict[str, Any]) -> Callable[..., Any]:
+        import types
+
+        c = types.FunctionType(f.__code__, g, f.__name__, f.__defaults__, f.__closure__)
+        c.__doc__ = f.__doc__
+        c.__qualname__ = f.__qualname__
+        c.__module__ = f.__module__
+        return c
+
+    def cpu(self, body: Callable[..., Any], **njit_options: Any) -> Callable[..., Any]:
+        """Compile ``body`` with numba njit against the CPU versions of the cores."""
+        from numba import njit
+
+        return njit(**njit_options)(self._clone(body, self._cpu_g))
+
+    def cuda(self, body: Callable[..., Any]) -> Callable[..., Any]:
+        """Compile ``body`` as a CUDA kernel against the device versions of the cores."""
+        return cuda_module().jit(self._clone(body, self._dev_g))
+
+
 @dataclass(frozen=True)
 class KernelPair:
     """A numba.cuda kernel and its numba njit CPU twin, with the same signature.
@@ -114,12 +177,16 @@ class KernelPair:
         The ``@njit`` twin: processes all ``n`` work items in one call.
     threads : int
         Threads per block for the CUDA launch (the launcher picks blocks from ``n``).
+    per_block : bool
+        When True, ``n`` counts blocks (one block per work item, e.g. a block-wide
+        reduction per row) and the kernel strides over ``cuda.blockDim.x``.
     """
 
     name: str
     cuda: Callable[..., Any] | None
     cpu: Callable[..., Any]
     threads: int = 256
+    per_block: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,7 +251,11 @@ class Backend:
         tpb = threads or pair.threads
         if self.name == "cuda-sim":
             tpb = min(tpb, 32)
-        blocks = (n + tpb - 1) // tpb
+            # the simulator copies host arguments back after the launch: give it writable copies of
+            # read-only inputs (e.g. zero-copy views of Arrow buffers); outputs are writable already
+            args = tuple(np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
+                         for a in args)
+        blocks = n if pair.per_block else (n + tpb - 1) // tpb
         pair.cuda[blocks, tpb](*args)
 
 

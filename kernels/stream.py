@@ -8,20 +8,16 @@ is the same loop.  Benchmarks compare book kernels with this pass.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-
-from gpuflow.backend import KernelPair, cuda
+from gpuflow.backend import KernelPair, Twins, cuda
 
 __all__ = ["STREAM_CHECKSUM", "event_term"]
 
 
-@njit(inline="always")
 def event_term(ts_local, price, qty):  # pragma: no cover - jitted
     """Scalar core: one event's contribution (int64, wraps on overflow)."""
     return (price ^ qty) + ts_local
 
 
-@cuda.jit
 def stream_checksum_cuda(ts_local, price, qty, out):  # pragma: no cover - device code
     """GPU twin of :func:`stream_checksum_cpu`; ``out``: int64[1], zeroed by the caller."""
     start = cuda.grid(1)
@@ -32,7 +28,6 @@ def stream_checksum_cuda(ts_local, price, qty, out):  # pragma: no cover - devic
     cuda.atomic.add(out, 0, acc)
 
 
-@njit(cache=True)
 def stream_checksum_cpu(ts_local, price, qty, out):  # pragma: no cover - jitted
     """CPU twin: ``out[0] += sum(event_term(...))`` over all events."""
     acc = np.int64(0)
@@ -41,4 +36,6 @@ def stream_checksum_cpu(ts_local, price, qty, out):  # pragma: no cover - jitted
     out[0] += acc
 
 
-STREAM_CHECKSUM = KernelPair("stream_checksum", stream_checksum_cuda, stream_checksum_cpu, threads=256)
+_TW = Twins(event_term, inline=True)
+STREAM_CHECKSUM = KernelPair("stream_checksum", _TW.cuda(stream_checksum_cuda),
+                             _TW.cpu(stream_checksum_cpu, cache=True), threads=256)

@@ -51,7 +51,7 @@ from gpuflow.errors import FormatError, ParseError, SchemaError
 from gpuflow.io import ReadResult
 from gpuflow.io._scan import (CsvView, RowIssues, apply_order, check_errors_arg, first_line, read_source,
                               report, stable_order)
-from gpuflow.schema import (FLAG_AUCTION, FLAG_EOM, FLAG_HIDDEN, KIND_ADD, KIND_CANCEL, KIND_DELETE,
+from gpuflow.schema import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_AUCTION, FLAG_EOM, FLAG_HIDDEN, KIND_ADD, KIND_CANCEL, KIND_DELETE,
                             KIND_EXECUTE, KIND_STATUS, KIND_TRADE, Instrument, decimal_step, events_table)
 
 __all__ = ["read_lobster", "read_lobster_orderbook", "find_orderbook", "parse_lobster_name", "LobsterName",
@@ -329,7 +329,7 @@ class LobsterBook:
 
 def read_lobster_orderbook(orderbook_path: Any, levels: int | None = None, *, venue: str = "nasdaq",
                            symbol: str | None = None, tick_size: str = LOBSTER_TICK_SIZE,
-                           lot_size: str = "1") -> LobsterBook:
+                           lot_size: str = "1", empty_prices: str = "lobster") -> LobsterBook:
     """Read a LOBSTER orderbook file (row i = the top-N book after message i).
 
     Parameters
@@ -342,11 +342,16 @@ def read_lobster_orderbook(orderbook_path: Any, levels: int | None = None, *, ve
         Instrument names (symbol from the file name by default).
     tick_size, lot_size : str
         Steps of the returned integers (``"0.0001"`` and ``"1"``).
+    empty_prices : {"lobster", "schema"}
+        ``"lobster"`` (default) keeps LOBSTER's dummy prices of empty levels
+        (+/-9999999999) as they are; ``"schema"`` replaces them with
+        :data:`gpuflow.schema.EMPTY_ASK_PRICE` / ``EMPTY_BID_PRICE``, the sentinels
+        of gpuflow's own top-N book output, for direct comparison.
 
     Returns
     -------
     LobsterBook
-        int64 arrays of shape (rows, N); dummy prices of empty levels kept as-is.
+        int64 arrays of shape (rows, N).
 
     Raises
     ------
@@ -357,6 +362,9 @@ def read_lobster_orderbook(orderbook_path: Any, levels: int | None = None, *, ve
         an oracle, so there is no quarantine).
     """
     path = os.fspath(orderbook_path)
+    if empty_prices not in ("lobster", "schema"):
+        msg = f"empty_prices={empty_prices!r}: expected 'lobster' or 'schema'"
+        raise SchemaError(msg)
     name = parse_lobster_name(path)
     if name is not None and name.kind == "message":
         msg = (f"{path}: expected a LOBSTER orderbook file, found a message file (by its name); "
@@ -411,6 +419,9 @@ def read_lobster_orderbook(orderbook_path: Any, levels: int | None = None, *, ve
                        f"expected {expected}, found {view.text(i, j)!r}")
                 raise exc(msg)
             out[key][:, lev] = val
+    if empty_prices == "schema":
+        out["ask_price"][out["ask_price"] == ASK_DUMMY_PRICE] = EMPTY_ASK_PRICE
+        out["bid_price"][out["bid_price"] == BID_DUMMY_PRICE] = EMPTY_BID_PRICE
     return LobsterBook(out["ask_price"], out["ask_size"], out["bid_price"], out["bid_size"], levels,
                        instrument, path)
 

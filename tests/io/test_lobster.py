@@ -12,7 +12,7 @@ from gpuflow.errors import FormatError, ParseError, SchemaError
 from gpuflow.io import read
 from gpuflow.io.lobster import (ASK_DUMMY_PRICE, BID_DUMMY_PRICE, find_orderbook, parse_lobster_name,
                                 read_lobster, read_lobster_orderbook)
-from gpuflow.schema import (FLAG_AUCTION, FLAG_EOM, FLAG_HIDDEN, KIND_ADD, KIND_CANCEL, KIND_DELETE,
+from gpuflow.schema import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_AUCTION, FLAG_EOM, FLAG_HIDDEN, KIND_ADD, KIND_CANCEL, KIND_DELETE,
                             KIND_EXECUTE, KIND_STATUS, KIND_TRADE, instrument_of, validate)
 
 # 2012-06-21 is day 15512 after 1970-01-01; New York is on EDT (UTC-4), so local
@@ -147,6 +147,9 @@ def test_orderbook_dummies_and_tick(tmp_path: Path) -> None:
     assert ob.ask_size.tolist() == [[200, 0]]
     ob = read_lobster_orderbook(p, tick_size="0.01")
     assert ob.ask_price.tolist() == [[58594, ASK_DUMMY_PRICE]]
+    ob = read_lobster_orderbook(p, empty_prices="schema")
+    assert ob.ask_price.tolist() == [[5859400, EMPTY_ASK_PRICE]]
+    assert ob.bid_price.tolist() == [[5853300, EMPTY_BID_PRICE]]
     p.write_text("5859450,200,5853300,18,9999999999,0,-9999999999,0\n")
     with pytest.raises(SchemaError, match=r"line 1: field 'ask_price' level 1 \(column 1\).*tick_size=0.01"):
         read_lobster_orderbook(p, tick_size="0.01")

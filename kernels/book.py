@@ -1,0 +1,452 @@
+"""Order-book replay kernels: a chunked, parallel GPU rebuild and its sequential CPU twin.
+
+The book is held as two dense rows of level sizes (lots), one per side, over a
+price window ``[pmin, pmin + W)`` in ticks.  Every book event is reduced to a
+*level op* on one level: ``SET q`` (L2 level set, snapshot level), ``ADD d`` (L3
+add/cancel/execute: a signed change) or ``CLEAR`` (a whole side or both).  Each
+op is an affine map of the level size ``x -> a*x + b`` with ``a`` in {0, 1}::
+
+    SET q  : (a, b) = (0, q)        ADD d : (a, b) = (1, d)        CLEAR : (0, 0)
+    (a2, b2) o (a1, b1) = (a2*a1, a2*b1 + b2)
+
+Composition is associative, so the book can be rebuilt in parallel (the
+chunked last-writer-wins scan of DESIGN.md, generalised to L3 deltas):
+
+A. ``summarise``: each chunk of ops composes its ops into one map per level
+   (dense ``C x W`` matrices ``sa`` (int8), ``sb`` (int64); identity = (1, 0)).
+B. ``scan``: per level, an exclusive scan of the chunk maps over chunks, starting
+   from the initial book, gives every chunk's starting book; done in groups of
+   chunks (compose per group, scan groups, re-walk each group) so that it is
+   parallel over (level, group).  ``sb`` is overwritten with the start books.
+C. ``best``: the best bid / ask index of every start book (block reduction).
+D. ``replay``: each chunk is replayed from its start book by one thread, which
+   emits the top-N levels and multi-level order-flow imbalance.
+
+Chunk boundaries are moved back to just after an *observation* op (the last op
+of a source message, where the book is consistent), so every chunk starts from
+a consistent state and OFI at a chunk's first observation uses the right
+previous state.  The CPU twin of the whole rebuild is the same replay core run
+sequentially over one chunk (:data:`REPLAY`'s ``cpu``); every phase kernel also
+has an njit twin so each can be checked on its own.
+
+Order-flow imbalance at level m between consecutive observations (Cont, Kukanov
+and Stoikov 2014, eq. 2; multi-level as in Xu, Gould and Howison 2019)::
+
+    e_m = 1{Pb_m >= Pb_m'} qb_m - 1{Pb_m <= Pb_m'} qb_m'
+        - 1{Pa_m <= Pa_m'} qa_m + 1{Pa_m >= Pa_m'} qa_m'
+
+(primes: the previous observation; empty levels have price EMPTY_BID/ASK_PRICE
+and size 0).  ``ofi`` output rows hold the sum of ``e_m`` over the observations
+since the previous emitted row.
+
+All sizes and prices are int64 ticks / lots, so the GPU and CPU outputs are
+identical integers.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from gpuflow.backend import KernelPair, Twins, cuda
+from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE
+
+__all__ = [
+    "OP_NONE", "OP_SET", "OP_ADD", "OP_CLEAR", "F_EMIT", "F_OBSERVE", "MAX_LEVELS",
+    "CHUNK_BOUNDS", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY", "ROW_BEST", "REPLAY",
+]
+
+OP_NONE = 0
+OP_SET = 1
+OP_ADD = 2
+OP_CLEAR = 3
+#: op flag: write an output row after this op
+F_EMIT = 1
+#: op flag: the book is consistent after this op (end of a source message): OFI observes it
+F_OBSERVE = 2
+#: most levels a replay can emit (size of the per-thread scratch)
+MAX_LEVELS = 20
+
+_EMPTY_BID = np.int64(EMPTY_BID_PRICE)
+_EMPTY_ASK = np.int64(EMPTY_ASK_PRICE)
+
+
+# ----------------------------------------------------------------------------- scalar cores
+# Plain Python: compiled twice by Twins (njit for the CPU twins, CUDA device functions for the kernels).
+def chunk_start_at(c, L, n_ops, flags):  # pragma: no cover - jitted
+    """Start op of chunk ``c``: just after the last observation op before ``c * L``."""
+    if c == 0:
+        return 0
+    s = c * L
+    if s >= n_ops:
+        return n_ops
+    j = s - 1
+    while j >= 0 and (flags[j] & F_OBSERVE) == 0:
+        j -= 1
+    return j + 1
+
+
+def summarise_chunk(c, bounds, side, lvl, kind, qty, sa, sb, wb, wa):  # pragma: no cover
+    """Compose chunk ``c``'s ops into per-level maps in rows ``sa[c]``/``sb[c]``.
+
+    ``sa``/``sb`` have shape (C, wb + wa): bid levels first, then ask levels.
+    Ops with ``lvl < 0`` (outside the window) are skipped.
+    """
+    w = wb + wa
+    for j in range(w):
+        sa[c, j] = 1
+        sb[c, j] = 0
+    for i in range(bounds[c], bounds[c + 1]):
+        k = kind[i]
+        if k == OP_SET or k == OP_ADD:
+            l = lvl[i]
+            if l < 0:
+                continue
+            j = l if side[i] > 0 else wb + l
+            if k == OP_SET:
+                sa[c, j] = 0
+                sb[c, j] = qty[i]
+            else:
+                sb[c, j] += qty[i]
+        elif k == OP_CLEAR:
+            s = side[i]
+            lo = 0 if s >= 0 else wb
+            hi = w if s <= 0 else wb
+            for j in range(lo, hi):
+                sa[c, j] = 0
+                sb[c, j] = 0
+
+
+def group_compose_at(g, j, G, C, sa, sb, ga, gb):  # pragma: no cover - jitted
+    """Compose the maps of the chunks of group ``g`` at level ``j`` into ``ga[g, j]``/``gb[g, j]``."""
+    per = (C + G - 1) // G
+    a = np.int64(1)
+    b = np.int64(0)
+    for c in range(g * per, min(C, (g + 1) * per)):
+        ac = sa[c, j]
+        if ac == 0:
+            a = np.int64(0)
+            b = sb[c, j]
+        else:
+            b += sb[c, j]
+    ga[g, j] = a
+    gb[g, j] = b
+
+
+def group_scan_at(j, G, init, ga, gb, gstart, final):  # pragma: no cover - jitted
+    """Exclusive scan over groups at level ``j``: ``gstart[g, j]`` = level size before group g."""
+    x = init[j]
+    for g in range(G):
+        gstart[g, j] = x
+        x = ga[g, j] * x + gb[g, j]
+    final[j] = x
+
+
+def group_apply_at(g, j, G, C, sa, sb, gstart):  # pragma: no cover - jitted
+    """Walk group ``g`` at level ``j``: overwrite ``sb[c, j]`` with the size at chunk c's start."""
+    per = (C + G - 1) // G
+    x = gstart[g, j]
+    for c in range(g * per, min(C, (g + 1) * per)):
+        a = sa[c, j]
+        b = sb[c, j]
+        sb[c, j] = x
+        x = a * x + b
+
+
+def _apply(row, j, kind, q):  # pragma: no cover - jitted
+    if kind == OP_SET:
+        row[j] = q
+    else:
+        row[j] += q
+    return row[j]
+
+
+def _bid_best_after(row, base, best, l, v):  # pragma: no cover - jitted
+    """Best bid level index (-1: empty) after level ``l`` became ``v``."""
+    if v > 0:
+        return l if l > best else best
+    if l == best:
+        j = l - 1
+        while j >= 0 and row[base + j] <= 0:
+            j -= 1
+        return j
+    return best
+
+
+def _ask_best_after(row, base, wa, best, l, v):  # pragma: no cover - jitted
+    """Best ask level index (``wa``: empty) after level ``l`` became ``v``."""
+    if v > 0:
+        return l if l < best else best
+    if l == best:
+        j = l + 1
+        while j < wa and row[base + j] <= 0:
+            j += 1
+        return j
+    return best
+
+
+def _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, o):  # pragma: no cover - jitted
+    """Write the top ``nlev`` levels into scratch rows ``st[o..o+3]`` (bid px, bid qty, ask px, ask qty)."""
+    m = 0
+    j = bb
+    while m < nlev and j >= 0:
+        q = row[j]
+        if q > 0:
+            st[o, m] = pmin_b + j
+            st[o + 1, m] = q
+            m += 1
+        j -= 1
+    while m < nlev:
+        st[o, m] = _EMPTY_BID
+        st[o + 1, m] = 0
+        m += 1
+    m = 0
+    j = ba
+    while m < nlev and j < wa:
+        q = row[wb + j]
+        if q > 0:
+            st[o + 2, m] = pmin_a + j
+            st[o + 3, m] = q
+            m += 1
+        j += 1
+    while m < nlev:
+        st[o + 2, m] = _EMPTY_ASK
+        st[o + 3, m] = 0
+        m += 1
+
+
+def replay_chunk(c, bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a,
+                 best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st):  # pragma: no cover
+    """Replay chunk ``c`` on its start book ``rows[c]`` (modified in place) and emit rows.
+
+    ``st`` is an int64 scratch of shape (9, >= nlev): rows 0-3 the previous
+    observation's top levels, 4-7 the current ones, 8 the OFI accumulator.
+    Returns the number of ops that fell outside the price window.
+    """
+    row = rows[c]
+    bb = best[c, 0]
+    ba = best[c, 1]
+    _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, 0)
+    for m in range(nlev):
+        st[8, m] = 0
+    k = out_base[c]
+    for i in range(bounds[c], bounds[c + 1]):
+        kd = kind[i]
+        if kd == OP_SET or kd == OP_ADD:
+            l = lvl[i]
+            if l >= 0:
+                if side[i] > 0:
+                    v = _apply(row, l, kd, qty[i])
+                    bb = _bid_best_after(row, 0, bb, l, v)
+                else:
+                    v = _apply(row, wb + l, kd, qty[i])
+                    ba = _ask_best_after(row, wb, wa, ba, l, v)
+        elif kd == OP_CLEAR:
+            s = side[i]
+            if s >= 0:
+                for j in range(wb):
+                    row[j] = 0
+                bb = -1
+            if s <= 0:
+                for j in range(wa):
+                    row[wb + j] = 0
+                ba = wa
+        f = flags[i]
+        emit = (f & F_EMIT) != 0
+        obs = do_ofi and (f & F_OBSERVE) != 0
+        if emit or obs:
+            _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, 4)
+        if obs:
+            for m in range(nlev):
+                bp = st[4, m]
+                pbp = st[0, m]
+                ap = st[6, m]
+                pap = st[2, m]
+                e = np.int64(0)
+                if bp >= pbp:
+                    e += st[5, m]
+                if bp <= pbp:
+                    e -= st[1, m]
+                if ap <= pap:
+                    e -= st[7, m]
+                if ap >= pap:
+                    e += st[3, m]
+                st[8, m] += e
+                st[0, m] = bp
+                st[1, m] = st[5, m]
+                st[2, m] = ap
+                st[3, m] = st[7, m]
+        if emit:
+            for m in range(nlev):
+                out_bp[k, m] = st[4, m]
+                out_bq[k, m] = st[5, m]
+                out_ap[k, m] = st[6, m]
+                out_aq[k, m] = st[7, m]
+                if do_ofi:
+                    out_ofi[k, m] = st[8, m]
+                    st[8, m] = 0
+            k += 1
+    best[c, 0] = bb
+    best[c, 1] = ba
+
+
+def row_best_scan(c, rows, wb, wa, best):  # pragma: no cover - jitted
+    """Best bid / ask index of ``rows[c]`` by a plain scan (CPU twin of the block reduction)."""
+    bb = -1
+    for j in range(wb - 1, -1, -1):
+        if rows[c, j] > 0:
+            bb = j
+            break
+    ba = wa
+    for j in range(wa):
+        if rows[c, wb + j] > 0:
+            ba = j
+            break
+    best[c, 0] = bb
+    best[c, 1] = ba
+
+
+# ----------------------------------------------------------------------------- CUDA kernels
+# Bodies compiled with Twins.cuda (cuda.jit against the device cores).
+def chunk_bounds_cuda(L, n_ops, flags, bounds):  # pragma: no cover - device code
+    """``bounds[c]`` = chunk_start_at(c); ``bounds[C]`` = n_ops.  Twin: :func:`chunk_bounds_cpu`."""
+    c = cuda.grid(1)
+    C = bounds.size - 1
+    if c < C:
+        bounds[c] = chunk_start_at(c, L, n_ops, flags)
+    if c == C:
+        bounds[c] = n_ops
+
+
+def summarise_cuda(bounds, side, lvl, kind, qty, sa, sb, wb, wa):  # pragma: no cover - device code
+    """One thread per chunk.  Twin: :func:`summarise_cpu`."""
+    c = cuda.grid(1)
+    if c < bounds.size - 1:
+        summarise_chunk(c, bounds, side, lvl, kind, qty, sa, sb, wb, wa)
+
+
+def group_compose_cuda(G, C, sa, sb, ga, gb):  # pragma: no cover - device code
+    """One thread per (group, level); adjacent threads take adjacent levels (coalesced).  Twin: cpu."""
+    t = cuda.grid(1)
+    w = sa.shape[1]
+    if t < G * w:
+        group_compose_at(t // w, t % w, G, C, sa, sb, ga, gb)
+
+
+def group_scan_cuda(G, init, ga, gb, gstart, final):  # pragma: no cover - device code
+    """One thread per level.  Twin: :func:`group_scan_cpu`."""
+    j = cuda.grid(1)
+    if j < init.size:
+        group_scan_at(j, G, init, ga, gb, gstart, final)
+
+
+def group_apply_cuda(G, C, sa, sb, gstart):  # pragma: no cover - device code
+    """One thread per (group, level).  Twin: :func:`group_apply_cpu`."""
+    t = cuda.grid(1)
+    w = sa.shape[1]
+    if t < G * w:
+        group_apply_at(t // w, t % w, G, C, sa, sb, gstart)
+
+
+_RB_THREADS = 128
+
+
+def row_best_cuda(rows, wb, wa, best):  # pragma: no cover - device code
+    """One block per chunk row: max bid index / min ask index with size > 0 (shared-memory atomics).
+
+    Twin: :func:`row_best_cpu` (a plain scan; both give the same indices).
+    """
+    c = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    sh = cuda.shared.array(2, dtype=np.int64)
+    if tid == 0:
+        sh[0] = -1
+        sh[1] = wa
+    cuda.syncthreads()
+    if c < rows.shape[0]:
+        bb = np.int64(-1)
+        j = tid
+        while j < wb:
+            if rows[c, j] > 0 and j > bb:
+                bb = j
+            j += cuda.blockDim.x
+        ba = np.int64(wa)
+        j = tid
+        while j < wa:
+            if rows[c, wb + j] > 0 and j < ba:
+                ba = j
+            j += cuda.blockDim.x
+        cuda.atomic.max(sh, 0, bb)
+        cuda.atomic.min(sh, 1, ba)
+    cuda.syncthreads()
+    if tid == 0 and c < rows.shape[0]:
+        best[c, 0] = sh[0]
+        best[c, 1] = sh[1]
+
+
+def replay_cuda(bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best, out_base,
+                nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi):  # pragma: no cover - device code
+    """One thread per chunk replays it from its start book.  Twin: :func:`replay_cpu`."""
+    c = cuda.grid(1)
+    if c < bounds.size - 1:
+        st = cuda.local.array((9, MAX_LEVELS), dtype=np.int64)
+        replay_chunk(c, bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best,
+                     out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st)
+
+
+# ----------------------------------------------------------------------------- CPU twins
+# Bodies compiled with Twins.cpu (njit against the CPU cores).
+def chunk_bounds_cpu(L, n_ops, flags, bounds):  # pragma: no cover - jitted
+    C = bounds.size - 1
+    for c in prange(C):
+        bounds[c] = chunk_start_at(c, L, n_ops, flags)
+    bounds[C] = n_ops
+
+
+def summarise_cpu(bounds, side, lvl, kind, qty, sa, sb, wb, wa):  # pragma: no cover - jitted
+    for c in prange(bounds.size - 1):
+        summarise_chunk(c, bounds, side, lvl, kind, qty, sa, sb, wb, wa)
+
+
+def group_compose_cpu(G, C, sa, sb, ga, gb):  # pragma: no cover - jitted
+    w = sa.shape[1]
+    for t in prange(G * w):
+        group_compose_at(t // w, t % w, G, C, sa, sb, ga, gb)
+
+
+def group_scan_cpu(G, init, ga, gb, gstart, final):  # pragma: no cover - jitted
+    for j in prange(init.size):
+        group_scan_at(j, G, init, ga, gb, gstart, final)
+
+
+def group_apply_cpu(G, C, sa, sb, gstart):  # pragma: no cover - jitted
+    w = sa.shape[1]
+    for t in prange(G * w):
+        group_apply_at(t // w, t % w, G, C, sa, sb, gstart)
+
+
+def row_best_cpu(rows, wb, wa, best):  # pragma: no cover - jitted
+    for c in prange(rows.shape[0]):
+        row_best_scan(c, rows, wb, wa, best)
+
+
+def replay_cpu(bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best, out_base,
+               nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi):  # pragma: no cover - jitted
+    """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay)."""
+    st = np.empty((9, max(nlev, 1)), dtype=np.int64)
+    for c in range(bounds.size - 1):
+        replay_chunk(c, bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best,
+                     out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st)
+
+
+_TW = Twins(chunk_start_at, summarise_chunk, group_compose_at, group_scan_at, group_apply_at, _apply,
+            _bid_best_after, _ask_best_after, _top, replay_chunk, row_best_scan)
+_PAR = {"parallel": True, "cache": True}
+
+CHUNK_BOUNDS = KernelPair("book.chunk_bounds", _TW.cuda(chunk_bounds_cuda), _TW.cpu(chunk_bounds_cpu, **_PAR))
+SUMMARISE = KernelPair("book.summarise", _TW.cuda(summarise_cuda), _TW.cpu(summarise_cpu, **_PAR), threads=64)
+GROUP_COMPOSE = KernelPair("book.group_compose", _TW.cuda(group_compose_cuda), _TW.cpu(group_compose_cpu, **_PAR))
+GROUP_SCAN = KernelPair("book.group_scan", _TW.cuda(group_scan_cuda), _TW.cpu(group_scan_cpu, **_PAR))
+GROUP_APPLY = KernelPair("book.group_apply", _TW.cuda(group_apply_cuda), _TW.cpu(group_apply_cpu, **_PAR))
+ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best_cpu, **_PAR),
+                      threads=_RB_THREADS, per_block=True)
+REPLAY = KernelPair("book.replay", _TW.cuda(replay_cuda), _TW.cpu(replay_cpu, cache=True), threads=64)
