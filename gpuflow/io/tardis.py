@@ -240,20 +240,29 @@ def read_tardis(path: Any, *, instrument: Instrument | Mapping[Any, Instrument] 
     # ---- instruments per stream
     steps_p: list[tuple[int, int]] = []
     steps_q: list[tuple[int, int]] = []
-    instruments: list[Instrument] = []
+    instruments: list[Instrument | None] = []
     notes: list[str] = []
     for g, (venue, symbol) in enumerate(keys):
+        if not venue or not symbol:  # rows rejected above (missing_value)
+            instruments.append(None)
+            steps_p.append((1, 0))
+            steps_q.append((1, 0))
+            continue
+        safe_venue, safe_symbol = _safe_name(venue), _safe_name(symbol)
+        if (safe_venue, safe_symbol) != (venue, symbol):
+            notes.append(f"{path}: {venue} {symbol}: '/' and '=' are not allowed in instrument names "
+                         f"(store partitions); named {safe_venue} {safe_symbol}")
         rows = np.flatnonzero(code == g)
-        inst = _stream_instrument(view, pairs, ix, rows, instrument, venue, symbol, path, len(keys),
-                                  tick_size, lot_size, notes)
+        inst = _stream_instrument(view, pairs, ix, rows, instrument, safe_venue, safe_symbol, path,
+                                  len(keys), tick_size, lot_size, notes)
         instruments.append(inst)
         steps_p.append(decimal_step(inst.tick_size))
         steps_q.append(decimal_step(inst.lot_size))
     for note in notes:
         _log.warning("%s", note)
 
-    ticks = "/".join(dict.fromkeys(i.tick_size for i in instruments))
-    lots = "/".join(dict.fromkeys(i.lot_size for i in instruments))
+    ticks = " or ".join(dict.fromkeys(i.tick_size for i in instruments if i is not None))
+    lots = " or ".join(dict.fromkeys(i.lot_size for i in instruments if i is not None))
     prices: list[np.ndarray] = []
     amounts: list[np.ndarray] = []
     present: list[np.ndarray] = []
@@ -302,6 +311,8 @@ def read_tardis(path: Any, *, instrument: Instrument | Mapping[Any, Instrument] 
     tables = []
     stream_stats = []
     for g, inst in enumerate(instruments):
+        if inst is None:
+            continue
         rows = np.flatnonzero(keep & (code == g))
         flags0 = np.where(ts_missing[rows], FLAG_TS_EXCH_MISSING, 0).astype(np.uint16)
         base = {"ts_exch": ts[rows], "ts_local": lts[rows], "seq": rows.astype(np.int64),
@@ -324,7 +335,7 @@ def read_tardis(path: Any, *, instrument: Instrument | Mapping[Any, Instrument] 
         cols = apply_order(cols, stable_order(cols["ts_local"]))
         src_line = cols.pop("src_line")
         tables.append(events_table(cols, inst, src_line=src_line))
-        stream_stats.append({"venue": keys[g][0], "symbol": keys[g][1], "rows": int(rows.size),
+        stream_stats.append({"venue": inst.venue, "symbol": inst.symbol, "rows": int(rows.size),
                              "events": int(src_line.size)})
     stats = {"data_type": dtype, "rows": n, "blank_lines": view.n_blank, "rejected": rejected.num_rows,
              "streams": stream_stats, "instrument_notes": notes, "compression": info["compression"],
@@ -368,6 +379,10 @@ def _stream_instrument(view: CsvView, pairs: list[tuple[str, str]], ix: dict[str
                              f"{known.lot_size}; using the finest step in the file, {lot}")
     return Instrument(venue=venue, symbol=symbol, tick_size=tick, lot_size=lot, source="tardis",
                       tick_size_inferred=tick_inf, lot_size_inferred=lot_inf)
+
+
+def _safe_name(name: str) -> str:
+    return name.replace("/", "-").replace("=", "-")
 
 
 def _fits(view: CsvView, cols: list[int], rows: np.ndarray, step: str) -> bool:
