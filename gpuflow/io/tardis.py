@@ -7,7 +7,9 @@ parsed as a whole number of 0.001 us).  The venue is tardis's exchange name
 (exchange, symbol) in the file, in order of first appearance.  ``seq`` is the
 0-based data-row index (trades: the numeric trade id when every id of the
 stream is an integer).  When ``timestamp`` is empty the row takes
-``local_timestamp`` and ``FLAG_TS_EXCH_MISSING``.
+``local_timestamp`` and ``FLAG_TS_EXCH_MISSING``.  Instrument names may not
+hold ``/`` or ``=`` (they name store partitions), so a symbol such as kraken's
+``XBT/USD`` becomes ``XBT-USD``, noted in ``stats["instrument_notes"]``.
 
 ================================  ================================================================
 data type                         events

@@ -274,3 +274,9 @@ def test_gzip_and_truncation(shared_data: Path, tmp_path: Path) -> None:
     p.write_bytes(data[:-100])
     with pytest.raises(ParseError, match=r"truncated gzip file: the compressed stream ends after [\d,]+ bytes"):
         read_tardis(p)
+
+
+def test_symbol_with_slash(tmp_path: Path) -> None:
+    res = read_tardis(_write(tmp_path, "k.csv", HEADER_TRADES + "kraken,XBT/USD,1,2,5,buy,100.5,0.25\n"))
+    assert instrument_of(res.tables[0]).symbol == "XBT-USD"
+    assert "named kraken XBT-USD" in res.stats["instrument_notes"][0]
