@@ -157,9 +157,14 @@ class Twins:
 
         return njit(**njit_options)(self._clone(body, self._cpu_g))
 
-    def cuda(self, body: Callable[..., Any]) -> Callable[..., Any]:
-        """Compile ``body`` as a CUDA kernel against the device versions of the cores."""
-        return cuda_module().jit(self._clone(body, self._dev_g))
+    def cuda(self, body: Callable[..., Any], **constants: Any) -> Callable[..., Any]:
+        """Compile ``body`` as a CUDA kernel against the device versions of the cores.
+
+        ``constants`` override module globals for this kernel only (compile-time
+        constants such as a local array size).
+        """
+        g = dict(self._dev_g, **constants) if constants else self._dev_g
+        return cuda_module().jit(self._clone(body, g))
 
 
 @dataclass(frozen=True)

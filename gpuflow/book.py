@@ -367,12 +367,11 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     flags = (emit * kb.F_EMIT + ops.observe * kb.F_OBSERVE).astype(xp.uint8)
     pmin_b, wb, pmin_a, wa = _window(ops, init, window, max_levels, xp)
     side = ops.side
-    lvl = xp.where(side > 0, ops.price - pmin_b, ops.price - pmin_a)
-    width = xp.where(side > 0, wb, wa)
-    outside = (lvl < 0) | (lvl >= width)
-    book_op = (ops.kind == kb.OP_SET) | (ops.kind == kb.OP_ADD)
-    n_outside = int((outside & book_op).sum())
-    lvl = xp.where(outside, -1, lvl).astype(xp.int64)
+    n_outside = 0
+    if window is not None:
+        book_op = (ops.kind == kb.OP_SET) | (ops.kind == kb.OP_ADD)
+        off = xp.where(side > 0, ops.price - pmin_b, ops.price - pmin_a)
+        n_outside = int((book_op & ((off < 0) | (off >= xp.where(side > 0, wb, wa)))).sum())
     w = wb + wa
     init_row = np.zeros(w, dtype=np.int64)
     if init is not None:
@@ -382,8 +381,9 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
             init_row[base + (ipx[m] - pmin)] = iq[m]
     n_ops = ops.n
     n_out = int(emit.sum())
-    out = [be.zeros((n_out, levels), xp.int64) for _ in range(4)]
-    out_ofi = be.zeros((n_out, levels), xp.int64) if ofi else be.zeros((1, levels), xp.int64)
+    # every output row is written by the replay: no need to zero (first-touch of zeros costs on big outputs)
+    out = [be.empty((n_out, levels), xp.int64) for _ in range(4)]
+    out_ofi = be.empty((n_out, levels), xp.int64) if ofi else be.empty((1, levels), xp.int64)
     use_chunks = be.uses_cuda
     if use_chunks:
         L = chunk or _auto_chunk(n_ops, w)
@@ -395,7 +395,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), flags, bounds)
         sa = be.empty((C, w), xp.int8)
         sb = be.empty((C, w), xp.int64)
-        be.launch(kb.SUMMARISE, C, bounds, side, lvl, ops.kind, ops.qty, sa, sb, np.int64(wb), np.int64(wa))
+        be.launch(kb.SUMMARISE, C, bounds, side, ops.price, ops.kind, ops.qty, sa, sb, np.int64(wb), np.int64(wa),
+                  np.int64(pmin_b), np.int64(pmin_a))
         G = max(1, int(math.ceil(math.sqrt(C))))
         ga = be.empty((G, w), xp.int64)
         gb = be.empty((G, w), xp.int64)
@@ -415,7 +416,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     be.launch(kb.ROW_BEST, C, rows, np.int64(wb), np.int64(wa), best)
     cum = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(emit.astype(xp.int64))])
     out_base = cum[bounds[:-1]]
-    be.launch(kb.REPLAY, C, bounds, side, lvl, ops.kind, ops.qty, flags, rows, np.int64(wb), np.int64(wa),
+    be.launch(kb.replay_pair(levels), C, bounds, side, ops.price, ops.kind, ops.qty, flags, rows, np.int64(wb), np.int64(wa),
               np.int64(pmin_b), np.int64(pmin_a), best, out_base, np.int64(levels), bool(ofi),
               out[0], out[1], out[2], out[3], out_ofi)
     if final is None:

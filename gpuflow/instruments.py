@@ -15,7 +15,9 @@ __all__ = ["KNOWN", "lookup"]
 KNOWN: dict[tuple[str, str], tuple[str, str]] = {
     ("binance-futures", "BTCUSDT"): ("0.10", "0.001"),
     ("binance-futures", "ETHUSDT"): ("0.01", "0.001"),
-    ("binance", "BTCUSDT"): ("0.01", "0.00001"),
+    # Spot sizes: LOT_SIZE is 0.00001 today, but depth and bookTicker sizes still show resting
+    # orders from the older 0.000001 step ("25.42618900"), so the lot is the base-asset precision.
+    ("binance", "BTCUSDT"): ("0.01", "0.00000001"),
     ("binance", "ETHUSDT"): ("0.01", "0.0001"),
     ("glbx-mdp3", "ESH4"): ("0.25", "1"),
 }

@@ -300,24 +300,24 @@ class ZIParams:
 # ---- jitted core ------------------------------------------------------------------------------------
 
 # integer parameters (ipar)
-_P_K, _P_D, _P_LT, _P_WMASK, _P_CMASK, _P_DEPTH, _P_TRACK, _P_L3, _P_TRADES, _P_START_NS, _P_INIT_ROWS = range(11)
-_N_IPAR = 11
+_P_K, _P_D, _P_LT, _P_WMASK, _P_CMASK, _P_DEPTH, _P_TRACK, _P_L3, _P_TRADES, _P_START_NS = range(10)
+_N_IPAR = 10
 # float parameters (fpar)
 _F_MU, _F_LAM, _F_GL_LIMIT, _F_GL_MARKET, _F_UNIT_NS = range(5)
 _N_FPAR = 5
 # integer state (ist)
-(_S_B, _S_A, _S_NB, _S_NA, _S_QB, _S_QA, _S_OID, _S_CS, _S_CL, _S_STARTED, _S_ERR, _S_ERR_PRICE) = range(12)
-_N_IST = 12
+_S_B, _S_A, _S_NB, _S_NA, _S_QB, _S_QA, _S_OID, _S_STARTED, _S_ERR, _S_ERR_PRICE = range(10)
+_N_IST = 10
 
 _INV_2_53 = 1.0 / 9007199254740992.0
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _rotl(x, k):  # pragma: no cover - jitted
     return (x << np.uint64(k)) | (x >> np.uint64(64 - k))
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _next_u64(s):  # pragma: no cover - jitted
     """xoshiro256** step on the uint64[4] state ``s``; returns the next uint64."""
     s0 = s[0]
@@ -348,13 +348,13 @@ def _xoshiro_draws(s, n):  # pragma: no cover - jitted
     return out
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _uniform(s):  # pragma: no cover - jitted
     """Uniform float64 in [0, 1) from the top 53 bits."""
     return np.float64(_next_u64(s) >> np.uint64(11)) * _INV_2_53
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _size(s, gl):  # pragma: no cover - jitted
     """Order size in lots: 1 if ``gl == 0`` (no draw), else geometric on 1, 2, ... with
     ``P(size > m) = exp(gl * m)`` (``gl = log(1 - 1/mean)``)."""
@@ -363,26 +363,26 @@ def _size(s, gl):  # pragma: no cover - jitted
     return np.int64(1) + np.int64(math.log1p(-_uniform(s)) / gl)
 
 
-@njit(inline="always")
-def _emit(o, p, ts, kind, side, price, q, oid, flags):  # pragma: no cover - jitted
-    o[0][p] = ts
-    o[1][p] = kind
-    o[2][p] = side
-    o[3][p] = price
-    o[4][p] = q
-    o[5][p] = oid
-    o[6][p] = flags
+@njit(_nrt=False)
+def _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, kind, side, price, q, oid, flags):  # pragma: no cover - jitted
+    o_ts[p] = ts
+    o_kind[p] = kind
+    o_side[p] = side
+    o_price[p] = price
+    o_qty[p] = q
+    o_oid[p] = oid
+    o_flags[p] = flags
     return p + 1
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _push(fid, fsz, fhead, nord, slot, cmask, oid, size):  # pragma: no cover - jitted
     pos = (fhead[slot] + nord[slot]) & cmask
     fid[slot, pos] = oid
     fsz[slot, pos] = size
 
 
-@njit(inline="always")
+@njit(_nrt=False)
 def _remove_at(fid, fsz, fhead, n, slot, j, cmask):  # pragma: no cover - jitted
     """Remove the ``j``-th order (0 = head) of the FIFO at ``slot`` holding ``n`` orders,
     shifting the shorter side so that queue order is kept."""
@@ -399,8 +399,8 @@ def _remove_at(fid, fsz, fhead, n, slot, j, cmask):  # pragma: no cover - jitted
             fsz[slot, (h + t) & cmask] = fsz[slot, (h + t + 1) & cmask]
 
 
-@njit(inline="always")
-def _add_orders(o, p, ts, flags, side, price, count, rng, ipar, fpar, ist, qty, nord, fid, fsz,
+@njit(_nrt=False)
+def _add_orders(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, flags, side, price, count, rng, ipar, fpar, ist, qty, nord, fid, fsz,
                 fhead):  # pragma: no cover - jitted
     """Rest ``count`` new limit orders at (side, price); emit ADD rows (l3) or one SET/SNAPSHOT
     row (l2, kind from ``flags``).  Returns the new row position, or -1 on queue overflow."""
@@ -428,15 +428,15 @@ def _add_orders(o, p, ts, flags, side, price, count, rng, ipar, fpar, ist, qty, 
             ist[_S_NA] += 1
             ist[_S_QA] += sz
         if l3:
-            p = _emit(o, p, ts, 2, side, price, sz, oid, flags)  # KIND_ADD
+            p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 2, side, price, sz, oid, flags)  # KIND_ADD
     if not l3:
         kind = KIND_SNAPSHOT if (flags & FLAG_SNAPSHOT) else KIND_SET
-        p = _emit(o, p, ts, kind, side, price, qty[slot], 0, flags)
+        p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, kind, side, price, qty[slot], 0, flags)
     return p
 
 
-@njit(inline="always")
-def _delete_level(o, p, ts, side, price, ipar, ist, qty, nord, fid, fsz, fhead):  # pragma: no cover
+@njit(_nrt=False)
+def _delete_level(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, side, price, ipar, ist, qty, nord, fid, fsz, fhead):  # pragma: no cover
     """Delete every order at (side, price) (window rule): DELETE rows (l3) or SET 0 (l2)."""
     slot = price & ipar[_P_WMASK]
     n = nord[slot]
@@ -447,9 +447,9 @@ def _delete_level(o, p, ts, side, price, ipar, ist, qty, nord, fid, fsz, fhead):
         h = fhead[slot]
         for t in range(n):
             pos = (h + t) & cmask
-            p = _emit(o, p, ts, 5, side, price, fsz[slot, pos], fid[slot, pos], 0)  # KIND_DELETE
+            p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 5, side, price, fsz[slot, pos], fid[slot, pos], 0)  # KIND_DELETE
     else:
-        p = _emit(o, p, ts, 1, side, price, 0, 0, 0)  # KIND_SET 0
+        p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 1, side, price, 0, 0, 0)  # KIND_SET 0
     if side > 0:
         ist[_S_NB] -= n
         ist[_S_QB] -= qty[slot]
@@ -462,8 +462,8 @@ def _delete_level(o, p, ts, side, price, ipar, ist, qty, nord, fid, fsz, fhead):
     return p
 
 
-@njit(inline="always")
-def _message(o, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cum,
+@njit(_nrt=False)
+def _message(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cum,
              theta):  # pragma: no cover - jitted
     """Simulate one event and write its message at row ``p`` of the output tuple ``o``.
 
@@ -485,15 +485,15 @@ def _message(o, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cu
         ts = ipar[_P_START_NS]
         B = ist[_S_B]
         A = ist[_S_A]
-        p = _emit(o, p, ts, 9, 0, 0, 0, 0, FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN)  # KIND_CLEAR
+        p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 9, 0, 0, 0, 0, FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN)  # KIND_CLEAR
         for side in (1, -1):
             for i in range(1, K + 1):
                 price = A - i if side > 0 else B + i
-                p = _add_orders(o, p, ts, FLAG_SNAPSHOT, side, price, ipar[_P_DEPTH], rng, ipar, fpar, ist,
+                p = _add_orders(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, FLAG_SNAPSHOT, side, price, ipar[_P_DEPTH], rng, ipar, fpar, ist,
                                 qty, nord, fid, fsz, fhead)
                 if p < 0:
                     return -1
-        o[6][p - 1] |= FLAG_SNAPSHOT_END | FLAG_EOM
+        o_flags[p - 1] |= FLAG_SNAPSHOT_END | FLAG_EOM
         return p
 
     B0 = ist[_S_B]
@@ -540,7 +540,7 @@ def _message(o, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cu
             if take > size:
                 take = size
             if trades:
-                p = _emit(o, p, ts, 7, agg, price, take, 0, 0)  # KIND_TRADE
+                p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 7, agg, price, take, 0, 0)  # KIND_TRADE
             removed = np.int64(0)
             if track:
                 left = take
@@ -549,7 +549,7 @@ def _message(o, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cu
                     hs = fsz[slot, h]
                     e = hs if hs < left else left
                     if l3:
-                        p = _emit(o, p, ts, 6, rest, price, e, fid[slot, h], 0)  # KIND_EXECUTE
+                        p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 6, rest, price, e, fid[slot, h], 0)  # KIND_EXECUTE
                     left -= e
                     if e == hs:
                         fhead[slot] = (h + 1) & cmask
@@ -571,7 +571,7 @@ def _message(o, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cu
                 ist[_S_NA] -= removed
                 ist[_S_QA] -= take
             if not l3:
-                p = _emit(o, p, ts, 1, rest, price, qty[slot], 0, 0)  # KIND_SET
+                p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 1, rest, price, qty[slot], 0, 0)  # KIND_SET
             if qty[slot] == 0:
                 if (ist[_S_NB] if rest > 0 else ist[_S_NA]) == 0:
                     break
@@ -595,7 +595,7 @@ def _message(o, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cu
             while i < K - 1 and x >= lam_cum[i]:
                 i += 1
             price = A0 - (i + 1) if side > 0 else B0 + (i + 1)
-            p = _add_orders(o, p, ts, 0, side, price, 1, rng, ipar, fpar, ist, qty, nord, fid, fsz, fhead)
+            p = _add_orders(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 0, side, price, 1, rng, ipar, fpar, ist, qty, nord, fid, fsz, fhead)
             if p < 0:
                 return -1
             if side > 0 and price > B0:
@@ -671,9 +671,9 @@ def _message(o, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cu
                 ist[_S_NA] -= 1
                 ist[_S_QA] -= sz
             if l3:
-                p = _emit(o, p, ts, 5, side, chosen, sz, oid, 0)  # KIND_DELETE
+                p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 5, side, chosen, sz, oid, 0)  # KIND_DELETE
             else:
-                p = _emit(o, p, ts, 1, side, chosen, qty[slot], 0, 0)  # KIND_SET
+                p = _emit(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 1, side, chosen, qty[slot], 0, 0)  # KIND_SET
             if n == 1:
                 if side > 0 and chosen == B0 and ist[_S_NB] > 0:
                     b = chosen - 1
@@ -689,14 +689,14 @@ def _message(o, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cu
     # ---- refill an emptied side at distance K from the opposite quote
     if ist[_S_NB] == 0:
         price = ist[_S_A] - K
-        p = _add_orders(o, p, ts, 0, 1, price, ipar[_P_DEPTH], rng, ipar, fpar, ist, qty, nord, fid, fsz,
+        p = _add_orders(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 0, 1, price, ipar[_P_DEPTH], rng, ipar, fpar, ist, qty, nord, fid, fsz,
                         fhead)
         if p < 0:
             return -1
         ist[_S_B] = price
     elif ist[_S_NA] == 0:
         price = ist[_S_B] + K
-        p = _add_orders(o, p, ts, 0, -1, price, ipar[_P_DEPTH], rng, ipar, fpar, ist, qty, nord, fid, fsz,
+        p = _add_orders(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 0, -1, price, ipar[_P_DEPTH], rng, ipar, fpar, ist, qty, nord, fid, fsz,
                         fhead)
         if p < 0:
             return -1
@@ -706,71 +706,29 @@ def _message(o, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cu
     A1 = ist[_S_A]
     B1 = ist[_S_B]
     for price in range(A0 - D, A1 - D):
-        p = _delete_level(o, p, ts, 1, price, ipar, ist, qty, nord, fid, fsz, fhead)
+        p = _delete_level(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, 1, price, ipar, ist, qty, nord, fid, fsz, fhead)
     for price in range(B1 + D + 1, B0 + D + 1):
-        p = _delete_level(o, p, ts, -1, price, ipar, ist, qty, nord, fid, fsz, fhead)
+        p = _delete_level(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, ts, -1, price, ipar, ist, qty, nord, fid, fsz, fhead)
 
     if p > p0:
-        o[6][p - 1] |= FLAG_EOM
+        o_flags[p - 1] |= FLAG_EOM
     return p
 
 
-@njit(cache=True)
-def _run_(n_out, out, carry, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cum,
-          theta):  # pragma: no cover - jitted
-    """Write the next ``n_out`` rows of the stream into ``out`` (tuple of 7 column arrays).
+@njit(cache=True, _nrt=False)
+def _run_(n_out, p, o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, rng, ipar, fpar, ist, fst, qty,
+          nord, fid, fsz, fhead, lam_cum, theta):  # pragma: no cover - jitted
+    """Append whole messages at row ``p`` of the output columns until at least ``n_out`` rows are filled.
 
-    Messages go straight into ``out`` while they surely fit; the message that may
-    straddle the end of ``out`` is written into ``carry`` and copied, and its rest
-    stays in ``carry`` for the next call.  Returns ``n_out``, or -1 on overflow.
+    The columns must hold ``n_out`` plus the largest possible message (the rows past
+    ``n_out`` are the start of the next chunk).  Returns the number of rows filled
+    (>= ``n_out``), or -1 when a level's queue overflows.
     """
-    p = 0
-    cs = ist[_S_CS]
-    cl = ist[_S_CL]
-    if cl > 0:
-        take = cl if cl < n_out else n_out
-        for c in range(take):
-            out[0][c] = carry[0][cs + c]
-            out[1][c] = carry[1][cs + c]
-            out[2][c] = carry[2][cs + c]
-            out[3][c] = carry[3][cs + c]
-            out[4][c] = carry[4][cs + c]
-            out[5][c] = carry[5][cs + c]
-            out[6][c] = carry[6][cs + c]
-        ist[_S_CS] = cs + take
-        ist[_S_CL] = cl - take
-        p = take
-    l3 = ipar[_P_L3] != 0
-    D = ipar[_P_D]
-    depth = ipar[_P_DEPTH]
     while p < n_out:
-        # upper bound on this message's rows
-        if ist[_S_STARTED] == 0:
-            bound = ipar[_P_INIT_ROWS]
-        elif l3:
-            bound = 3 * (ist[_S_NB] + ist[_S_NA]) + depth + 8
-        else:
-            bound = 3 * D + 8
-        if p + bound <= n_out:
-            p = _message(out, p, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cum, theta)
-            if p < 0:
-                return -1
-        else:
-            r = _message(carry, 0, rng, ipar, fpar, ist, fst, qty, nord, fid, fsz, fhead, lam_cum, theta)
-            if r < 0:
-                return -1
-            take = r if r < n_out - p else n_out - p
-            for c in range(take):
-                out[0][p + c] = carry[0][c]
-                out[1][p + c] = carry[1][c]
-                out[2][p + c] = carry[2][c]
-                out[3][p + c] = carry[3][c]
-                out[4][p + c] = carry[4][c]
-                out[5][p + c] = carry[5][c]
-                out[6][p + c] = carry[6][c]
-            p += take
-            ist[_S_CS] = take
-            ist[_S_CL] = r - take
+        p = _message(o_ts, o_kind, o_side, o_price, o_qty, o_oid, o_flags, p, rng, ipar, fpar, ist, fst,
+                     qty, nord, fid, fsz, fhead, lam_cum, theta)
+        if p < 0:
+            return -1
     return p
 
 
@@ -812,7 +770,8 @@ class ZIState:
     fifo_head : ndarray of int64, shape (W,)
         Ring-buffer position of each level's head order.
     carry : tuple of ndarray
-        Rows of a message cut at the end of the previous chunk (columns as ``_CORE_COLUMNS``).
+        Rows of the message cut at the end of the previous chunk, which start the next chunk
+        (columns ts_exch, kind, side, price, qty, order_id, flags).
     rows_emitted : int
         Rows produced so far (the ``seq`` of the next row).
     """
@@ -916,7 +875,7 @@ class ZIGenerator:
             msg_rows = 3 * 2 * D * self._C + depth + 8
         else:
             msg_rows = 3 * D + 8
-        self._carry_rows = max(init_rows, msg_rows)
+        self._msg_rows = max(init_rows, msg_rows)
         ipar = np.zeros(_N_IPAR, np.int64)
         ipar[_P_K] = K
         ipar[_P_D] = D
@@ -928,7 +887,6 @@ class ZIGenerator:
         ipar[_P_L3] = int(l3)
         ipar[_P_TRADES] = int(self.trades)
         ipar[_P_START_NS] = self.start_ns
-        ipar[_P_INIT_ROWS] = init_rows
         self._ipar = ipar
         fpar = np.zeros(_N_FPAR, np.float64)
         fpar[_F_MU] = pr.mu
@@ -944,7 +902,7 @@ class ZIGenerator:
         ist[_S_A] = self.params.start_price_ticks + 1
         ist[_S_OID] = 1
         W, C = self._W, self._C
-        carry = tuple(np.zeros(self._carry_rows, EVENT_DTYPES[c]) for c in _CORE_COLUMNS)
+        carry = tuple(np.zeros(0, EVENT_DTYPES[c]) for c in _CORE_COLUMNS)
         return ZIState(self._rng0.copy(), ist, np.zeros(1, np.float64), np.zeros(W, np.int64),
                        np.zeros(W, np.int64), np.zeros((W, C), np.uint64), np.zeros((W, C), np.int64),
                        np.zeros(W, np.int64), carry, 0)
@@ -964,15 +922,27 @@ class ZIGenerator:
         if st.ist[_S_ERR]:
             msg = "this ZIGenerator failed earlier (queue overflow); create a new one"
             raise GpuflowError(msg)
-        out = tuple(np.empty(n, EVENT_DTYPES[c]) for c in _CORE_COLUMNS)
-        if n:
-            r = _run_(n, out, st.carry, st.rng, self._ipar, self._fpar, st.ist, st.fst, st.qty_lots,
+        n_carry = len(st.carry[0])
+        if n_carry >= n:
+            # the rows left over from the last message cover this chunk
+            out = tuple(a[:n].copy() for a in st.carry)
+            st.carry = tuple(a[n:].copy() for a in st.carry)
+        else:
+            # room for n rows plus the largest message, which may run past n
+            buf = tuple(np.empty(n + self._msg_rows, EVENT_DTYPES[name]) for name in _CORE_COLUMNS)
+            for a, b in zip(buf, st.carry):
+                a[:n_carry] = b
+            r = _run_(n, n_carry, *buf, st.rng, self._ipar, self._fpar, st.ist, st.fst, st.qty_lots,
                       st.n_orders, st.fifo_id, st.fifo_lots, st.fifo_head, self._lam_cum, self._theta)
             if r < 0:
                 msg = (f"ZI generator: the queue at price {int(st.ist[_S_ERR_PRICE])} ticks outgrew "
                        f"queue_capacity={self.params.queue_capacity} orders after about "
                        f"{st.rows_emitted} rows; raise ZIParams.queue_capacity or lower the arrival rates")
                 raise GpuflowError(msg)
+            st.carry = tuple(a[n:r].copy() for a in buf)
+            # views keep the slack alive: fine for big chunks, copy small ones
+            big = n >= 8 * self._msg_rows
+            out = tuple(a[:n] if big else a[:n].copy() for a in buf)
         cols = dict(zip(_CORE_COLUMNS, out))
         cols["seq"] = np.arange(st.rows_emitted, st.rows_emitted + n, dtype=np.int64)
         cols["ts_local"] = cols["ts_exch"] + np.int64(self.latency_ns) if self.latency_ns else \

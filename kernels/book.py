@@ -52,7 +52,7 @@ from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE
 
 __all__ = [
     "OP_NONE", "OP_SET", "OP_ADD", "OP_CLEAR", "F_EMIT", "F_OBSERVE", "MAX_LEVELS",
-    "CHUNK_BOUNDS", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY", "ROW_BEST", "REPLAY",
+    "CHUNK_BOUNDS", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY", "ROW_BEST", "replay_pair",
 ]
 
 OP_NONE = 0
@@ -65,6 +65,8 @@ F_EMIT = 1
 F_OBSERVE = 2
 #: most levels a replay can emit (size of the per-thread scratch)
 MAX_LEVELS = 20
+#: per-thread scratch width of a compiled replay kernel (see :func:`replay_pair`)
+NLEV_CAP = MAX_LEVELS
 
 _EMPTY_BID = np.int64(EMPTY_BID_PRICE)
 _EMPTY_ASK = np.int64(EMPTY_ASK_PRICE)
@@ -85,11 +87,20 @@ def chunk_start_at(c, L, n_ops, flags):  # pragma: no cover - jitted
     return j + 1
 
 
-def summarise_chunk(c, bounds, side, lvl, kind, qty, sa, sb, wb, wa):  # pragma: no cover
+def _level(s, p, wb, wa, pmin_b, pmin_a):  # pragma: no cover - jitted
+    """Row index of price ``p`` on side ``s`` (bids first, then asks), or -1 outside the window."""
+    if s > 0:
+        l = p - pmin_b
+        return l if 0 <= l < wb else -1
+    l = p - pmin_a
+    return wb + l if 0 <= l < wa else -1
+
+
+def summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a):  # pragma: no cover
     """Compose chunk ``c``'s ops into per-level maps in rows ``sa[c]``/``sb[c]``.
 
     ``sa``/``sb`` have shape (C, wb + wa): bid levels first, then ask levels.
-    Ops with ``lvl < 0`` (outside the window) are skipped.
+    Ops outside the price window are skipped.
     """
     w = wb + wa
     for j in range(w):
@@ -98,10 +109,9 @@ def summarise_chunk(c, bounds, side, lvl, kind, qty, sa, sb, wb, wa):  # pragma:
     for i in range(bounds[c], bounds[c + 1]):
         k = kind[i]
         if k == OP_SET or k == OP_ADD:
-            l = lvl[i]
-            if l < 0:
+            j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a)
+            if j < 0:
                 continue
-            j = l if side[i] > 0 else wb + l
             if k == OP_SET:
                 sa[c, j] = 0
                 sb[c, j] = qty[i]
@@ -214,7 +224,7 @@ def _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, o):  # pragma: no cover 
         m += 1
 
 
-def replay_chunk(c, bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a,
+def replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a,
                  best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st):  # pragma: no cover
     """Replay chunk ``c`` on its start book ``rows[c]`` (modified in place) and emit rows.
 
@@ -227,19 +237,29 @@ def replay_chunk(c, bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, p
     ba = best[c, 1]
     _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, 0)
     for m in range(nlev):
+        st[4, m] = st[0, m]
+        st[5, m] = st[1, m]
+        st[6, m] = st[2, m]
+        st[7, m] = st[3, m]
         st[8, m] = 0
+    # st rows 4-7 hold the current top levels whenever ``dirty`` is False; an op deeper than the
+    # N-th level of its side cannot change them, so most ops skip the rescan
+    dirty = False
     k = out_base[c]
     for i in range(bounds[c], bounds[c + 1]):
         kd = kind[i]
         if kd == OP_SET or kd == OP_ADD:
-            l = lvl[i]
-            if l >= 0:
-                if side[i] > 0:
-                    v = _apply(row, l, kd, qty[i])
-                    bb = _bid_best_after(row, 0, bb, l, v)
+            j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a)
+            if j >= 0:
+                v = _apply(row, j, kd, qty[i])
+                if j < wb:
+                    bb = _bid_best_after(row, 0, bb, j, v)
+                    if price[i] >= st[4, nlev - 1]:
+                        dirty = True
                 else:
-                    v = _apply(row, wb + l, kd, qty[i])
-                    ba = _ask_best_after(row, wb, wa, ba, l, v)
+                    ba = _ask_best_after(row, wb, wa, ba, j - wb, v)
+                    if price[i] <= st[6, nlev - 1]:
+                        dirty = True
         elif kd == OP_CLEAR:
             s = side[i]
             if s >= 0:
@@ -250,11 +270,13 @@ def replay_chunk(c, bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, p
                 for j in range(wa):
                     row[wb + j] = 0
                 ba = wa
+            dirty = True
         f = flags[i]
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
-        if emit or obs:
+        if dirty and (emit or obs):
             _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, 4)
+            dirty = False
         if obs:
             for m in range(nlev):
                 bp = st[4, m]
@@ -317,11 +339,11 @@ def chunk_bounds_cuda(L, n_ops, flags, bounds):  # pragma: no cover - device cod
         bounds[c] = n_ops
 
 
-def summarise_cuda(bounds, side, lvl, kind, qty, sa, sb, wb, wa):  # pragma: no cover - device code
+def summarise_cuda(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a):  # pragma: no cover - device code
     """One thread per chunk.  Twin: :func:`summarise_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
-        summarise_chunk(c, bounds, side, lvl, kind, qty, sa, sb, wb, wa)
+        summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a)
 
 
 def group_compose_cuda(G, C, sa, sb, ga, gb):  # pragma: no cover - device code
@@ -383,13 +405,13 @@ def row_best_cuda(rows, wb, wa, best):  # pragma: no cover - device code
         best[c, 1] = sh[1]
 
 
-def replay_cuda(bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best, out_base,
+def replay_cuda(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best, out_base,
                 nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi):  # pragma: no cover - device code
     """One thread per chunk replays it from its start book.  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
-        st = cuda.local.array((9, MAX_LEVELS), dtype=np.int64)
-        replay_chunk(c, bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best,
+        st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
+        replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best,
                      out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st)
 
 
@@ -402,9 +424,9 @@ def chunk_bounds_cpu(L, n_ops, flags, bounds):  # pragma: no cover - jitted
     bounds[C] = n_ops
 
 
-def summarise_cpu(bounds, side, lvl, kind, qty, sa, sb, wb, wa):  # pragma: no cover - jitted
+def summarise_cpu(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a):  # pragma: no cover - jitted
     for c in prange(bounds.size - 1):
-        summarise_chunk(c, bounds, side, lvl, kind, qty, sa, sb, wb, wa)
+        summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a)
 
 
 def group_compose_cpu(G, C, sa, sb, ga, gb):  # pragma: no cover - jitted
@@ -429,16 +451,16 @@ def row_best_cpu(rows, wb, wa, best):  # pragma: no cover - jitted
         row_best_scan(c, rows, wb, wa, best)
 
 
-def replay_cpu(bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best, out_base,
+def replay_cpu(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best, out_base,
                nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay)."""
     st = np.empty((9, max(nlev, 1)), dtype=np.int64)
     for c in range(bounds.size - 1):
-        replay_chunk(c, bounds, side, lvl, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best,
+        replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best,
                      out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st)
 
 
-_TW = Twins(chunk_start_at, summarise_chunk, group_compose_at, group_scan_at, group_apply_at, _apply,
+_TW = Twins(chunk_start_at, _level, summarise_chunk, group_compose_at, group_scan_at, group_apply_at, _apply,
             _bid_best_after, _ask_best_after, _top, replay_chunk, row_best_scan)
 _PAR = {"parallel": True, "cache": True}
 
@@ -449,4 +471,16 @@ GROUP_SCAN = KernelPair("book.group_scan", _TW.cuda(group_scan_cuda), _TW.cpu(gr
 GROUP_APPLY = KernelPair("book.group_apply", _TW.cuda(group_apply_cuda), _TW.cpu(group_apply_cpu, **_PAR))
 ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best_cpu, **_PAR),
                       threads=_RB_THREADS, per_block=True)
-REPLAY = KernelPair("book.replay", _TW.cuda(replay_cuda), _TW.cpu(replay_cpu, cache=True), threads=64)
+_REPLAY_CPU = _TW.cpu(replay_cpu, cache=True)
+_REPLAY: dict[int, KernelPair] = {}
+
+
+def replay_pair(levels: int) -> KernelPair:
+    """The replay kernel pair for ``levels`` levels: the CUDA kernel's scratch is sized at compile time
+    (a small per-thread array stays in registers / L1 instead of spilling ``MAX_LEVELS`` columns)."""
+    cap = 1 << max(0, (levels - 1).bit_length())  # 1, 2, 4, 8, 16, 32: few variants
+    cap = min(max(cap, levels), MAX_LEVELS)
+    if cap not in _REPLAY:
+        _REPLAY[cap] = KernelPair(f"book.replay[{cap}]", _TW.cuda(replay_cuda, NLEV_CAP=cap), _REPLAY_CPU,
+                                  threads=64)
+    return _REPLAY[cap]

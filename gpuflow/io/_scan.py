@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import zlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -287,8 +288,7 @@ def _max_frac_digits(buf, fs, j, rows):  # pragma: no cover - jitted
                 e = e * 10 + (buf[p] - 48)
                 p += 1
             frac = frac + e if neg else frac - e
-        if frac > best:
-            best = frac
+        best = max(best, frac)
     return best
 
 

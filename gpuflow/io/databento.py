@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -50,13 +51,33 @@ from numba import njit
 from gpuflow.errors import FormatError, ParseError, SchemaError
 from gpuflow.instruments import lookup
 from gpuflow.io import ReadResult
-from gpuflow.io._scan import (RowIssues, apply_order, check_errors_arg, pick_instrument, read_source, report,
-                              stable_order)
-from gpuflow.schema import (FLAG_EOM, FLAG_SNAPSHOT, FLAG_SNAPSHOT_BEGIN, FLAG_SNAPSHOT_END,
-                            FLAG_TS_EXCH_MISSING, KIND_ADD, KIND_CANCEL, KIND_CLEAR, KIND_EXECUTE, KIND_MODIFY,
-                            KIND_TRADE, Instrument, decimal_step, events_table)
+from gpuflow.io._scan import (
+    RowIssues,
+    apply_order,
+    check_errors_arg,
+    pick_instrument,
+    read_source,
+    report,
+    stable_order,
+)
+from gpuflow.schema import (
+    FLAG_EOM,
+    FLAG_SNAPSHOT,
+    FLAG_SNAPSHOT_BEGIN,
+    FLAG_SNAPSHOT_END,
+    FLAG_TS_EXCH_MISSING,
+    KIND_ADD,
+    KIND_CANCEL,
+    KIND_CLEAR,
+    KIND_EXECUTE,
+    KIND_MODIFY,
+    KIND_TRADE,
+    Instrument,
+    decimal_step,
+    events_table,
+)
 
-__all__ = ["read_databento", "MBO_DTYPE", "mbo_records"]
+__all__ = ["MBO_DTYPE", "mbo_records", "read_databento"]
 
 _log = logging.getLogger("gpuflow.io")
 

@@ -49,13 +49,44 @@ from numpy.typing import NDArray
 from gpuflow import decimals
 from gpuflow.errors import FormatError, ParseError, SchemaError
 from gpuflow.io import ReadResult
-from gpuflow.io._scan import (CsvView, RowIssues, apply_order, check_errors_arg, first_line, read_source,
-                              report, stable_order)
-from gpuflow.schema import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_AUCTION, FLAG_EOM, FLAG_HIDDEN, KIND_ADD, KIND_CANCEL, KIND_DELETE,
-                            KIND_EXECUTE, KIND_STATUS, KIND_TRADE, Instrument, decimal_step, events_table)
+from gpuflow.io._scan import (
+    CsvView,
+    RowIssues,
+    apply_order,
+    check_errors_arg,
+    first_line,
+    read_source,
+    report,
+    stable_order,
+)
+from gpuflow.schema import (
+    EMPTY_ASK_PRICE,
+    EMPTY_BID_PRICE,
+    FLAG_AUCTION,
+    FLAG_EOM,
+    FLAG_HIDDEN,
+    KIND_ADD,
+    KIND_CANCEL,
+    KIND_DELETE,
+    KIND_EXECUTE,
+    KIND_STATUS,
+    KIND_TRADE,
+    Instrument,
+    decimal_step,
+    events_table,
+)
 
-__all__ = ["read_lobster", "read_lobster_orderbook", "find_orderbook", "parse_lobster_name", "LobsterName",
-           "LobsterBook", "LOBSTER_TICK_SIZE", "ASK_DUMMY_PRICE", "BID_DUMMY_PRICE"]
+__all__ = [
+    "ASK_DUMMY_PRICE",
+    "BID_DUMMY_PRICE",
+    "LOBSTER_TICK_SIZE",
+    "LobsterBook",
+    "LobsterName",
+    "find_orderbook",
+    "parse_lobster_name",
+    "read_lobster",
+    "read_lobster_orderbook",
+]
 
 #: LOBSTER's price resolution: the price field is dollars x 10000.
 LOBSTER_TICK_SIZE = "0.0001"

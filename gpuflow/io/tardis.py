@@ -49,8 +49,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -58,13 +59,34 @@ from gpuflow import decimals
 from gpuflow.errors import FormatError, ParseError, SchemaError
 from gpuflow.instruments import lookup
 from gpuflow.io import ReadResult
-from gpuflow.io._scan import (CsvView, RowIssues, _line_bounds, apply_order, check_errors_arg, pick_instrument,
-                              read_source, report, stable_order)
-from gpuflow.schema import (FLAG_EOM, FLAG_SNAPSHOT, FLAG_SNAPSHOT_BEGIN, FLAG_SNAPSHOT_END,
-                            FLAG_TS_EXCH_MISSING, KIND_BBO, KIND_CLEAR, KIND_SET, KIND_SNAPSHOT, KIND_TRADE,
-                            Instrument, decimal_step, events_table)
+from gpuflow.io._scan import (
+    CsvView,
+    RowIssues,
+    _line_bounds,
+    apply_order,
+    check_errors_arg,
+    pick_instrument,
+    read_source,
+    report,
+    stable_order,
+)
+from gpuflow.schema import (
+    FLAG_EOM,
+    FLAG_SNAPSHOT,
+    FLAG_SNAPSHOT_BEGIN,
+    FLAG_SNAPSHOT_END,
+    FLAG_TS_EXCH_MISSING,
+    KIND_BBO,
+    KIND_CLEAR,
+    KIND_SET,
+    KIND_SNAPSHOT,
+    KIND_TRADE,
+    Instrument,
+    decimal_step,
+    events_table,
+)
 
-__all__ = ["read_tardis", "detect_data_type", "DATA_TYPES"]
+__all__ = ["DATA_TYPES", "detect_data_type", "read_tardis"]
 
 _log = logging.getLogger("gpuflow.io")
 

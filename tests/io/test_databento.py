@@ -12,9 +12,20 @@ import zstandard
 from gpuflow.errors import FormatError, ParseError, SchemaError
 from gpuflow.io import read
 from gpuflow.io.databento import mbo_records, read_databento
-from gpuflow.schema import (FLAG_EOM, FLAG_SNAPSHOT, FLAG_SNAPSHOT_BEGIN, FLAG_SNAPSHOT_END, KIND_ADD,
-                            KIND_CANCEL, KIND_EXECUTE, KIND_MODIFY, KIND_TRADE, Instrument, instrument_of,
-                            validate)
+from gpuflow.schema import (
+    FLAG_EOM,
+    FLAG_SNAPSHOT,
+    FLAG_SNAPSHOT_BEGIN,
+    FLAG_SNAPSHOT_END,
+    KIND_ADD,
+    KIND_CANCEL,
+    KIND_EXECUTE,
+    KIND_MODIFY,
+    KIND_TRADE,
+    Instrument,
+    instrument_of,
+    validate,
+)
 
 NAME = "esh4-glbx-mdp3-20231225.mbo.dbn.zst"
 

@@ -10,10 +10,29 @@ import pytest
 
 from gpuflow.errors import FormatError, ParseError, SchemaError
 from gpuflow.io import read
-from gpuflow.io.lobster import (ASK_DUMMY_PRICE, BID_DUMMY_PRICE, find_orderbook, parse_lobster_name,
-                                read_lobster, read_lobster_orderbook)
-from gpuflow.schema import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_AUCTION, FLAG_EOM, FLAG_HIDDEN, KIND_ADD, KIND_CANCEL, KIND_DELETE,
-                            KIND_EXECUTE, KIND_STATUS, KIND_TRADE, instrument_of, validate)
+from gpuflow.io.lobster import (
+    ASK_DUMMY_PRICE,
+    BID_DUMMY_PRICE,
+    find_orderbook,
+    parse_lobster_name,
+    read_lobster,
+    read_lobster_orderbook,
+)
+from gpuflow.schema import (
+    EMPTY_ASK_PRICE,
+    EMPTY_BID_PRICE,
+    FLAG_AUCTION,
+    FLAG_EOM,
+    FLAG_HIDDEN,
+    KIND_ADD,
+    KIND_CANCEL,
+    KIND_DELETE,
+    KIND_EXECUTE,
+    KIND_STATUS,
+    KIND_TRADE,
+    instrument_of,
+    validate,
+)
 
 # 2012-06-21 is day 15512 after 1970-01-01; New York is on EDT (UTC-4), so local
 # midnight is 15512 * 86400 + 4 * 3600 = 1340251200 s after the epoch.

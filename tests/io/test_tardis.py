@@ -11,9 +11,21 @@ import pytest
 from gpuflow.errors import FormatError, ParseError, SchemaError
 from gpuflow.io import read
 from gpuflow.io.tardis import detect_data_type, read_tardis
-from gpuflow.schema import (FLAG_EOM, FLAG_SNAPSHOT, FLAG_SNAPSHOT_BEGIN, FLAG_SNAPSHOT_END,
-                            FLAG_TS_EXCH_MISSING, KIND_BBO, KIND_CLEAR, KIND_SET, KIND_SNAPSHOT, KIND_TRADE,
-                            Instrument, instrument_of, validate)
+from gpuflow.schema import (
+    FLAG_EOM,
+    FLAG_SNAPSHOT,
+    FLAG_SNAPSHOT_BEGIN,
+    FLAG_SNAPSHOT_END,
+    FLAG_TS_EXCH_MISSING,
+    KIND_BBO,
+    KIND_CLEAR,
+    KIND_SET,
+    KIND_SNAPSHOT,
+    KIND_TRADE,
+    Instrument,
+    instrument_of,
+    validate,
+)
 
 SNAP = FLAG_SNAPSHOT
 SNAP_BEGIN = FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN
