@@ -180,7 +180,7 @@ def mbo_records(path: Any) -> tuple[np.ndarray, Any, dict[str, Any]]:
         raise ParseError(msg)
     try:
         meta = databento_dbn.Metadata.decode(buf[: 8 + mlen].tobytes())
-    except Exception as exc:  # databento_dbn.DBNError, or ValueError for bad content
+    except (databento_dbn.DBNError, ValueError, OverflowError) as exc:
         msg = f"{path}: could not decode the DBN metadata (version {version}): {exc}"
         raise ParseError(msg) from None
     schema = str(meta.schema) if meta.schema is not None else None
@@ -191,7 +191,8 @@ def mbo_records(path: Any) -> tuple[np.ndarray, Any, dict[str, Any]]:
     offs, nums, count, bad_pos, other = _walk_records(rec, _RTYPE_MBO)
     if bad_pos >= 0:
         length = int(rec[bad_pos]) * 4
-        msg = (f"{path}: truncated or corrupt DBN records: record {count + 1:,} at byte {8 + mlen + bad_pos:,} "
+        msg = (f"{path}: truncated or corrupt DBN records: record {count + 1:,} "
+               f"at byte {8 + mlen + bad_pos:,} "
                f"declares {length} bytes, {rec.size - bad_pos:,} left; {count:,} complete records before it")
         raise ParseError(msg)
     size = MBO_DTYPE.itemsize + (8 if meta.ts_out else 0)
@@ -377,7 +378,8 @@ def read_databento(path: Any, *, instrument: Instrument | Mapping[Any, Instrumen
         act = action[rows]
         side = _SIDE_OF[side_b[rows]]
         side[act == ord("R")] = 0
-        cols = {"ts_exch": ts_exch[rows], "ts_local": ts_recv[rows], "seq": records["sequence"][rows].astype(np.int64),
+        cols = {"ts_exch": ts_exch[rows], "ts_local": ts_recv[rows],
+                "seq": records["sequence"][rows].astype(np.int64),
                 "kind": _KIND_OF_ACTION[act], "side": side, "price": ticks[rows], "qty": qty[rows],
                 "order_id": records["order_id"][rows], "flags": flags, "src_line": rec_no[rows]}
         cols = apply_order(cols, stable_order(cols["ts_local"]))

@@ -262,7 +262,8 @@ def read_lobster(message_path: Any, *, instrument: Instrument | None = None, err
     iss.add(view.nf != 6, "field_count", "line", _EXPECTED_LINE,
             lambda i: f"{int(view.nf[i])} field(s): {view.raw(i)}", ParseError)
     iss.add_status(st_t, "time", found(0), expected="seconds after midnight as a decimal number",
-                   off_grid_rule="bad_timestamp", off_grid_expected="at most 9 decimals (ns resolution)", col=1)
+                   off_grid_rule="bad_timestamp", off_grid_expected="at most 9 decimals (ns resolution)",
+                   col=1)
     iss.add_status(st_typ, "type", found(1), expected="an integer message type 1-7",
                    off_grid_rule="bad_value", off_grid_expected="an integer message type 1-7", col=2)
     iss.add_status(st_oid, "order_id", found(2), expected="an integer order id",

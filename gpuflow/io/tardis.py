@@ -226,7 +226,8 @@ def read_tardis(path: Any, *, instrument: Instrument | Mapping[Any, Instrument] 
     view = CsvView(path, buf, len(header), skip_lines=1, bounds=bounds)
     n = view.n
     iss = RowIssues(path, n, view.line, view.raw)
-    iss.add(view.nf != len(header), "field_count", "line", f"{len(header)} comma-separated fields as in the header",
+    iss.add(view.nf != len(header), "field_count", "line",
+            f"{len(header)} comma-separated fields as in the header",
             lambda i: f"{int(view.nf[i])} field(s): {view.raw(i)}", ParseError)
 
     def found(j: int) -> Any:
@@ -342,7 +343,8 @@ def read_tardis(path: Any, *, instrument: Instrument | Mapping[Any, Instrument] 
         base = {"ts_exch": ts[rows], "ts_local": lts[rows], "seq": rows.astype(np.int64),
                 "src_line": view.line[rows], "flags": flags0}
         if dtype == "incremental_book_L2":
-            cols = _build_l2(base, extra["snap"][rows], extra["side"][rows], prices[0][rows], amounts[0][rows])
+            cols = _build_l2(base, extra["snap"][rows], extra["side"][rows], prices[0][rows],
+                             amounts[0][rows])
         elif dtype == "trades":
             all_ids = np.flatnonzero(code == g)
             if all_ids.size and bool(extra["id_ok"][all_ids].all()):

@@ -67,15 +67,19 @@ def test_first_and_last_records(dbn_path: Path) -> None:
     t = read_databento(dbn_path).tables[0]
     first = t.slice(0, 2).to_pylist()
     # MboMsg(ts_recv=1703462400000000000, ts_event=1703422805243925307, action='A', side='B',
-    #        price=4799000000000, size=2, order_id=6412777162812, flags=SNAPSHOT|BAD_TS_RECV (40), sequence=682)
-    assert first[0] == {"ts_exch": 1_703_422_805_243_925_307, "ts_local": 1_703_462_400_000_000_000, "seq": 682,
-                        "kind": KIND_ADD, "side": 1, "price": 4799 * 4, "qty": 2, "order_id": 6_412_777_162_812,
+    #        price=4799000000000, size=2, order_id=6412777162812, flags=SNAPSHOT|BAD_TS_RECV (40),
+    #        sequence=682)
+    assert first[0] == {"ts_exch": 1_703_422_805_243_925_307, "ts_local": 1_703_462_400_000_000_000,
+                        "seq": 682, "kind": KIND_ADD, "side": 1, "price": 4799 * 4, "qty": 2,
+                        "order_id": 6_412_777_162_812,
                         "flags": FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN, "src_line": 1}
     assert first[1]["order_id"] == 6_412_777_162_851 and first[1]["qty"] == 6
     last = t.slice(t.num_rows - 1).to_pylist()[0]
     # MboMsg(ts_recv=1703548799446821072, ts_event=1703548799446724905, action='M', side='A',
-    #        price=4810500000000, size=1, order_id=6412777285103, flags=LAST|PUBLISHER_SPECIFIC (130), sequence=59585)
-    assert last == {"ts_exch": 1_703_548_799_446_724_905, "ts_local": 1_703_548_799_446_821_072, "seq": 59_585,
+    #        price=4810500000000, size=1, order_id=6412777285103, flags=LAST|PUBLISHER_SPECIFIC (130),
+    #        sequence=59585)
+    assert last == {"ts_exch": 1_703_548_799_446_724_905, "ts_local": 1_703_548_799_446_821_072,
+                    "seq": 59_585,
                     "kind": KIND_MODIFY, "side": -1, "price": 19_242, "qty": 1, "order_id": 6_412_777_285_103,
                     "flags": FLAG_EOM, "src_line": 68_792}
 
@@ -88,7 +92,8 @@ def test_matches_dbn_decoder(dbn_path: Path, raw_dbn: bytes) -> None:
     assert len(recs) == ours.size == 68_792
     for name in ("ts_event", "ts_recv", "order_id", "price", "size", "flags", "sequence", "instrument_id",
                  "ts_in_delta", "channel_id", "publisher_id"):
-        theirs = np.array([int(getattr(r, name)) for r in recs], dtype=np.int64 if name != "order_id" else np.uint64)
+        dt = np.uint64 if name == "order_id" else np.int64
+        theirs = np.array([int(getattr(r, name)) for r in recs], dtype=dt)
         assert np.array_equal(ours[name].astype(theirs.dtype), theirs), name
     for name in ("action", "side"):
         theirs = np.array([ord(str(getattr(r, name))) for r in recs], dtype=np.uint8)
@@ -124,7 +129,8 @@ def test_off_grid_price(dbn_path: Path) -> None:
     n_bad = int((recs["price"] % 500_000_000 != 0).sum())
     first_bad = int(np.argmax(recs["price"] % 500_000_000 != 0))
     assert n_bad > 0
-    with pytest.raises(SchemaError, match=(rf"{NAME}: record {first_bad + 1}: field 'price': expected a whole "
+    with pytest.raises(SchemaError, match=(rf"{NAME}: record {first_bad + 1}: field 'price': "
+                                           r"expected a whole "
                                            r"number of ticks \(tick_size=0\.5, prices in 1e-9 units\), found "
                                            rf"'{int(recs['price'][first_bad])}'")):
         read_databento(dbn_path, instrument=inst)
@@ -148,12 +154,14 @@ def test_truncated(dbn_path: Path, raw_dbn: bytes, tmp_path: Path) -> None:
     p = tmp_path / NAME
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(ParseError, match=(rf"{NAME}: truncated zstd file: the compressed stream ends after "
-                                          r"498,619 bytes without its end marker; decompressed [\d,]+ bytes")):
+                                          r"498,619 bytes without its end marker; "
+                                          r"decompressed [\d,]+ bytes")):
         read_databento(p)
     q = tmp_path / "cut.dbn"
     mlen = struct.unpack("<I", raw_dbn[4:8])[0]
     q.write_bytes(raw_dbn[: 8 + mlen + 56 * 100 + 20])
-    with pytest.raises(ParseError, match=(r"truncated or corrupt DBN records: record 101 at byte [\d,]+ declares "
+    with pytest.raises(ParseError, match=(r"truncated or corrupt DBN records: record 101 "
+                                          r"at byte [\d,]+ declares "
                                           r"56 bytes, 20 left; 100 complete records before it")):
         read_databento(q)
     q.write_bytes(raw_dbn[:100])
@@ -162,7 +170,8 @@ def test_truncated(dbn_path: Path, raw_dbn: bytes, tmp_path: Path) -> None:
 
 
 def test_wrong_format(shared_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(FormatError, match=r"expected a Databento DBN file \(starting with b'DBN'\), found a JSON"):
+    with pytest.raises(FormatError,
+                       match=r"expected a Databento DBN file \(starting with b'DBN'\), found a JSON"):
         read_databento(shared_data / "binance" / "usdm" / "btcusdt_20240808.gz")
     with pytest.raises(FormatError, match="expected a Databento DBN file .* found a CSV text file"):
         read_databento(shared_data / "lobster" / "GOOG_2012-06-21_34200000_57600000_message_1.csv.gz")
@@ -172,5 +181,6 @@ def test_wrong_format(shared_data: Path, tmp_path: Path) -> None:
                                   not_found=[], mappings=[])
     p = tmp_path / "trades.dbn"
     p.write_bytes(meta.encode())
-    with pytest.raises(FormatError, match="expected a Databento MBO file \\(schema 'mbo'\\), found schema 'trades'"):
+    with pytest.raises(FormatError,
+                       match="expected a Databento MBO file \\(schema 'mbo'\\), found schema 'trades'"):
         read_databento(p)

@@ -128,7 +128,8 @@ def test_goog_first_rows_by_hand(shared_data: Path) -> None:
 def test_executions_identical_for_every_level(shared_data: Path) -> None:
     execs = []
     for n in (1, 5, 10):
-        t = read_lobster(shared_data / "lobster" / f"GOOG_2012-06-21_34200000_57600000_message_{n}.csv.gz").tables[0]
+        path = shared_data / "lobster" / f"GOOG_2012-06-21_34200000_57600000_message_{n}.csv.gz"
+        t = read_lobster(path).tables[0]
         k = t.column("kind").to_numpy()
         sel = (k == KIND_EXECUTE) | (k == KIND_TRADE)
         execs.append(np.stack([t.column(c).to_numpy()[sel].astype(np.int64)
@@ -220,7 +221,8 @@ def test_garbage_rows(tmp_path: Path) -> None:
             + "34200.0000000001,1,1,1,5853300,1\n"  # line 9: below 1 ns
             + "34201,2,16113575,8,5853300,1\n")     # line 10: fine
     p = _write(tmp_path, text)
-    with pytest.raises(ParseError, match=r"line 3: field 'time' \(column 1\): expected seconds after midnight.*"
+    with pytest.raises(ParseError, match=r"line 3: field 'time' \(column 1\): "
+                                         r"expected seconds after midnight.*"
                                          r"found 'abc' \(6 more bad rows follow\)"):
         read_lobster(p)
     res = read_lobster(p, errors="quarantine")
@@ -280,14 +282,16 @@ def test_wrong_formats(shared_data: Path, tmp_path: Path) -> None:
     ob = (shared_data / "lobster" / "GOOG_2012-06-21_34200000_57600000_orderbook_5.csv.gz").read_bytes()
     p = tmp_path / "GOOG_2012-06-21_34200000_57600000_message_5.csv.gz"
     p.write_bytes(ob)
-    with pytest.raises(FormatError, match=r"found 20 numeric fields: this looks like a LOBSTER orderbook file "
+    with pytest.raises(FormatError, match=r"found 20 numeric fields: "
+                                          r"this looks like a LOBSTER orderbook file "
                                           r"with 5 level\(s\)"):
         read_lobster(p)
     rec = (shared_data / "binance" / "usdm" / "btcusdt_20240808.gz").read_bytes()
     p.write_bytes(rec)
     with pytest.raises(FormatError, match="expected a LOBSTER message file .* found a JSON line"):
         read_lobster(p)
-    tardis = (shared_data / "nautilus_fixtures" / "tardis" / "binance-futures_trades_BTCUSDT.csv").read_bytes()
+    tardis = (shared_data / "nautilus_fixtures" / "tardis"
+              / "binance-futures_trades_BTCUSDT.csv").read_bytes()
     p.write_bytes(tardis)
     with pytest.raises(FormatError, match=r"found 8 field\(s\) on the first line: 'exchange,symbol"):
         read_lobster(p)
@@ -300,7 +304,8 @@ def test_truncated_gzip(shared_data: Path, tmp_path: Path) -> None:
     p = tmp_path / "AAPL_2012-06-21_34200000_57600000_message_1.csv.gz"
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(ParseError, match=(r"AAPL_.*: truncated gzip file: the compressed stream ends after "
-                                          r"622,766 bytes.*decompressed [\d,]+ bytes \([\d,]+ complete lines\)")):
+                                          r"622,766 bytes.*decompressed [\d,]+ bytes "
+                                          r"\([\d,]+ complete lines\)")):
         read_lobster(p)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from gpuflow.errors import FormatError, ParseError, SchemaError
+from gpuflow.instruments import lookup
 from gpuflow.io import read
 from gpuflow.io.tardis import detect_data_type, read_tardis
 from gpuflow.schema import (
@@ -60,12 +61,16 @@ def test_trades(shared_data: Path) -> None:
     inst = instrument_of(t)
     assert (inst.venue, inst.symbol, inst.tick_size, inst.lot_size) == ("binance-futures", "BTCUSDT", "0.01",
                                                                         "0.001")
+    known = lookup("binance-futures", "BTCUSDT")
+    assert known is not None and known.tick_size == "0.10" and known.lot_size == "0.001"
     assert inst.tick_size_inferred and not inst.lot_size_inferred
     assert "not on the built-in tick_size 0.10" in res.stats["instrument_notes"][0]
     # every row against an independent pandas read (floats are fine for an oracle at this precision)
     df = pd.read_csv(path)
-    assert np.array_equal(t.column("price").to_numpy(), np.round(df["price"].to_numpy() * 100).astype(np.int64))
-    assert np.array_equal(t.column("qty").to_numpy(), np.round(df["amount"].to_numpy() * 1000).astype(np.int64))
+    exp_price = np.round(df["price"].to_numpy() * 100).astype(np.int64)
+    exp_qty = np.round(df["amount"].to_numpy() * 1000).astype(np.int64)
+    assert np.array_equal(t.column("price").to_numpy(), exp_price)
+    assert np.array_equal(t.column("qty").to_numpy(), exp_qty)
     assert np.array_equal(t.column("ts_local").to_numpy(), df["local_timestamp"].to_numpy() * 1000)
     assert np.array_equal(t.column("seq").to_numpy(), df["id"].to_numpy())
 
@@ -101,16 +106,20 @@ def test_book_snapshots(shared_data: Path, levels: int, rows: int) -> None:
     side = t.column("side").to_numpy().reshape(rows, width)
     flags = t.column("flags").to_numpy().reshape(rows, width)
     assert np.all(kind[:, 0] == KIND_CLEAR) and np.all(kind[:, 1:] == KIND_SNAPSHOT)
-    assert np.all(side[:, 0] == 0) and np.all(side[:, 1:1 + levels] == 1) and np.all(side[:, 1 + levels:] == -1)
-    assert np.all(flags[:, 0] == SNAP_BEGIN) and np.all(flags[:, 1:-1] == SNAP) and np.all(flags[:, -1] == SNAP_LAST)
+    assert np.all(side[:, 0] == 0) and np.all(side[:, 1:1 + levels] == 1)
+    assert np.all(side[:, 1 + levels:] == -1)
+    assert np.all(flags[:, 0] == SNAP_BEGIN) and np.all(flags[:, 1:-1] == SNAP)
+    assert np.all(flags[:, -1] == SNAP_LAST)
     price = t.column("price").to_numpy().reshape(rows, width)
     qty = t.column("qty").to_numpy().reshape(rows, width)
-    # first line: asks[0] 11657.08 x 1.714, bids[0] 11657.07 x 10.896, asks[1] 11657.54 x 5.4, bids[1] 11656.97 x 0.2
+    # first line: asks[0] 11657.08 x 1.714, bids[0] 11657.07 x 10.896,
+    #             asks[1] 11657.54 x 5.4,   bids[1] 11656.97 x 0.2
     assert (price[0, 1], qty[0, 1]) == (1_165_707, 10_896)
     assert (price[0, 2], qty[0, 2]) == (1_165_697, 200)
     assert (price[0, 1 + levels], qty[0, 1 + levels]) == (1_165_708, 1_714)
     assert (price[0, 2 + levels], qty[0, 2 + levels]) == (1_165_754, 5_400)
-    assert np.all(np.diff(price[:, 1:1 + levels], axis=1) < 0) and np.all(np.diff(price[:, 1 + levels:], axis=1) > 0)
+    assert np.all(np.diff(price[:, 1:1 + levels], axis=1) < 0)
+    assert np.all(np.diff(price[:, 1 + levels:], axis=1) > 0)
     ts = t.column("ts_local").to_numpy().reshape(rows, width)
     assert ts[0, 0] == 1_598_918_403_810_979_000
     if levels == 25:
@@ -137,7 +146,8 @@ def test_incremental_l2_deribit(shared_data: Path) -> None:
                             flags=SNAP_LAST, src_line=16)
     assert all(r["flags"] == SNAP for r in rows[2:-1])
     inst = instrument_of(t)
-    assert (inst.venue, inst.symbol, inst.tick_size, inst.lot_size) == ("deribit", "BTC-PERPETUAL", "0.1", "1")
+    assert (inst.venue, inst.symbol, inst.tick_size, inst.lot_size) == \
+        ("deribit", "BTC-PERPETUAL", "0.1", "1")
     assert inst.tick_size_inferred and inst.lot_size_inferred
     assert res.stats["instrument_notes"] == []
 
@@ -162,7 +172,8 @@ def test_l2_snapshot_runs_and_messages(tmp_path: Path) -> None:
         "x,AB,400,410,true,bid,10,4\n"       # line 7  snapshot 2 (new run after updates)
         "x,AB,400,410,true,ask,12,5\n")      # line 8
     t = read_tardis(_write(tmp_path, "l2.csv", text)).tables[0]
-    got = [(r["kind"], r["side"], r["price"], r["qty"], r["flags"], r["seq"], r["src_line"]) for r in t.to_pylist()]
+    got = [(r["kind"], r["side"], r["price"], r["qty"], r["flags"], r["seq"], r["src_line"])
+           for r in t.to_pylist()]
     assert got == [
         (KIND_CLEAR, 0, 0, 0, SNAP_BEGIN, 0, 2),
         (KIND_SNAPSHOT, 1, 105, 1, SNAP, 0, 2),
@@ -198,7 +209,8 @@ def test_streams_sorting_and_missing_exchange_time(tmp_path: Path) -> None:
     assert instrument_of(cd).tick_size == "0.1"
     with pytest.raises(SchemaError, match="holds 2 instruments but one Instrument was given"):
         read_tardis(_write(tmp_path, "t.csv", text), instrument=Instrument("x", "AB", "0.01", "0.1"))
-    res = read_tardis(_write(tmp_path, "t.csv", text), instrument={"AB": Instrument("x", "AB", "0.05", "0.5")})
+    res = read_tardis(_write(tmp_path, "t.csv", text),
+                      instrument={"AB": Instrument("x", "AB", "0.05", "0.5")})
     assert instrument_of(res.tables[0]).tick_size == "0.05"
     assert res.tables[0].column("price").to_pylist() == [205, 210]
 
@@ -220,7 +232,8 @@ def test_off_grid_price_raise_and_quarantine(tmp_path: Path) -> None:
                             "binance-futures,BTCUSDT,102,112,3,sell,9682.2,0.0005\n")
     p = _write(tmp_path, "trades.csv", text)
     inst = Instrument("binance-futures", "BTCUSDT", "0.1", "0.001", source="tardis")
-    with pytest.raises(SchemaError, match=(r"trades\.csv: line 3: field 'price' \(column 7\): expected a whole "
+    with pytest.raises(SchemaError, match=(r"trades\.csv: line 3: field 'price' \(column 7\): "
+                                           r"expected a whole "
                                            r"number of ticks \(tick_size=0\.1\), found '9682\.05' "
                                            r"\(1 more bad rows follow\)")):
         read_tardis(p, instrument=inst)
@@ -242,7 +255,8 @@ def test_garbage_rows(tmp_path: Path) -> None:
                             ",AB,100,110,5,buy,10,1\n"
                             "x,AB,100,110,6,buy,10,-1\n")
     p = _write(tmp_path, "g.csv", text)
-    with pytest.raises(ParseError, match=r"g\.csv: line 3: field 'timestamp' \(column 3\): expected microseconds"):
+    with pytest.raises(ParseError,
+                       match=r"g\.csv: line 3: field 'timestamp' \(column 3\): expected microseconds"):
         read_tardis(p)
     res = read_tardis(p, errors="quarantine")
     got = [(r["line"], r["rule"], r["field"]) for r in res.rejected.to_pylist()]
@@ -254,20 +268,24 @@ def test_garbage_rows(tmp_path: Path) -> None:
 def test_missing_column(shared_data: Path, tmp_path: Path) -> None:
     lines = _tardis(shared_data, "binance-futures_trades_BTCUSDT.csv").read_text().splitlines()[:5]
     text = "\n".join(",".join(x.split(",")[:-1]) for x in lines) + "\n"
-    with pytest.raises(ParseError, match=(r"line 1 \(header\): missing column\(s\) \['amount'\] for tardis trades; "
+    with pytest.raises(ParseError, match=(r"line 1 \(header\): missing column\(s\) \['amount'\] "
+                                          r"for tardis trades; "
                                           r"expected columns .* found \['exchange', 'symbol', 'timestamp', "
                                           r"'local_timestamp', 'id', 'side', 'price'\]")):
         read_tardis(_write(tmp_path, "trades.csv", text))
-    with pytest.raises(ParseError, match=r"missing column\(s\) \['id', 'side', 'price', 'amount'\] for tardis trades"):
+    with pytest.raises(ParseError,
+                       match=r"missing column\(s\) \['id', 'side', 'price', 'amount'\] for tardis trades"):
         read_tardis(_tardis(shared_data, "binance-futures_quotes_BTCUSDT.csv"), data_type="trades")
 
 
 def test_wrong_format(shared_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(FormatError, match="expected a tardis.dev CSV whose header starts .* found a line of numbers"):
+    with pytest.raises(FormatError,
+                       match="expected a tardis.dev CSV whose header starts .* found a line of numbers"):
         read_tardis(shared_data / "lobster" / "GOOG_2012-06-21_34200000_57600000_message_1.csv.gz")
     with pytest.raises(FormatError, match="expected a tardis.dev CSV .* found a JSON line"):
         read_tardis(shared_data / "binance" / "spot" / "btcusdt_20240808.gz")
-    p = _write(tmp_path, "ticker.csv", "exchange,symbol,timestamp,local_timestamp,funding_rate,open_interest\n")
+    p = _write(tmp_path, "ticker.csv",
+               "exchange,symbol,timestamp,local_timestamp,funding_rate,open_interest\n")
     with pytest.raises(FormatError, match="cannot tell the tardis data type from the header"):
         read_tardis(p)
     with pytest.raises(FormatError, match="data_type='options_chain': expected one of"):
@@ -284,7 +302,8 @@ def test_gzip_and_truncation(shared_data: Path, tmp_path: Path) -> None:
     res = read("tardis", p)
     assert res.n_events == 2 * 9_999 and res.stats["compression"] == "gzip"
     p.write_bytes(data[:-100])
-    with pytest.raises(ParseError, match=r"truncated gzip file: the compressed stream ends after [\d,]+ bytes"):
+    with pytest.raises(ParseError,
+                       match=r"truncated gzip file: the compressed stream ends after [\d,]+ bytes"):
         read_tardis(p)
 
 
