@@ -201,6 +201,17 @@ def _parse_col(buf, fs, j, mants, scales, group, out, status):  # pragma: no cov
 
 
 @njit(cache=True, nogil=True)
+def _parse_cols(buf, fs, cols, mants, scales, out, status):  # pragma: no cover - jitted
+    """Row-major variant of :func:`_parse_col` for many columns (one step per column)."""
+    for i in range(out.shape[0]):
+        for k in range(cols.size):
+            j = cols[k]
+            v, s = decimals.parse_steps(buf, fs[i, j], fs[i, j + 1] - 1, mants[k], scales[k])
+            out[i, k] = v
+            status[i, k] = s
+
+
+@njit(cache=True, nogil=True)
 def _match_col(buf, fs, j, words, woff, out):  # pragma: no cover - jitted
     nw = woff.size - 1
     for i in range(out.size):
@@ -365,6 +376,20 @@ class CsvView:
         out = np.empty(n, np.int64)
         status = np.empty(n, np.uint8)
         _parse_col(self.buf, fs, j, mants, scales, g, out, status)
+        return out, status
+
+    def parse_many(self, cols: list[int], steps: list[str | tuple[int, int]]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Convert fields ``cols`` (one decimal step or (mantissa, scale) each) in one row-major pass.
+
+        Returns int64 values and uint8 statuses of shape (n, len(cols)).
+        """
+        pairs = [decimal_step(st) if isinstance(st, str) else st for st in steps]
+        mants = np.array([m for m, _ in pairs], dtype=np.int64)
+        scales = np.array([sc for _, sc in pairs], dtype=np.int64)
+        out = np.empty((self.n, len(cols)), np.int64)
+        status = np.empty((self.n, len(cols)), np.uint8)
+        _parse_cols(self.buf, self.fs, np.asarray(cols, dtype=np.int64), mants, scales, out, status)
         return out, status
 
     def match(self, j: int, words: list[bytes], rows: np.ndarray | None = None) -> np.ndarray:

@@ -425,32 +425,32 @@ def read_lobster_orderbook(orderbook_path: Any, levels: int | None = None, *, ve
                f"found {int(view.nf[i])} field(s): {view.raw(i)[:200]!r}")
         raise ParseError(msg)
     pstep = _price_step(tick_size)
-    out = {k: np.empty((view.n, levels), dtype=np.int64) for k in ("ask_price", "ask_size", "bid_price",
-                                                                    "bid_size")}
     names = ("ask_price", "ask_size", "bid_price", "bid_size")
-    for lev in range(levels):
-        for k, key in enumerate(names):
-            j = 4 * lev + k
-            if key.endswith("price"):
-                val, st = view.parse(j, "1")
-                if pstep != (1, 0):
-                    # Dummy prices of empty levels stay as they are; the others go to ticks.
-                    dummy = (st == decimals.OK) & ((val == ASK_DUMMY_PRICE) | (val == BID_DUMMY_PRICE))
-                    ticks, st_ticks = view.parse(j, pstep)
-                    st = np.where((st == decimals.OK) & ~dummy, st_ticks, st)
-                    val = np.where(dummy, val, ticks)
-                expected = f"an integer price (dollars x 10000) on the grid of tick_size={tick_size}"
-            else:
-                val, st = view.parse(j, lot_size)
-                expected = f"a whole number of lots (lot_size={lot_size})"
-            badr = np.flatnonzero(st != decimals.OK)
-            if badr.size:
-                i = int(badr[0])
-                exc = SchemaError if st[i] == decimals.OFF_GRID else ParseError
-                msg = (f"{path}: line {int(view.line[i])}: field {key!r} level {lev + 1} (column {j + 1}): "
-                       f"expected {expected}, found {view.text(i, j)!r}")
-                raise exc(msg)
-            out[key][:, lev] = val
+    ncols = 4 * levels
+    # Prices as raw integers (dollars x 10000) and sizes in lots, all columns in one pass.
+    vals, st = view.parse_many(list(range(ncols)), ["1" if k % 2 == 0 else lot_size for k in range(ncols)])
+    is_price = (np.arange(ncols) % 2 == 0)[None, :]
+    if pstep != (1, 0):
+        # Dummy prices of empty levels stay as they are; the others go to ticks.
+        dummy = is_price & (st == decimals.OK) & ((vals == ASK_DUMMY_PRICE) | (vals == BID_DUMMY_PRICE))
+        pcols = list(range(0, ncols, 2))
+        ticks, st_ticks = view.parse_many(pcols, [pstep] * len(pcols))
+        conv = np.zeros_like(dummy)
+        conv[:, pcols] = True
+        conv &= ~dummy & (st == decimals.OK)
+        vals[:, pcols] = np.where(conv[:, pcols], ticks, vals[:, pcols])
+        st[:, pcols] = np.where(conv[:, pcols], st_ticks, st[:, pcols])
+    bad = np.argwhere(st != decimals.OK)
+    if bad.size:
+        i, j = (int(x) for x in bad[0])
+        key, lev = names[j % 4], j // 4
+        expected = (f"an integer price (dollars x 10000) on the grid of tick_size={tick_size}"
+                    if j % 2 == 0 else f"a whole number of lots (lot_size={lot_size})")
+        exc = SchemaError if st[i, j] == decimals.OFF_GRID else ParseError
+        msg = (f"{path}: line {int(view.line[i])}: field {key!r} level {lev + 1} (column {j + 1}): "
+               f"expected {expected}, found {view.text(i, j)!r}")
+        raise exc(msg)
+    out = {key: np.ascontiguousarray(vals[:, k::4]) for k, key in enumerate(names)}
     if empty_prices == "schema":
         out["ask_price"][out["ask_price"] == ASK_DUMMY_PRICE] = EMPTY_ASK_PRICE
         out["bid_price"][out["bid_price"] == BID_DUMMY_PRICE] = EMPTY_BID_PRICE

@@ -11,7 +11,7 @@ import zstandard
 
 from gpuflow.errors import FormatError, ParseError, SchemaError
 from gpuflow.io import read
-from gpuflow.io.databento import mbo_records, read_databento
+from gpuflow.io.databento import MBO_DTYPE, mbo_records, read_databento
 from gpuflow.schema import (
     FLAG_EOM,
     FLAG_SNAPSHOT,
@@ -19,6 +19,7 @@ from gpuflow.schema import (
     FLAG_SNAPSHOT_END,
     KIND_ADD,
     KIND_CANCEL,
+    KIND_CLEAR,
     KIND_EXECUTE,
     KIND_MODIFY,
     KIND_TRADE,
@@ -184,3 +185,23 @@ def test_wrong_format(shared_data: Path, tmp_path: Path) -> None:
     with pytest.raises(FormatError,
                        match="expected a Databento MBO file \\(schema 'mbo'\\), found schema 'trades'"):
         read_databento(p)
+
+
+def test_clear_undefined_price_and_bad_action(tmp_path: Path, raw_dbn: bytes) -> None:
+    mlen = struct.unpack("<I", raw_dbn[4:8])[0]
+    recs = np.frombuffer(raw_dbn[8 + mlen: 8 + mlen + 56 * 4], dtype=MBO_DTYPE).copy()
+    recs[1]["action"], recs[1]["side"], recs[1]["price"] = ord("R"), ord("N"), np.iinfo(np.int64).max
+    recs[2]["action"] = ord("N")
+    recs[3]["action"] = ord("X")
+    p = tmp_path / "edited.dbn"
+    p.write_bytes(raw_dbn[: 8 + mlen] + recs.tobytes())
+    with pytest.raises(ParseError, match=r"edited\.dbn: record 4: field 'action': "
+                                         r"expected one of A, C, M, T, F, R, N, found 'X'"):
+        read_databento(p)
+    res = read_databento(p, errors="quarantine")
+    rows = res.tables[0].to_pylist()
+    assert [(r["kind"], r["side"], r["price"], r["src_line"]) for r in rows] == [
+        (KIND_ADD, 1, 4799 * 4, 1), (KIND_CLEAR, 0, 0, 2)]
+    assert res.stats["skipped"] == 1
+    rejected = [(r["line"], r["rule"], r["field"]) for r in res.rejected.to_pylist()]
+    assert rejected == [(4, "bad_value", "action")]
