@@ -91,10 +91,10 @@ def fingerprint(path: str | os.PathLike[str], **options: Any) -> str:
 
     Examples
     --------
-    >>> import tempfile, os
+    >>> import tempfile, pathlib
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     p = os.path.join(d, "x.txt")
-    ...     _ = open(p, "w").write("abc")
+    ...     p = pathlib.Path(d) / "x.txt"
+    ...     _ = p.write_text("abc")
     ...     fingerprint(p) == fingerprint(p), fingerprint(p) == fingerprint(p, fmt="binance")
     (True, False)
     """
@@ -784,7 +784,7 @@ def _as_chunks(data: Any) -> tuple[Iterable[pa.Table], pa.Table | None]:
     try:
         from gpuflow.clean import CleanResult
     except ImportError:  # pragma: no cover
-        CleanResult = ()  # type: ignore[assignment]  # noqa: N806
+        CleanResult = ()  # type: ignore[assignment]
     if CleanResult and isinstance(data, CleanResult):
         return list(data.tables), data.quarantine
     if isinstance(data, pa.RecordBatchReader):

@@ -194,7 +194,7 @@ def test_leftovers_of_a_crash_are_ignored_then_cleaned(tmp_path):
     assert st.load().equals(expected)
     rep = st.ingest(events([MIDNIGHT + 2 * DAY]), source_id="next")
     assert sorted(rep.removed_orphans) == sorted([
-        "_staging", ".{}.zz.tmp".format(MANIFEST_NAME),
+        "_staging", f".{MANIFEST_NAME}.zz.tmp",
         "venue=binance-futures/symbol=BTCUSDT/date=2024-08-09/part-dead-000009-00000.parquet",
         "venue=binance-futures/symbol=BTCUSDT/date=2024-09-01/part-dead-000009-00001.parquet"])
     assert not (tmp_path / "_staging").exists() and not orphan_dir.exists()
