@@ -571,6 +571,33 @@ def apply_order(cols: dict[str, np.ndarray], order: np.ndarray | None) -> dict[s
     return {k: v[order] for k, v in cols.items()}
 
 
+def insert_clears(cols: dict[str, np.ndarray], before: np.ndarray, flags: int) -> dict[str, np.ndarray]:
+    """Insert a ``KIND_CLEAR`` row before each row where ``before`` is True.
+
+    The inserted row copies ``ts_exch``, ``ts_local``, ``seq``, ``src_line`` and the
+    ``FLAG_TS_EXCH_MISSING`` bit of the row it precedes; its flags are ``flags``
+    plus that bit; every other column is 0.
+    """
+    from gpuflow.schema import FLAG_TS_EXCH_MISSING, KIND_CLEAR
+
+    n = before.size
+    n_new = int(before.sum())
+    if n_new == 0:
+        return cols
+    pos = np.arange(n) + np.cumsum(before)
+    new_pos = pos[before] - 1
+    out: dict[str, np.ndarray] = {}
+    for k, v in cols.items():
+        o = np.zeros(n + n_new, dtype=v.dtype)
+        o[pos] = v
+        if k in ("ts_exch", "ts_local", "seq", "src_line"):
+            o[new_pos] = v[before]
+        out[k] = o
+    out["kind"][new_pos] = KIND_CLEAR
+    out["flags"][new_pos] = (cols["flags"][before] & FLAG_TS_EXCH_MISSING) | flags
+    return out
+
+
 def report(progress: Any, path: str, stage: str, done: int, total: int) -> None:
     """Report progress: call ``progress(done, total)`` if callable, else log when enabled."""
     if callable(progress):

@@ -24,11 +24,15 @@ action                event
 
 Columns: ``ts_exch`` = ts_event, ``ts_local`` = ts_recv, ``seq`` = sequence,
 ``price`` = price (1e-9 units) / tick, ``qty`` = size / lot, ``order_id``.
-Flags: ``F_SNAPSHOT`` (32) -> ``FLAG_SNAPSHOT`` (first and last of each run of
-snapshot records also get ``FLAG_SNAPSHOT_BEGIN`` / ``END``), ``F_LAST`` (128)
--> ``FLAG_EOM``.  The snapshot records of the sample file carry no ``F_LAST``,
-faithfully to the source.  The undefined price (``INT64_MAX``) becomes 0.  An
-undefined ``ts_event`` takes ``ts_recv`` and ``FLAG_TS_EXCH_MISSING``.
+Flags: ``F_SNAPSHOT`` (32) -> ``FLAG_SNAPSHOT``, ``F_LAST`` (128) ->
+``FLAG_EOM``.  A run of snapshot records is laid out as every gpuflow snapshot
+is: it opens with a ``KIND_CLEAR`` row (``FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN``;
+inserted, with the first record's times, ``seq`` and ``src_line``, unless the
+run already starts with an ``R`` record, which then plays that part) and its
+last record gets ``FLAG_SNAPSHOT_END | FLAG_EOM``: the book is complete there,
+although the sample's snapshot records carry no ``F_LAST``.  The undefined
+price (``INT64_MAX``) becomes 0.  An undefined ``ts_event`` takes ``ts_recv``
+and ``FLAG_TS_EXCH_MISSING``.
 
 The venue is the dataset lowercased with ``.`` -> ``-`` (``GLBX.MDP3`` ->
 ``"glbx-mdp3"``); the symbol comes from the metadata's symbol mappings
@@ -55,6 +59,7 @@ from gpuflow.io._scan import (
     RowIssues,
     apply_order,
     check_errors_arg,
+    insert_clears,
     pick_instrument,
     read_source,
     report,
@@ -366,22 +371,24 @@ def read_databento(path: Any, *, instrument: Instrument | Mapping[Any, Instrumen
     tables = []
     for i_id, inst in instruments.items():
         rows = np.flatnonzero(keep & (iid == i_id))
+        act = action[rows]
         snap = (rflags[rows] & _F_SNAPSHOT) != 0
-        prev_snap = np.r_[False, snap[:-1]]
-        next_snap = np.r_[snap[1:], False]
+        run_start = snap & ~np.r_[False, snap[:-1]]
+        run_end = snap & ~np.r_[snap[1:], False]
+        opens_with_clear = run_start & (act == ord("R"))
         flags = np.zeros(rows.size, np.uint16)
         flags[snap] |= FLAG_SNAPSHOT
-        flags[snap & ~prev_snap] |= FLAG_SNAPSHOT_BEGIN
-        flags[snap & ~next_snap] |= FLAG_SNAPSHOT_END
+        flags[opens_with_clear] |= FLAG_SNAPSHOT_BEGIN
+        flags[run_end] |= FLAG_SNAPSHOT_END | FLAG_EOM
         flags[(rflags[rows] & _F_LAST) != 0] |= FLAG_EOM
         flags[ts_missing[rows]] |= FLAG_TS_EXCH_MISSING
-        act = action[rows]
         side = _SIDE_OF[side_b[rows]]
         side[act == ord("R")] = 0
         cols = {"ts_exch": ts_exch[rows], "ts_local": ts_recv[rows],
                 "seq": records["sequence"][rows].astype(np.int64),
                 "kind": _KIND_OF_ACTION[act], "side": side, "price": ticks[rows], "qty": qty[rows],
                 "order_id": records["order_id"][rows], "flags": flags, "src_line": rec_no[rows]}
+        cols = insert_clears(cols, run_start & ~opens_with_clear, FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN)
         cols = apply_order(cols, stable_order(cols["ts_local"]))
         src_line = cols.pop("src_line")
         tables.append(events_table(cols, inst, src_line=src_line))

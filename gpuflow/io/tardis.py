@@ -65,6 +65,7 @@ from gpuflow.io._scan import (
     _line_bounds,
     apply_order,
     check_errors_arg,
+    insert_clears,
     pick_instrument,
     read_source,
     report,
@@ -446,21 +447,7 @@ def _build_l2(base: dict[str, np.ndarray], snap: np.ndarray, side: np.ndarray, p
     flags[eom] |= FLAG_EOM
     cols = dict(base, flags=flags, kind=np.where(snap, KIND_SNAPSHOT, KIND_SET).astype(np.uint8), side=side,
                 price=price, qty=qty)
-    n_clear = int(run_start.sum())
-    if n_clear == 0:
-        return cols
-    pos = np.arange(n) + np.cumsum(run_start)
-    clear_pos = pos[run_start] - 1
-    out: dict[str, np.ndarray] = {}
-    for k, v in cols.items():
-        o = np.zeros(n + n_clear, dtype=v.dtype)
-        o[pos] = v
-        if k in ("ts_exch", "ts_local", "seq", "src_line"):
-            o[clear_pos] = v[run_start]
-        out[k] = o
-    out["kind"][clear_pos] = KIND_CLEAR
-    out["flags"][clear_pos] = (flags[run_start] & FLAG_TS_EXCH_MISSING) | FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN
-    return out
+    return insert_clears(cols, run_start, FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN)
 
 
 def _build_quotes(base: dict[str, np.ndarray], prices: list[np.ndarray], qtys: list[np.ndarray]

@@ -46,17 +46,21 @@ def test_counts_and_instrument(dbn_path: Path) -> None:
     res = read_databento(dbn_path)
     (t,) = res.tables
     validate(t, NAME)
-    assert t.num_rows == 68_792 and res.rejected.num_rows == 0
+    # 68,792 records + the CLEAR row that opens the snapshot
+    assert t.num_rows == 68_793 and res.rejected.num_rows == 0
     assert res.stats["actions"] == {"A": 29_216, "C": 17_999, "M": 12_233, "T": 2_973, "F": 6_371}
     kind = t.column("kind").to_numpy()
     flags = t.column("flags").to_numpy()
     for k, count in ((KIND_ADD, 29_216), (KIND_CANCEL, 17_999), (KIND_MODIFY, 12_233), (KIND_TRADE, 2_973),
                      (KIND_EXECUTE, 6_371)):
         assert (kind == k).sum() == count
+    assert (kind == KIND_CLEAR).sum() == 1 and kind[0] == KIND_CLEAR
+    assert flags[0] == FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN
     snap = (flags & FLAG_SNAPSHOT) != 0
-    assert snap.sum() == 8_725 and np.all(kind[snap] == KIND_ADD) and np.all(snap[:8_725])
-    assert ((flags & FLAG_SNAPSHOT_BEGIN) != 0).sum() == 1 and flags[0] & FLAG_SNAPSHOT_BEGIN
-    assert ((flags & FLAG_SNAPSHOT_END) != 0).sum() == 1 and flags[8_724] & FLAG_SNAPSHOT_END
+    assert snap.sum() == 1 + 8_725 and np.all(kind[1:][snap[1:]] == KIND_ADD) and np.all(snap[:8_726])
+    assert ((flags & FLAG_SNAPSHOT_BEGIN) != 0).sum() == 1
+    assert np.flatnonzero(flags & FLAG_SNAPSHOT_END).tolist() == [8_725]
+    assert flags[8_725] == FLAG_SNAPSHOT | FLAG_SNAPSHOT_END | FLAG_EOM
     assert np.all(np.diff(t.column("ts_local").to_numpy()) >= 0)
     inst = instrument_of(t)
     assert (inst.venue, inst.symbol, inst.tick_size, inst.lot_size, inst.source) == \
@@ -66,14 +70,17 @@ def test_counts_and_instrument(dbn_path: Path) -> None:
 
 def test_first_and_last_records(dbn_path: Path) -> None:
     t = read_databento(dbn_path).tables[0]
-    first = t.slice(0, 2).to_pylist()
+    clear, *first = t.slice(0, 3).to_pylist()
+    assert clear == {"ts_exch": 1_703_422_805_243_925_307, "ts_local": 1_703_462_400_000_000_000,
+                     "seq": 682, "kind": KIND_CLEAR, "side": 0, "price": 0, "qty": 0, "order_id": 0,
+                     "flags": FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN, "src_line": 1}
     # MboMsg(ts_recv=1703462400000000000, ts_event=1703422805243925307, action='A', side='B',
     #        price=4799000000000, size=2, order_id=6412777162812, flags=SNAPSHOT|BAD_TS_RECV (40),
     #        sequence=682)
     assert first[0] == {"ts_exch": 1_703_422_805_243_925_307, "ts_local": 1_703_462_400_000_000_000,
                         "seq": 682, "kind": KIND_ADD, "side": 1, "price": 4799 * 4, "qty": 2,
                         "order_id": 6_412_777_162_812,
-                        "flags": FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN, "src_line": 1}
+                        "flags": FLAG_SNAPSHOT, "src_line": 1}
     assert first[1]["order_id"] == 6_412_777_162_851 and first[1]["qty"] == 6
     last = t.slice(t.num_rows - 1).to_pylist()[0]
     # MboMsg(ts_recv=1703548799446821072, ts_event=1703548799446724905, action='M', side='A',
@@ -99,13 +106,14 @@ def test_matches_dbn_decoder(dbn_path: Path, raw_dbn: bytes) -> None:
     for name in ("action", "side"):
         theirs = np.array([ord(str(getattr(r, name))) for r in recs], dtype=np.uint8)
         assert np.array_equal(ours[name], theirs), name
-    t = read_databento(dbn_path).tables[0]
+    t = read_databento(dbn_path).tables[0].slice(1)  # after the inserted CLEAR
     # events follow the decoder's records one to one (the file is already in ts_recv order)
     side = {"B": 1, "A": -1, "N": 0}
     assert t.column("side").to_pylist() == [side[str(r.side)] for r in recs]
     assert t.column("price").to_pylist() == [r.price // 250_000_000 for r in recs]
-    assert np.array_equal(t.column("flags").to_numpy() & FLAG_EOM != 0,
-                          np.array([(r.flags & databento_dbn.F_LAST) != 0 for r in recs]))
+    last = np.array([(r.flags & databento_dbn.F_LAST) != 0 for r in recs])
+    last[8_724] = True  # the end of the snapshot
+    assert np.array_equal(t.column("flags").to_numpy() & FLAG_EOM != 0, last)
     assert meta.dataset == "GLBX.MDP3" and info["version"] == 1
 
 
@@ -119,9 +127,9 @@ def test_mixed_record_types(tmp_path: Path, raw_dbn: bytes) -> None:
     p.write_bytes(data)
     res = read_databento(p)
     t = res.tables[0]
-    assert t.num_rows == 10 and res.stats["other_records"] == 1 and res.stats["records"] == 11
-    assert t.column("src_line").to_pylist() == [1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
-    assert t.column("price").to_pylist()[:3] == [4799 * 4] * 3
+    assert t.num_rows == 1 + 10 and res.stats["other_records"] == 1 and res.stats["records"] == 11
+    assert t.column("src_line").to_pylist() == [1, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
+    assert t.column("price").to_pylist()[:4] == [0] + [4799 * 4] * 3
 
 
 def test_off_grid_price(dbn_path: Path) -> None:
@@ -136,7 +144,7 @@ def test_off_grid_price(dbn_path: Path) -> None:
                                            rf"'{int(recs['price'][first_bad])}'")):
         read_databento(dbn_path, instrument=inst)
     res = read_databento(dbn_path, instrument=inst, errors="quarantine")
-    assert res.rejected.num_rows == n_bad and res.tables[0].num_rows == 68_792 - n_bad
+    assert res.rejected.num_rows == n_bad and res.tables[0].num_rows == 1 + 68_792 - n_bad
     assert set(res.rejected.column("rule").to_pylist()) == {"off_grid_price"}
     assert res.rejected.column("raw").to_pylist()[0].startswith("MboMsg(instrument_id=17077")
 
@@ -147,7 +155,7 @@ def test_unknown_instrument_infers_tick(tmp_path: Path, raw_dbn: bytes) -> None:
     t = read_databento(p, venue="cme").tables[0]  # ("cme", "ESH4") is not in the built-in table
     inst = instrument_of(t)
     assert (inst.venue, inst.tick_size, inst.tick_size_inferred) == ("cme", "0.25", True)
-    assert read("databento", p).n_events == 68_792
+    assert read("databento", p).n_events == 68_793
 
 
 def test_truncated(dbn_path: Path, raw_dbn: bytes, tmp_path: Path) -> None:
@@ -201,7 +209,9 @@ def test_clear_undefined_price_and_bad_action(tmp_path: Path, raw_dbn: bytes) ->
     res = read_databento(p, errors="quarantine")
     rows = res.tables[0].to_pylist()
     assert [(r["kind"], r["side"], r["price"], r["src_line"]) for r in rows] == [
-        (KIND_ADD, 1, 4799 * 4, 1), (KIND_CLEAR, 0, 0, 2)]
+        (KIND_CLEAR, 0, 0, 1), (KIND_ADD, 1, 4799 * 4, 1), (KIND_CLEAR, 0, 0, 2)]
+    assert [r["flags"] for r in rows] == [FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN, FLAG_SNAPSHOT,
+                                          FLAG_SNAPSHOT | FLAG_SNAPSHOT_END | FLAG_EOM]
     assert res.stats["skipped"] == 1
     rejected = [(r["line"], r["rule"], r["field"]) for r in res.rejected.to_pylist()]
     assert rejected == [(4, "bad_value", "action")]
