@@ -13,6 +13,7 @@ observed, so a row at time t only uses events with ``ts_local <= t``.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -30,8 +31,9 @@ from gpuflow.schema import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HID
 
 __all__ = ["BookFrame", "LevelOps", "level_ops", "rebuild_book", "top_of_book", "DEFAULT_MAX_LEVELS"]
 
-#: Largest price window (ticks per side) the dense book accepts without an explicit ``window``.
-DEFAULT_MAX_LEVELS = 1 << 22
+#: Widest price range (ticks per side) held as a dense tick window; wider ranges use compressed
+#: price ranks (exact too, one row entry per distinct price).
+DEFAULT_MAX_LEVELS = 1 << 20
 
 _OP_OF_KIND = np.zeros(256, dtype=np.uint8)
 _SIGN_OF_KIND = np.zeros(256, dtype=np.int64)
@@ -281,41 +283,81 @@ def _emit_flags(n_events: int, ts_local: Any, every: int | None, grid_ns: Any, x
     return emit, None
 
 
+@dataclass
+class _PriceAxis:
+    """Map prices to row indices: a dense tick window, or ranks among the distinct prices (compressed).
+
+    Dense: index = price - pmin.  Compressed (used when a side's prices span more
+    than ``max_levels`` ticks, e.g. a stray order at 10x the price): index = rank
+    of the price among the distinct prices of that side, so the book stays exact
+    with a row as long as the number of distinct prices.
+    """
+
+    pmin_b: int
+    wb: int
+    pmin_a: int
+    wa: int
+    ub: Any = None  # sorted distinct bid prices (compressed mode), backend array
+    ua: Any = None
+
+    @property
+    def compressed(self) -> bool:
+        return self.ub is not None
+
+    def kernel_prices(self, side: Any, price: Any, xp: Any) -> Any:
+        if not self.compressed:
+            return price
+        rb = xp.searchsorted(self.ub, price)
+        ra = xp.searchsorted(self.ua, price)
+        return xp.where(side > 0, rb, ra).astype(xp.int64)
+
+    def bid_prices(self, idx: Any, xp: Any) -> Any:
+        """Ticks of row indices (host or device); ``EMPTY`` sentinels pass through."""
+        if not self.compressed:
+            return idx
+        empty = idx == EMPTY_BID_PRICE
+        return xp.where(empty, idx, self.ub[xp.clip(idx, 0, max(self.wb - 1, 0))])
+
+    def ask_prices(self, idx: Any, xp: Any) -> Any:
+        if not self.compressed:
+            return idx
+        empty = idx == EMPTY_ASK_PRICE
+        return xp.where(empty, idx, self.ua[xp.clip(idx, 0, max(self.wa - 1, 0))])
+
+
 def _window(ops: LevelOps, init: Mapping[str, Any] | None, window: Any, max_levels: int, xp: Any
-            ) -> tuple[int, int, int, int]:
-    """(pmin_bid, width_bid, pmin_ask, width_ask) covering every op price (or the given window)."""
+            ) -> _PriceAxis:
+    """The price axis covering every op price (or the given window)."""
     kb = _kernels()
     book_op = (ops.kind == kb.OP_SET) | (ops.kind == kb.OP_ADD)
     out = []
+    side_prices = []
     for s in (1, -1):
-        m = book_op & (ops.side == s)
-        prices = ops.price[m]
-        lo = hi = None
-        if prices.size:
-            lo, hi = int(prices.min()), int(prices.max())
+        prices = ops.price[book_op & (ops.side == s)]
         if init is not None:
             ip = np.asarray(init["price"])[np.asarray(init["side"]) == s]
             if ip.size:
-                lo = int(ip.min()) if lo is None else min(lo, int(ip.min()))
-                hi = int(ip.max()) if hi is None else max(hi, int(ip.max()))
+                prices = xp.concatenate([prices, xp.asarray(ip, dtype=xp.int64)])
+        side_prices.append(prices)
+        lo = hi = None
+        if prices.size:
+            lo, hi = int(prices.min()), int(prices.max())
         if window is not None:
             lo, hi = int(window[0]), int(window[1])
         if lo is None:
             lo, hi = 0, 0
-        w = hi - lo + 1
-        if w > max_levels:
-            msg = (f"rebuild_book: {'bid' if s > 0 else 'ask'} prices span {w} ticks ({lo}..{hi}), more than "
-                   f"max_levels={max_levels}; clean price outliers (gpuflow clean) or pass window=(lo, hi) "
-                   "in ticks (ops outside it are ignored and counted)")
-            raise SchemaError(msg)
-        out += [lo, w]
-    return out[0], out[1], out[2], out[3]
+        out += [lo, hi - lo + 1]
+    if window is None and max(out[1], out[3]) > max_levels:
+        ub = xp.unique(side_prices[0]) if side_prices[0].size else xp.zeros(1, xp.int64)
+        ua = xp.unique(side_prices[1]) if side_prices[1].size else xp.zeros(1, xp.int64)
+        return _PriceAxis(0, int(ub.size), 0, int(ua.size), ub, ua)
+    return _PriceAxis(out[0], out[1], out[2], out[3])
 
 
 def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns: Any = None,
                  ofi: bool = False, init: Mapping[str, Any] | None = None, window: Any = None,
                  backend: str | Backend | None = None, chunk: int | None = None,
-                 max_levels: int = DEFAULT_MAX_LEVELS) -> BookFrame:
+                 max_levels: int = DEFAULT_MAX_LEVELS, profile: bool = False) -> BookFrame:
     """Rebuild the book and emit the top ``levels`` levels per event, every k events or on a clock grid.
 
     Parameters
@@ -340,6 +382,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     backend : {"cpu", "gpu", None} or Backend
     chunk : int, optional
         Ops per chunk for the parallel rebuild (GPU); default from the data size.
+    profile : bool
+        Synchronise the device between phases and record their wall times in ``stats["phase_s"]``.
 
     Returns
     -------
@@ -348,6 +392,16 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     be = backend if isinstance(backend, Backend) else get_backend(backend)
     xp = be.xp
     kb = _kernels()
+    phases: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def mark(name: str) -> None:
+        if profile:
+            be.synchronize()
+            now = time.perf_counter()
+            phases[name] = phases.get(name, 0.0) + now - clock[0]
+            clock[0] = now
+
     if not 1 <= levels <= kb.MAX_LEVELS:
         msg = f"rebuild_book: levels must be in 1..{kb.MAX_LEVELS}, got {levels}"
         raise SchemaError(msg)
@@ -365,8 +419,11 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     else:
         emit = emit_ev
     flags = (emit * kb.F_EMIT + ops.observe * kb.F_OBSERVE).astype(xp.uint8)
-    pmin_b, wb, pmin_a, wa = _window(ops, init, window, max_levels, xp)
+    axis = _window(ops, init, window, max_levels, xp)
+    pmin_b, wb, pmin_a, wa = axis.pmin_b, axis.wb, axis.pmin_a, axis.wa
     side = ops.side
+    kprice = axis.kernel_prices(side, ops.price, xp)
+    mark("ops")
     n_outside = 0
     if window is not None:
         book_op = (ops.kind == kb.OP_SET) | (ops.kind == kb.OP_ADD)
@@ -376,6 +433,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     init_row = np.zeros(w, dtype=np.int64)
     if init is not None:
         isd, ipx, iq = (np.asarray(init[k]) for k in ("side", "price", "qty"))
+        ipx = be.to_host(axis.kernel_prices(xp.asarray(isd), xp.asarray(ipx, dtype=xp.int64), xp))
         for s, base, pmin, width_s in ((1, 0, pmin_b, wb), (-1, wb, pmin_a, wa)):
             m = (isd == s) & (ipx >= pmin) & (ipx < pmin + width_s)
             init_row[base + (ipx[m] - pmin)] = iq[m]
@@ -395,8 +453,10 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), flags, bounds)
         sa = be.empty((C, w), xp.int8)
         sb = be.empty((C, w), xp.int64)
-        be.launch(kb.SUMMARISE, C, bounds, side, ops.price, ops.kind, ops.qty, sa, sb, np.int64(wb), np.int64(wa),
+        mark("alloc")
+        be.launch(kb.SUMMARISE, C, bounds, side, kprice, ops.kind, ops.qty, sa, sb, np.int64(wb), np.int64(wa),
                   np.int64(pmin_b), np.int64(pmin_a))
+        mark("summarise")
         G = max(1, int(math.ceil(math.sqrt(C))))
         ga = be.empty((G, w), xp.int64)
         gb = be.empty((G, w), xp.int64)
@@ -405,6 +465,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         be.launch(kb.GROUP_COMPOSE, G * w, np.int64(G), np.int64(C), sa, sb, ga, gb)
         be.launch(kb.GROUP_SCAN, w, np.int64(G), be.asarray(init_row), ga, gb, gstart, final)
         be.launch(kb.GROUP_APPLY, G * w, np.int64(G), np.int64(C), sa, sb, gstart)
+        mark("scan")
         del sa, ga, gb, gstart
         rows = sb
     else:
@@ -416,20 +477,33 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     be.launch(kb.ROW_BEST, C, rows, np.int64(wb), np.int64(wa), best)
     cum = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(emit.astype(xp.int64))])
     out_base = cum[bounds[:-1]]
-    be.launch(kb.replay_pair(levels), C, bounds, side, ops.price, ops.kind, ops.qty, flags, rows, np.int64(wb), np.int64(wa),
+    mark("best")
+    be.launch(kb.replay_pair(levels), C, bounds, side, kprice, ops.kind, ops.qty, flags, rows, np.int64(wb),
+              np.int64(wa),
               np.int64(pmin_b), np.int64(pmin_a), best, out_base, np.int64(levels), bool(ofi),
               out[0], out[1], out[2], out[3], out_ofi)
+    mark("replay")
     if final is None:
         final_row = be.to_host(rows[0])
     else:
         final_row = be.to_host(final)
     final_book = _sparse_book(final_row, wb, pmin_b, pmin_a)
+    if axis.compressed:
+        fb = final_book["price"]
+        ub, ua = be.to_host(axis.ub), be.to_host(axis.ua)
+        final_book["price"] = np.where(final_book["side"] > 0, ub[np.clip(fb, 0, ub.size - 1)],
+                                       ua[np.clip(fb, 0, ua.size - 1)]).astype(np.int64)
+        out[0] = axis.bid_prices(out[0], xp)
+        out[2] = axis.ask_prices(out[2], xp)
     ev_index = xp.nonzero(emit_ev)[0].astype(xp.int64) if grid_rows is None else grid_rows
     if grid_rows is not None:
         # one output row per grid point: gather (grid points before the first event show the init book)
         pos = xp.searchsorted(xp.nonzero(emit_ev)[0], xp.maximum(grid_rows, 0))
         pre = grid_rows < 0
         init_top = _init_top(init_row, wb, wa, pmin_b, pmin_a, levels)
+        if axis.compressed:
+            init_top[0] = be.to_host(axis.bid_prices(xp.asarray(init_top[0]), xp))
+            init_top[2] = be.to_host(axis.ask_prices(xp.asarray(init_top[2]), xp))
         gathered = []
         for a, fill in zip(out, init_top):
             g = a[xp.minimum(pos, max(n_out - 1, 0))] if n_out else xp.zeros((pos.size, levels), xp.int64)
@@ -449,8 +523,11 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         else:
             ts_out = ts_local[ev_index] if n_events else ts_local[:0]
     stats = {"events": n_events, "ops": n_ops, "chunks": C, "chunk_ops": L, "window_bid": (pmin_b, wb),
-             "window_ask": (pmin_a, wa), "ops_outside_window": n_outside, "unknown_orders": ops.unknown_orders,
+             "window_ask": (pmin_a, wa), "compressed_prices": axis.compressed, "ops_outside_window": n_outside, "unknown_orders": ops.unknown_orders,
              "backend": be.name}
+    if profile:
+        mark("finish")
+        stats["phase_s"] = phases
     return BookFrame(ev_index, ts_out, out[0], out[1], out[2], out[3], out_ofi if ofi else None, be,
                      final_book, stats, instrument)
 
