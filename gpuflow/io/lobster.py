@@ -228,8 +228,16 @@ def read_lobster(message_path: Any, *, instrument: Instrument | None = None, err
         msg = (f"{path}: cannot tell the trading day: the name does not follow LOBSTER's pattern "
                "SYMBOL_YYYY-MM-DD_start_end_message_N.csv; pass date='YYYY-MM-DD' (and symbol=...)")
         raise ParseError(msg)
-    day = (date if isinstance(date, _dt.date) else _dt.date.fromisoformat(str(date))) if date is not None \
-        else name.date  # type: ignore[union-attr]
+    if date is None:
+        day = name.date  # type: ignore[union-attr]  # name is not None here
+    elif isinstance(date, _dt.date):
+        day = date
+    else:
+        try:
+            day = _dt.date.fromisoformat(str(date))
+        except ValueError:
+            msg = f"date={date!r}: expected 'YYYY-MM-DD'"
+            raise ParseError(msg) from None
     if instrument is None:
         sym = symbol or (name.symbol if name is not None else None)
         if not sym:

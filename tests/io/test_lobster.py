@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gpuflow.errors import FormatError, ParseError, SchemaError
+from gpuflow.errors import FormatError, GpuflowError, ParseError, SchemaError
 from gpuflow.io import read
 from gpuflow.io.lobster import (
     ASK_DUMMY_PRICE,
@@ -315,3 +315,14 @@ def test_find_orderbook_missing(tmp_path: Path) -> None:
         find_orderbook(p)
     (tmp_path / "TEST_2012-06-21_34200000_57600000_orderbook_1.csv").write_text("1,1,1,1\n")
     assert find_orderbook(p).name == "TEST_2012-06-21_34200000_57600000_orderbook_1.csv"
+
+
+def test_progress_and_errors_argument(tmp_path: Path) -> None:
+    p = _write(tmp_path, GOOD)
+    calls: list[tuple[int, int]] = []
+    read_lobster(p, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(2, 2)]
+    with pytest.raises(GpuflowError, match="errors='ignore': expected 'raise' or 'quarantine'"):
+        read_lobster(p, errors="ignore")
+    with pytest.raises(ParseError, match="date='21/06/2012': expected 'YYYY-MM-DD'"):
+        read_lobster(p, date="21/06/2012")
