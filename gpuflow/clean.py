@@ -911,7 +911,9 @@ class _Cleaner:
         if not check.any():
             return
         sub = self.table.take(pa.array(idx)) if len(idx) != self.n else self.table
-        tob = _top_of_book(sub, kind, c["price"][idx], c["qty"][idx])
+        from gpuflow.book import top_of_book  # the L2/L3 replay lives in book.py
+
+        tob = top_of_book(sub)
         bid = np.asarray(tob["bid_price"])
         ask = np.asarray(tob["ask_price"])
         crossed = check & (bid != EMPTY_BID_PRICE) & (ask != EMPTY_ASK_PRICE) & (bid >= ask)
@@ -920,30 +922,6 @@ class _Cleaner:
         self.count("crossed_book", idx[pos],
                    _join("best bid ", bid[pos[:m]], " >= best ask ", ask[pos[:m]], " after this message")
                    if len(pos) else None)
-
-
-def _top_of_book(sub: pa.Table, kind: np.ndarray, price: np.ndarray, qty: np.ndarray) -> dict[str, Any]:
-    """Best bid/ask after every row of ``sub``, via :func:`gpuflow.book.top_of_book`.
-
-    The dense book replay caps the price range it spans (``DEFAULT_MAX_LEVELS`` ticks
-    per side).  Real snapshots hold far-away levels (Binance futures: asks up to ten
-    times the price), so when the levels span more than that, the replay is limited
-    to a window of that width centred on the median level price: levels outside it
-    are ignored, which cannot change whether the top of the book is crossed unless
-    one side holds nothing but far levels (then that side reads as empty).
-    """
-    from gpuflow import book  # the L2/L3 replay lives in book.py
-
-    max_levels = int(getattr(book, "DEFAULT_MAX_LEVELS", 1 << 22))
-    lvl = np.isin(kind, (KIND_SET, KIND_SNAPSHOT, KIND_ADD, KIND_MODIFY)) & (qty > 0)
-    px = price[lvl]
-    if px.size == 0 or int(px.max()) - int(px.min()) < max_levels:
-        return book.top_of_book(sub)
-    half = max_levels // 2 - 1
-    mid = int(np.median(px))
-    f = book.rebuild_book(sub, levels=1, every=1, backend="cpu", window=(mid - half, mid + half)).to_host()
-    return {"bid_price": f.bid_price[:, 0], "bid_qty": f.bid_qty[:, 0],
-            "ask_price": f.ask_price[:, 0], "ask_qty": f.ask_qty[:, 0]}
 
 
 def _source_of(table: pa.Table, source: str | None) -> str:
