@@ -913,9 +913,24 @@ class _Cleaner:
         sub = self.table.take(pa.array(idx)) if len(idx) != self.n else self.table
         from gpuflow.book import top_of_book  # the L2/L3 replay lives in book.py
 
-        tob = top_of_book(sub)
-        bid = np.asarray(tob["bid_price"])
-        ask = np.asarray(tob["ask_price"])
+        if (kind == KIND_DIFF).any():
+            # a diff-depth stream: replay in the order a synced book applies it (snapshot, then the
+            # bridging diffs recorded before it, then chained diffs), as gpuflow.sync defines
+            from gpuflow.sync import synced_order
+
+            order, applied, _ = synced_order(sub)
+            tob = top_of_book(sub.take(pa.array(order)))
+            at = np.zeros(len(idx), dtype=bool)
+            bid = np.zeros(len(idx), np.int64)
+            ask = np.zeros(len(idx), np.int64)
+            bid[order] = np.asarray(tob["bid_price"])
+            ask[order] = np.asarray(tob["ask_price"])
+            at[order] = applied[order].astype(bool)
+            check = check & at
+        else:
+            tob = top_of_book(sub)
+            bid = np.asarray(tob["bid_price"])
+            ask = np.asarray(tob["ask_price"])
         crossed = check & (bid != EMPTY_BID_PRICE) & (ask != EMPTY_ASK_PRICE) & (bid >= ask)
         pos = np.flatnonzero(crossed)
         m = self.report.max_examples
