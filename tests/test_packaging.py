@@ -24,9 +24,14 @@ def test_wheel_builds_and_imports(tmp_path):
     assert "gpuflow/data/binance-futures_btcusdt_20240808_sample.gz" in names
     assert not any(n.startswith(("kernels/", "live/", "dashboards/")) for n in names)  # no generic top-level names
     venv = tmp_path / "venv"
-    # the new venv sees the test environment's packages (numpy, numba, ...) but not the checkout
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
+    # the new venv sees the test environment's packages (numpy, numba, ...) through a .pth path entry,
+    # after its own site-packages; .pth files of that directory (the editable checkout's finder) are not run
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    deps = [p for p in sys.path if p.endswith("site-packages")]
+    Path(site, "test-deps.pth").write_text("\n".join(deps) + "\n")
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "--force-reinstall", str(wheel)],
                    check=True, capture_output=True)
     code = ("import importlib, gpuflow; "
