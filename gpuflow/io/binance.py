@@ -52,7 +52,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numba import njit
+from llvmlite import ir as llvm_ir
+from numba import njit, types
+from numba.extending import intrinsic
 
 from gpuflow import config
 from gpuflow.decimals import OFF_GRID, STATUS_TEXT, parse_steps
@@ -158,144 +160,17 @@ _LIT_TRUE = np.frombuffer(b"true", dtype=np.uint8).copy()
 _LIT_FALSE = np.frombuffer(b"false", dtype=np.uint8).copy()
 
 _SNIFF_BYTES = 1 << 20  # head of the file read first to find symbols and venue
+_POW10 = np.array([10 ** k for k in range(19)], dtype=np.int64)
 
 
-# ---- jitted scalar helpers --------------------------------------------------
-@njit(cache=True, nogil=True)
-def _ch(buf, i, end):  # pragma: no cover - jitted
-    """Byte at ``i`` or 0 past ``end`` (every read is bounds-checked this way)."""
-    if i < end:
-        return np.int64(buf[i])
-    return np.int64(0)
-
-
-@njit(cache=True, nogil=True)
-def _ws(buf, i, end):  # pragma: no cover - jitted
-    while i < end:
-        c = buf[i]
-        if c == 32 or c == 9 or c == 13:
-            i += 1
-        else:
-            break
-    return i
-
-
-@njit(cache=True, nogil=True)
-def _eq(buf, s, e, lit):  # pragma: no cover - jitted
-    if e - s != lit.size:
-        return False
-    for k in range(lit.size):
-        if buf[s + k] != lit[k]:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _str_end(buf, i, end):  # pragma: no cover - jitted
-    """Index of the closing quote of a string whose content starts at ``i``; -1 if none on the line."""
-    while i < end:
-        c = buf[i]
-        if c == 34:
-            return i
-        if c == 92:
-            i += 2
-            continue
-        if c == 10:
-            return -1
-        i += 1
-    return -1
-
-
-@njit(cache=True, nogil=True)
-def _is_delim(c):  # pragma: no cover - jitted
-    return c == 44 or c == 125 or c == 93 or c == 32 or c == 9 or c == 13 or c == 10 or c == 0
-
-
-@njit(cache=True, nogil=True)
-def _skip_value(buf, i, end):  # pragma: no cover - jitted
-    """End of the JSON value starting at ``i`` (strings, nested containers, scalars); -1 if malformed."""
-    c = _ch(buf, i, end)
-    if c == 34:
-        j = _str_end(buf, i + 1, end)
-        return -1 if j < 0 else j + 1
-    if c == 123 or c == 91:
-        depth = 0
-        while i < end:
-            c = buf[i]
-            if c == 34:
-                j = _str_end(buf, i + 1, end)
-                if j < 0:
-                    return -1
-                i = j + 1
-                continue
-            if c == 123 or c == 91:
-                depth += 1
-            elif c == 125 or c == 93:
-                depth -= 1
-                if depth == 0:
-                    return i + 1
-            elif c == 10:
-                return -1
-            i += 1
-        return -1
-    if not (c == 45 or (48 <= c <= 57) or c == 116 or c == 102 or c == 110):
-        return -1
-    while i < end and not _is_delim(buf[i]):
-        i += 1
-    return i
-
-
-@njit(cache=True, nogil=True)
-def _token(buf, i, end):  # pragma: no cover - jitted
-    """Span of a decimal given as a string or a bare number: (start, stop, next); start -1 if none."""
-    c = _ch(buf, i, end)
-    if c == 34:
-        j = i + 1
-        while j < end and buf[j] != 34 and buf[j] != 10:
-            j += 1
-        if j >= end or buf[j] != 34:
-            return -1, -1, i
-        return i + 1, j, j + 1
-    if c == 45 or (48 <= c <= 57):
-        j = i
-        while j < end and not _is_delim(buf[j]):
-            j += 1
-        return i, j, j
-    return -1, -1, i
-
-
-@njit(cache=True, nogil=True)
-def _parse_int(buf, i, end):  # pragma: no cover - jitted
-    """Integer (optionally quoted): (value, next, ok)."""
-    quoted = False
-    if _ch(buf, i, end) == 34:
-        quoted = True
-        i += 1
-    neg = False
-    if _ch(buf, i, end) == 45:
-        neg = True
-        i += 1
-    v = np.int64(0)
-    nd = 0
-    while i < end:
-        c = buf[i]
-        if 48 <= c <= 57:
-            v = v * 10 + (c - 48)
-            nd += 1
-            i += 1
-        else:
-            break
-    if nd == 0 or nd > 19 or v < 0:
-        return np.int64(0), i, False
-    if quoted:
-        if _ch(buf, i, end) != 34:
-            return np.int64(0), i, False
-        i += 1
-    if not _is_delim(_ch(buf, i, end)):
-        return np.int64(0), i, False
-    return (-v if neg else v), i, True
-
-
+# ---- jitted code ------------------------------------------------------------
+# Numba does not inline an njit function that takes arrays, and each such call costs
+# tens of ns (array structs passed field by field, NRT reference counting); closures
+# are inlined but make the compile very slow.  So the hot helpers take the buffer's
+# address and read bytes with the _ld intrinsic: their arguments are scalars, LLVM
+# inlines them, and numba types each once.  The few closures left in _scan touch the
+# output arrays; array-taking njit functions run on cold paths only (errors,
+# discovery of decimals, symbol registration, the parse_steps fallback).
 @njit(cache=True, nogil=True)
 def _ts_ns(v):  # pragma: no cover - jitted
     """Epoch time in ms, us or ns (told apart by magnitude) -> ns."""
@@ -370,151 +245,12 @@ def _seterr(einfo, rule, field, idx, comp, vs, ve, status, pos, expect):  # prag
 
 
 @njit(cache=True, nogil=True)
-def _num(buf, s, e, mant, scale, disc, dec, dslot, comp):  # pragma: no cover - jitted
-    """One price (comp 0) or size (comp 1): steps via parse_steps, or only its decimals in discovery mode."""
-    if disc:
-        d = _decimals(buf, s, e)
-        if d < 0:
-            return np.int64(0), np.int64(1)  # SYNTAX
-        if d > dec[dslot, comp]:
-            dec[dslot, comp] = d
-        return np.int64(0), np.int64(0)
-    v, st = parse_steps(buf, s, e, mant, scale)
-    return v, np.int64(st)
-
-
-@njit(cache=True, nogil=True)
 def _num_err(einfo, st, field, idx, comp, s, e):  # pragma: no cover - jitted
     if st == OFF_GRID:
         rule = _R_OFFGRID_PRICE if comp == 0 else _R_OFFGRID_QTY
     else:
         rule = _R_BADNUM
     _seterr(einfo, rule, field, idx, comp, s, e, st, s, _X_NONE)
-
-
-@njit(cache=True, nogil=True)
-def _levels(buf, i, end, out, r, cap, side, steps, slot, disc, dec, dslot, einfo, field):  # pragma: no cover
-    """Parse a ``[[p, q], ...]`` array starting at ``buf[i] == '['`` into rows from ``r``.
-
-    Returns (status, next, r): _ST_OK, _ST_GROW (no room: the caller grows ``out``
-    and re-reads the line) or _ST_ERR (``einfo`` says why).
-    """
-    tm = steps[slot, 0]
-    tsc = steps[slot, 1]
-    lm = steps[slot, 2]
-    lsc = steps[slot, 3]
-    i = _ws(buf, i + 1, end)
-    if _ch(buf, i, end) == 93:
-        return _ST_OK, i + 1, r
-    idx = 0
-    while True:
-        if _ch(buf, i, end) != 91:
-            _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i, _X_PAIR)
-            return _ST_ERR, i, r
-        i = _ws(buf, i + 1, end)
-        ps, pe, i = _token(buf, i, end)
-        if ps < 0:
-            _seterr(einfo, _R_MALFORMED, field, idx, 0, i, i, 0, i, _X_STRING)
-            return _ST_ERR, i, r
-        i = _ws(buf, i, end)
-        if _ch(buf, i, end) != 44:
-            _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i, _X_COMMA)
-            return _ST_ERR, i, r
-        i = _ws(buf, i + 1, end)
-        qs, qe, i = _token(buf, i, end)
-        if qs < 0:
-            _seterr(einfo, _R_MALFORMED, field, idx, 1, i, i, 0, i, _X_STRING)
-            return _ST_ERR, i, r
-        i = _ws(buf, i, end)
-        while _ch(buf, i, end) == 44:  # extra elements (old REST format ["p", "q", []])
-            j = _skip_value(buf, _ws(buf, i + 1, end), end)
-            if j < 0:
-                _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i + 1, _X_VALUE)
-                return _ST_ERR, i, r
-            i = _ws(buf, j, end)
-        if _ch(buf, i, end) != 93:
-            _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i, _X_COMMA_ARR)
-            return _ST_ERR, i, r
-        i += 1
-        if r >= cap:
-            return _ST_GROW, i, r
-        p, st = _num(buf, ps, pe, tm, tsc, disc, dec, dslot, 0)
-        if st != 0:
-            _num_err(einfo, st, field, idx, 0, ps, pe)
-            return _ST_ERR, i, r
-        q, st = _num(buf, qs, qe, lm, lsc, disc, dec, dslot, 1)
-        if st != 0:
-            _num_err(einfo, st, field, idx, 1, qs, qe)
-            return _ST_ERR, i, r
-        out[_C_SIDE, r] = side
-        out[_C_PRICE, r] = p
-        out[_C_QTY, r] = q
-        r += 1
-        idx += 1
-        i = _ws(buf, i, end)
-        c = _ch(buf, i, end)
-        if c == 44:
-            i = _ws(buf, i + 1, end)
-            continue
-        if c == 93:
-            return _ST_OK, i + 1, r
-        _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i, _X_COMMA_ARR)
-        return _ST_ERR, i, r
-
-
-@njit(cache=True, nogil=True)
-def _key_code(buf, s, e):  # pragma: no cover - jitted
-    n = e - s
-    if n == 1:
-        c = buf[s]
-        if c == 101:
-            return _K_e
-        if c == 69:
-            return _K_E
-        if c == 84:
-            return _K_T
-        if c == 115:
-            return _K_s
-        if c == 85:
-            return _K_U
-        if c == 117:
-            return _K_u
-        if c == 98:
-            return _K_b
-        if c == 97:
-            return _K_a
-        if c == 66:
-            return _K_B
-        if c == 65:
-            return _K_A
-        if c == 112:
-            return _K_p
-        if c == 113:
-            return _K_q
-        if c == 116:
-            return _K_t
-        if c == 109:
-            return _K_m
-        if c == 88:
-            return _K_X
-        return _K_OTHER
-    if n == 2:
-        if buf[s] == 112 and buf[s + 1] == 117:
-            return _K_pu
-        return _K_OTHER
-    if n == 4:
-        if _eq(buf, s, e, _LIT_DATA):
-            return _K_DATA
-        if _eq(buf, s, e, _LIT_BIDS):
-            return _K_BIDS
-        if _eq(buf, s, e, _LIT_ASKS):
-            return _K_ASKS
-        return _K_OTHER
-    if n == 6 and _eq(buf, s, e, _LIT_STREAM):
-        return _K_STREAM
-    if n == 12 and _eq(buf, s, e, _LIT_LUI):
-        return _K_LUI
-    return _K_OTHER
 
 
 @njit(cache=True, nogil=True)
@@ -551,507 +287,893 @@ def _slot_of(buf, s, e, syms, symlen, nsym, register):  # pragma: no cover - jit
     return k
 
 
-@njit(cache=True, nogil=True)
-def _need(fh, fs, code, kind, einfo):  # pragma: no cover - jitted
-    """Check that field ``code`` is present with ``kind``; else fill ``einfo`` and return False."""
-    h = fh[code]
-    if h == kind:
-        return True
-    if h == _F_NONE:
-        _seterr(einfo, _R_MALFORMED, code, -1, -1, 0, 0, 0, -1, _X_MISSING)
-        return False
-    if kind == _F_INT:
-        x = _X_INT
-    elif kind == _F_BOOL:
-        x = _X_BOOL
-    elif kind == _F_ARR:
-        x = _X_ARRAY
-    else:
-        x = _X_STRING
-    _seterr(einfo, _R_MALFORMED, code, -1, -1, fs[code], fs[code], 0, fs[code], x)
-    return False
+@intrinsic
+def _ld(typingctx, p, i):  # pragma: no cover - compiled
+    """Byte ``i`` of the buffer at address ``p`` (zero-extended to int64); the caller checks bounds."""
+    sig = types.int64(types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        base, idx = args
+        addr = builder.inttoptr(builder.add(base, idx), llvm_ir.IntType(8).as_pointer())
+        return builder.zext(builder.load(addr), llvm_ir.IntType(64))
+
+    return sig, codegen
 
 
 @njit(cache=True, nogil=True)
-def _parse_line(buf, pos, end, line_no, out, row, steps, known, syms, symlen, nsym, snap_slot, fut, dec,
-                disc_used, ctx, einfo, fh, fs, fe, fv):  # pragma: no cover - jitted
-    """Parse one line starting at ``pos``.
+def _ch(p, i, end):  # pragma: no cover - jitted
+    """Byte at ``i``, or 0 at or past ``end`` (every read of the scanner is bounds-checked so)."""
+    if i < end:
+        return _ld(p, i)
+    return np.int64(0)
 
-    Returns (status, next line start or error position, row after the message,
-    message type, symbol slot).  Rows are written from ``row``; on error nothing
-    of the line is kept (the caller does not advance its row count).
-    """
-    cap = out.shape[1]
-    i = _ws(buf, pos, end)
-    c = _ch(buf, i, end)
-    if i >= end or c == 10:
-        return _ST_EMPTY, i + 1, row, _M_UNKNOWN, -1
-    # ---- local timestamp
-    tl = np.int64(0)
-    nd = 0
-    while i < end and 48 <= buf[i] <= 57:
-        tl = tl * 10 + (buf[i] - 48)
-        nd += 1
-        i += 1
-    c = _ch(buf, i, end)
-    if nd == 0 or nd > 19 or tl < 0 or (c != 32 and c != 9):
-        _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_TS)
-        return _ST_ERR, i, row, _M_UNKNOWN, -1
-    ts_local = _ts_ns(tl)
-    i = _ws(buf, i, end)
-    if _ch(buf, i, end) != 123:
-        _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_OBJ)
-        return _ST_ERR, i, row, _M_UNKNOWN, -1
-    if row + 2 > cap:
-        return _ST_GROW, pos, row, _M_UNKNOWN, -1
-    row0 = row
-    r = row + 1  # row0 is kept for the marker / clear / trade / bid row
-    for k in range(_NK):
-        fh[k] = _F_NONE
-    s_slot = -1
-    stream_slot = -1
-    stream_at = -1
-    einfo[_EI_MTYPE] = 0
-    einfo[_EI_SLOT] = -1
-    stream_partial = False
-    stream_bbo = False
-    has_data = False
-    has_bid = False
-    has_ask = False
-    bid_key = _K_b
-    ask_key = _K_a
-    bid_s = 0
-    bid_e = 0
-    ask_s = 0
-    ask_e = 0
-    bid_r0 = -1
-    ask_r0 = -1
-    defer = False
-    lv_slot = -1
-    pend_err = False
-    level = 0
-    i = _ws(buf, i + 1, end)
-    done = False
-    if _ch(buf, i, end) == 125:
-        i += 1
-        done = True
-    while not done:
-        # ---- key
-        i = _ws(buf, i, end)
-        if _ch(buf, i, end) != 34:
-            _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_KEY)
-            return _ST_ERR, i, row, _M_UNKNOWN, -1
-        ke = _str_end(buf, i + 1, end)
-        if ke < 0:
-            _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_KEY)
-            return _ST_ERR, i, row, _M_UNKNOWN, -1
-        code = _key_code(buf, i + 1, ke)
-        i = _ws(buf, ke + 1, end)
-        if _ch(buf, i, end) != 58:
-            _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_COLON)
-            return _ST_ERR, i, row, _M_UNKNOWN, -1
-        i = _ws(buf, i + 1, end)
-        c = _ch(buf, i, end)
-        vstart = i
-        # ---- value
-        if code == _K_DATA and level == 0 and c == 123:
-            has_data = True
-            i = _ws(buf, i + 1, end)
-            if _ch(buf, i, end) != 125:
-                level = 1
-                continue
+
+@njit(cache=True, nogil=True)
+def _ws(p, i, end):  # pragma: no cover - jitted
+    while i < end:
+        c = _ld(p, i)
+        if c == 32 or c == 9 or c == 13:
             i += 1
-        elif (code == _K_E or code == _K_T or code == _K_U or code == _K_u or code == _K_pu or code == _K_t
-              or code == _K_LUI or (code == _K_a and (c == 45 or 48 <= c <= 57))):
-            v, j, ok = _parse_int(buf, i, end)
-            fs[code] = vstart
-            if ok:
-                fh[code] = _F_INT
-                fv[code] = v
-                i = j
-            else:
-                j = _skip_value(buf, i, end)
-                if j < 0:
-                    _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
-                    return _ST_ERR, i, row, _M_UNKNOWN, -1
-                fh[code] = _F_BAD
-                i = j
-        elif (code == _K_b or code == _K_a or code == _K_BIDS or code == _K_ASKS) and c == 91:
-            side = 1 if (code == _K_b or code == _K_BIDS) else -1
-            if (side > 0 and has_bid) or (side < 0 and has_ask):
-                _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_DUP)
-                return _ST_ERR, i, row, _M_UNKNOWN, -1
-            fh[code] = _F_ARR
-            fs[code] = vstart
-            r_start = r
-            if fh[_K_s] == _F_STR:
-                g = s_slot
-            elif stream_slot >= 0:
-                g = stream_slot
-            elif level == 0 and not has_data:
-                g = snap_slot
-            else:
-                g = ctx[0]
-            parsed = False
-            if g >= 0 and known[g] != 0 and not defer and not pend_err:
-                st, j, r2 = _levels(buf, i, end, out, r, cap, side, steps, g, False, dec, g, einfo, code)
-                if st == _ST_GROW:
-                    return _ST_GROW, pos, row, _M_UNKNOWN, -1
-                if st == _ST_OK:
-                    parsed = True
-                    if lv_slot >= 0 and lv_slot != g:
-                        defer = True
-                    lv_slot = g
-                    r = r2
-                    i = j
-                elif einfo[_EI_RULE] == _R_MALFORMED:
-                    return _ST_ERR, j, row, _M_UNKNOWN, -1
-                elif fh[_K_s] == _F_STR:
-                    pend_err = True  # a real bad number; reported if the message is one we emit
-                else:
-                    defer = True  # the symbol was a guess: read it again once the symbol is known
-            else:
-                defer = True
-            if not parsed:
-                r = r_start
-                j = _skip_value(buf, i, end)
-                if j < 0:
-                    _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
-                    return _ST_ERR, i, row, _M_UNKNOWN, -1
-                i = j
-            if side > 0:
-                has_bid = True
-                bid_key = code
-                bid_s = vstart
-                bid_e = i
-                bid_r0 = r_start
-            else:
-                has_ask = True
-                ask_key = code
-                ask_s = vstart
-                ask_e = i
-                ask_r0 = r_start
-        elif (code == _K_e or code == _K_s or code == _K_b or code == _K_a or code == _K_B or code == _K_A
-              or code == _K_p or code == _K_q or code == _K_X or code == _K_STREAM):
-            fs[code] = vstart
+        else:
+            break
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _is_delim(c):  # pragma: no cover - jitted
+    return c == 44 or c == 125 or c == 93 or c == 32 or c == 9 or c == 13 or c == 10 or c == 0
+
+
+@njit(cache=True, nogil=True)
+def _str_end(p, i, end):  # pragma: no cover - jitted
+    """Index of the closing quote of a string whose content starts at ``i``; -1 if none on the line."""
+    while i < end:
+        c = _ld(p, i)
+        if c == 34:
+            return i
+        if c == 92:
+            i += 2
+            continue
+        if c == 10:
+            return -1
+        i += 1
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def _skip(p, i, end):  # pragma: no cover - jitted
+    """End of the JSON value starting at ``i`` (strings, nested containers, scalars); -1 if malformed."""
+    c = _ch(p, i, end)
+    if c == 34:
+        j = _str_end(p, i + 1, end)
+        if j < 0:
+            return -1
+        return j + 1
+    if c == 123 or c == 91:
+        depth = 0
+        while i < end:
+            c = _ld(p, i)
             if c == 34:
-                j = _str_end(buf, i + 1, end)
+                j = _str_end(p, i + 1, end)
                 if j < 0:
-                    _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
-                    return _ST_ERR, i, row, _M_UNKNOWN, -1
-                fh[code] = _F_STR
-                fs[code] = i + 1
-                fe[code] = j
+                    return -1
                 i = j + 1
-                if code == _K_s:
-                    # look up only: a symbol is registered when one of its messages is emitted
-                    s_slot = _slot_of(buf, fs[code], j, syms, symlen, nsym, False)
-                elif code == _K_STREAM:
-                    at = -1
-                    for k in range(fs[code], j):
-                        if buf[k] == 64:
-                            at = k
-                            break
-                    if at > fs[code]:
-                        stream_at = at
-                        stream_slot = _slot_of(buf, fs[code], at, syms, symlen, nsym, False)
-                        sfx = at + 1
-                        if (j - sfx > 5 and _eq(buf, sfx, sfx + 5, _LIT_DEPTHW)
-                                and 48 <= buf[sfx + 5] <= 57):
-                            stream_partial = True
-                        elif _eq(buf, sfx, j, _LIT_BBO):
-                            stream_bbo = True
-            elif (c == 45 or 48 <= c <= 57) and (code == _K_B or code == _K_A or code == _K_p
-                                                   or code == _K_q or code == _K_b or code == _K_a):
-                ts_, te_, j = _token(buf, i, end)
-                fh[code] = _F_STR
-                fs[code] = ts_
-                fe[code] = te_
-                i = j
+                continue
+            if c == 123 or c == 91:
+                depth += 1
+            elif c == 125 or c == 93:
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            elif c == 10:
+                return -1
+            i += 1
+        return -1
+    if not (c == 45 or (48 <= c <= 57) or c == 116 or c == 102 or c == 110):
+        return -1
+    while i < end and not _is_delim(_ld(p, i)):
+        i += 1
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _token(p, i, end):  # pragma: no cover - jitted
+    """Span of a decimal given as a string or a bare number: (start, stop, next); start -1 if none."""
+    c = _ch(p, i, end)
+    if c == 34:
+        j = i + 1
+        while j < end and _ld(p, j) != 34 and _ld(p, j) != 10:
+            j += 1
+        if j >= end or _ld(p, j) != 34:
+            return -1, -1, i
+        return i + 1, j, j + 1
+    if c == 45 or (48 <= c <= 57):
+        j = i
+        while j < end and not _is_delim(_ld(p, j)):
+            j += 1
+        return i, j, j
+    return -1, -1, i
+
+
+@njit(cache=True, nogil=True)
+def _parse_int(p, i, end):  # pragma: no cover - jitted
+    """Integer (optionally quoted): (value, next, ok)."""
+    quoted = False
+    if _ch(p, i, end) == 34:
+        quoted = True
+        i += 1
+    neg = False
+    if _ch(p, i, end) == 45:
+        neg = True
+        i += 1
+    v = np.int64(0)
+    nd = 0
+    while i < end:
+        d = _ld(p, i) - 48
+        if 0 <= d <= 9:
+            v = v * 10 + d
+            nd += 1
+            i += 1
+        else:
+            break
+    if nd == 0 or nd > 19 or v < 0:
+        return np.int64(0), i, False
+    if quoted:
+        if _ch(p, i, end) != 34:
+            return np.int64(0), i, False
+        i += 1
+    if not _is_delim(_ch(p, i, end)):
+        return np.int64(0), i, False
+    if neg:
+        v = -v
+    return v, i, True
+
+
+@njit(cache=True, nogil=True)
+def _is4(p, s, a, b, c, d):  # pragma: no cover - jitted
+    return _ld(p, s) == a and _ld(p, s + 1) == b and _ld(p, s + 2) == c and _ld(p, s + 3) == d
+
+
+@njit(cache=True, nogil=True)
+def _key_code(p, s, e):  # pragma: no cover - jitted
+    """Code (_K_*) of the key ``buf[s:e]``."""
+    n = e - s
+    if n == 1:
+        c = _ld(p, s)
+        if c == 101:
+            return _K_e
+        if c == 69:
+            return _K_E
+        if c == 84:
+            return _K_T
+        if c == 115:
+            return _K_s
+        if c == 85:
+            return _K_U
+        if c == 117:
+            return _K_u
+        if c == 98:
+            return _K_b
+        if c == 97:
+            return _K_a
+        if c == 66:
+            return _K_B
+        if c == 65:
+            return _K_A
+        if c == 112:
+            return _K_p
+        if c == 113:
+            return _K_q
+        if c == 116:
+            return _K_t
+        if c == 109:
+            return _K_m
+        if c == 88:
+            return _K_X
+        return _K_OTHER
+    if n == 2:
+        if _ld(p, s) == 112 and _ld(p, s + 1) == 117:
+            return _K_pu
+        return _K_OTHER
+    if n == 4:
+        if _is4(p, s, 100, 97, 116, 97):  # data
+            return _K_DATA
+        if _is4(p, s, 98, 105, 100, 115):  # bids
+            return _K_BIDS
+        if _is4(p, s, 97, 115, 107, 115):  # asks
+            return _K_ASKS
+        return _K_OTHER
+    if n == 6 and _is4(p, s, 115, 116, 114, 101) and _ld(p, s + 4) == 97 and _ld(p, s + 5) == 109:  # stream
+        return _K_STREAM
+    if (n == 12 and _is4(p, s, 108, 97, 115, 116) and _is4(p, s + 4, 85, 112, 100, 97)
+            and _is4(p, s + 8, 116, 101, 73, 100)):  # lastUpdateId
+        return _K_LUI
+    return _K_OTHER
+
+
+@njit(cache=True, nogil=True)
+def _digits(p, i, end, scale, mant):  # pragma: no cover - jitted
+    """Fast path for a plain decimal ``[-]digits[.digits]`` at ``i``: (steps, ok, stop).
+
+    Reads up to the first byte that is neither a digit nor the first dot.  ``ok`` is
+    False for anything unusual (no digits, over 18 digits, off the grid, a step
+    mantissa that does not divide): the caller then asks
+    :func:`gpuflow.decimals.parse_steps`, which has the last word, so results are
+    identical.  ``step = mant * 10**-scale`` with ``mant`` free of trailing zeros.
+    """
+    neg = False
+    if i < end and _ld(p, i) == 45:
+        neg = True
+        i += 1
+    m = np.int64(0)
+    nd = 0
+    fe = 0  # fraction digits held in m
+    pend = 0  # fraction zeros not yet multiplied in (dropped when trailing)
+    dot = False
+    while i < end:
+        d = _ld(p, i) - 48
+        if 0 <= d <= 9:
+            nd += 1
+            if not dot:
+                m = m * 10 + d
+            elif d == 0:
+                pend += 1
             else:
-                j = _skip_value(buf, i, end)
-                if j < 0:
-                    _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
-                    return _ST_ERR, i, row, _M_UNKNOWN, -1
-                fh[code] = _F_BAD
-                i = j
-        elif code == _K_m:
-            fs[code] = vstart
-            if i + 4 <= end and _eq(buf, i, i + 4, _LIT_TRUE) and _is_delim(_ch(buf, i + 4, end)):
-                fh[code] = _F_BOOL
-                fv[code] = 1
-                i += 4
-            elif i + 5 <= end and _eq(buf, i, i + 5, _LIT_FALSE) and _is_delim(_ch(buf, i + 5, end)):
-                fh[code] = _F_BOOL
-                fv[code] = 0
-                i += 5
-            else:
-                j = _skip_value(buf, i, end)
-                if j < 0:
-                    _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
-                    return _ST_ERR, i, row, _M_UNKNOWN, -1
-                fh[code] = _F_BAD
-                i = j
+                while pend > 0:
+                    m *= 10
+                    fe += 1
+                    pend -= 1
+                m = m * 10 + d
+                fe += 1
+            i += 1
+        elif d == -2 and not dot:  # '.'
+            dot = True
+            i += 1
         else:
-            j = _skip_value(buf, i, end)
-            if j < 0:
-                _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
-                return _ST_ERR, i, row, _M_UNKNOWN, -1
-            i = j
-        # ---- after a value: ',' or '}' (which may close "data" and then the line's object)
-        while True:
-            i = _ws(buf, i, end)
-            c = _ch(buf, i, end)
-            if c == 44:
-                i += 1
-                break
-            if c == 125:
-                i += 1
-                if level == 1:
-                    level = 0
-                    continue
-                done = True
-                break
-            _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_COMMA_OBJ)
-            return _ST_ERR, i, row, _M_UNKNOWN, -1
-    # ---- end of line
-    i = _ws(buf, i, end)
-    if i < end and buf[i] != 10:
-        _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_EOL)
-        return _ST_ERR, i, row, _M_UNKNOWN, -1
-    nxt = i + 1 if i < end else end
-    # ---- which message is it
-    mtype = _M_UNKNOWN
-    if stream_partial:
-        mtype = _M_UNKNOWN
-    elif fh[_K_e] == _F_STR:
-        es = fs[_K_e]
-        ee = fe[_K_e]
-        if _eq(buf, es, ee, _LIT_DEPTH):
-            mtype = _M_DEPTH
-        elif _eq(buf, es, ee, _LIT_BBO):
-            mtype = _M_BBO
-        elif _eq(buf, es, ee, _LIT_TRADE):
-            mtype = _M_TRADE
-        elif _eq(buf, es, ee, _LIT_AGG):
-            mtype = _M_AGG
-    elif fh[_K_LUI] != _F_NONE and (has_bid or has_ask) and not has_data and fh[_K_STREAM] == _F_NONE:
-        mtype = _M_SNAP
-    elif stream_bbo or (fh[_K_u] == _F_INT and fh[_K_b] == _F_STR and fh[_K_a] == _F_STR
-                        and fh[_K_B] == _F_STR and fh[_K_A] == _F_STR):
-        mtype = _M_BBO
-    if mtype == _M_UNKNOWN:
-        return _ST_OK, nxt, row0, _M_UNKNOWN, -1
-    einfo[_EI_MTYPE] = mtype
-    # ---- symbol slot: "s", else the stream name, else (snapshot) the caller's choice
-    if fh[_K_s] == _F_STR:
-        fsl = s_slot
-        if fsl < 0:
-            fsl = _slot_of(buf, fs[_K_s], fe[_K_s], syms, symlen, nsym, True)
-    elif stream_at >= 0:
-        fsl = stream_slot
-        if fsl < 0:
-            fsl = _slot_of(buf, fs[_K_STREAM], stream_at, syms, symlen, nsym, True)
-    elif mtype == _M_SNAP:
-        fsl = snap_slot
-    else:
-        _seterr(einfo, _R_MALFORMED, _K_s, -1, -1, 0, 0, 0, -1, _X_MISSING)
-        return _ST_ERR, nxt, row, mtype, -1
-    if fsl == -2:
-        _seterr(einfo, _R_MALFORMED, _K_s, -1, -1, fs[_K_s], fe[_K_s], 0, fs[_K_s], _X_SYMBOL)
-        return _ST_ERR, nxt, row, mtype, -1
-    einfo[_EI_SLOT] = fsl
-    dslot = fsl if fsl >= 0 else _MAXSYM
-    disc = known[dslot] == 0
-    # ---- required fields
-    if mtype == _M_DEPTH:
-        ok = (_need(fh, fs, _K_E, _F_INT, einfo) and _need(fh, fs, _K_U, _F_INT, einfo)
-              and _need(fh, fs, _K_u, _F_INT, einfo) and _need(fh, fs, _K_b, _F_ARR, einfo)
-              and _need(fh, fs, _K_a, _F_ARR, einfo))
-        if ok and fh[_K_pu] != _F_NONE:
-            ok = _need(fh, fs, _K_pu, _F_INT, einfo)
-    elif mtype == _M_BBO:
-        ok = (_need(fh, fs, _K_u, _F_INT, einfo) and _need(fh, fs, _K_b, _F_STR, einfo)
-              and _need(fh, fs, _K_B, _F_STR, einfo) and _need(fh, fs, _K_a, _F_STR, einfo)
-              and _need(fh, fs, _K_A, _F_STR, einfo))
-        if ok and fh[_K_E] != _F_NONE:
-            ok = _need(fh, fs, _K_E, _F_INT, einfo)
-    elif mtype == _M_TRADE or mtype == _M_AGG:
-        ok = (_need(fh, fs, _K_T, _F_INT, einfo) and _need(fh, fs, _K_t if mtype == _M_TRADE else _K_a,
-                                                          _F_INT, einfo)
-              and _need(fh, fs, _K_p, _F_STR, einfo) and _need(fh, fs, _K_q, _F_STR, einfo)
-              and _need(fh, fs, _K_m, _F_BOOL, einfo))
-    else:
-        ok = (_need(fh, fs, _K_LUI, _F_INT, einfo) and _need(fh, fs, _K_BIDS, _F_ARR, einfo)
-              and _need(fh, fs, _K_ASKS, _F_ARR, einfo))
-        if ok and fh[_K_E] != _F_NONE:
-            ok = _need(fh, fs, _K_E, _F_INT, einfo)
-    if not ok:
-        return _ST_ERR, nxt, row, mtype, -1
-    if pend_err:
-        einfo[_EI_MTYPE] = mtype
-        einfo[_EI_SLOT] = fsl
-        return _ST_ERR, nxt, row, mtype, -1
-    # ---- level arrays: read again when the symbol was guessed wrong, unknown, or asks came first
-    if has_bid or has_ask:
-        if defer or lv_slot != dslot or disc or (has_bid and has_ask and ask_r0 < bid_r0):
-            r = row0 + 1
-            if has_bid:
-                st, j, r = _levels(buf, bid_s, bid_e, out, r, cap, 1, steps, dslot, disc, dec, dslot, einfo,
-                                   bid_key)
-                if st == _ST_GROW:
-                    return _ST_GROW, pos, row, _M_UNKNOWN, -1
-                if st == _ST_ERR:
-                    einfo[_EI_MTYPE] = mtype
-                    einfo[_EI_SLOT] = fsl
-                    return _ST_ERR, nxt, row, mtype, -1
-            if has_ask:
-                st, j, r = _levels(buf, ask_s, ask_e, out, r, cap, -1, steps, dslot, disc, dec, dslot, einfo,
-                                   ask_key)
-                if st == _ST_GROW:
-                    return _ST_GROW, pos, row, _M_UNKNOWN, -1
-                if st == _ST_ERR:
-                    einfo[_EI_MTYPE] = mtype
-                    einfo[_EI_SLOT] = fsl
-                    return _ST_ERR, nxt, row, mtype, -1
-    tm = steps[dslot, 0]
-    tsc = steps[dslot, 1]
-    lm = steps[dslot, 2]
-    lsc = steps[dslot, 3]
-    # ---- rows
-    if mtype == _M_DEPTH:
-        tsx = _ts_ns(fv[_K_E])
-        seq = fv[_K_u]
-        kind_lv = KIND_SET
-        flags_lv = 0
-        out[_C_KIND, row0] = KIND_DIFF
-        out[_C_SIDE, row0] = 0
-        out[_C_PRICE, row0] = fv[_K_U]
-        out[_C_QTY, row0] = fv[_K_pu] if fh[_K_pu] == _F_INT else -1
-        if fh[_K_pu] == _F_INT:
-            fut[dslot] = 1
-    elif mtype == _M_BBO:
-        bp, st = _num(buf, fs[_K_b], fe[_K_b], tm, tsc, disc, dec, dslot, 0)
-        if st != 0:
-            _num_err(einfo, st, _K_b, -1, 0, fs[_K_b], fe[_K_b])
-            return _ST_ERR, nxt, row, mtype, -1
-        bq, st = _num(buf, fs[_K_B], fe[_K_B], lm, lsc, disc, dec, dslot, 1)
-        if st != 0:
-            _num_err(einfo, st, _K_B, -1, 1, fs[_K_B], fe[_K_B])
-            return _ST_ERR, nxt, row, mtype, -1
-        ap, st = _num(buf, fs[_K_a], fe[_K_a], tm, tsc, disc, dec, dslot, 0)
-        if st != 0:
-            _num_err(einfo, st, _K_a, -1, 0, fs[_K_a], fe[_K_a])
-            return _ST_ERR, nxt, row, mtype, -1
-        aq, st = _num(buf, fs[_K_A], fe[_K_A], lm, lsc, disc, dec, dslot, 1)
-        if st != 0:
-            _num_err(einfo, st, _K_A, -1, 1, fs[_K_A], fe[_K_A])
-            return _ST_ERR, nxt, row, mtype, -1
-        if fh[_K_E] == _F_INT:
-            tsx = _ts_ns(fv[_K_E])
-            flags_lv = 0
-        else:
-            tsx = ts_local
-            flags_lv = FLAG_TS_EXCH_MISSING
-        if fh[_K_E] == _F_INT or fh[_K_e] == _F_STR or fh[_K_T] == _F_INT:
-            fut[dslot] = 1
-        seq = fv[_K_u]
-        kind_lv = KIND_BBO
-        out[_C_KIND, row0] = KIND_BBO
-        out[_C_SIDE, row0] = 1
-        out[_C_PRICE, row0] = bp
-        out[_C_QTY, row0] = bq
-        out[_C_SIDE, row0 + 1] = -1
-        out[_C_PRICE, row0 + 1] = ap
-        out[_C_QTY, row0 + 1] = aq
-        r = row0 + 2
-    elif mtype == _M_TRADE or mtype == _M_AGG:
-        p, st = _num(buf, fs[_K_p], fe[_K_p], tm, tsc, disc, dec, dslot, 0)
-        if st != 0:
-            _num_err(einfo, st, _K_p, -1, 0, fs[_K_p], fe[_K_p])
-            return _ST_ERR, nxt, row, mtype, -1
-        q, st = _num(buf, fs[_K_q], fe[_K_q], lm, lsc, disc, dec, dslot, 1)
-        if st != 0:
-            _num_err(einfo, st, _K_q, -1, 1, fs[_K_q], fe[_K_q])
-            return _ST_ERR, nxt, row, mtype, -1
-        tsx = _ts_ns(fv[_K_T])
-        if mtype == _M_TRADE:
-            seq = fv[_K_t]
-            flags_lv = 0
-            if fh[_K_X] == _F_STR:
-                fut[dslot] = 1
-                if not _eq(buf, fs[_K_X], fe[_K_X], _LIT_MARKET):
-                    ctx[1] += 1
-        else:
-            seq = fv[_K_a]
-            flags_lv = FLAG_AGGREGATED
-        kind_lv = KIND_TRADE
-        out[_C_KIND, row0] = KIND_TRADE
-        out[_C_SIDE, row0] = -1 if fv[_K_m] != 0 else 1
-        out[_C_PRICE, row0] = p
-        out[_C_QTY, row0] = q
-        r = row0 + 1
-    else:  # snapshot
-        if fh[_K_E] == _F_INT:
-            tsx = _ts_ns(fv[_K_E])
-            flags_lv = FLAG_SNAPSHOT
-            fut[dslot] = 1
-        else:
-            tsx = ts_local
-            flags_lv = FLAG_SNAPSHOT | FLAG_TS_EXCH_MISSING
-        seq = fv[_K_LUI]
-        kind_lv = KIND_SNAPSHOT
-        out[_C_KIND, row0] = KIND_CLEAR
-        out[_C_SIDE, row0] = 0
-        out[_C_PRICE, row0] = 0
-        out[_C_QTY, row0] = 0
-    for k in range(row0, r):
-        out[_C_TS_EXCH, k] = tsx
-        out[_C_TS_LOCAL, k] = ts_local
-        out[_C_SEQ, k] = seq
-        out[_C_FLAGS, k] = flags_lv
-        out[_C_SYM, k] = dslot
-        out[_C_LINE, k] = line_no
-    for k in range(row0 + 1, r):
-        out[_C_KIND, k] = kind_lv
-    if mtype == _M_BBO:
-        out[_C_KIND, row0 + 1] = KIND_BBO
-    if mtype == _M_SNAP:
-        out[_C_FLAGS, row0] = flags_lv | FLAG_SNAPSHOT_BEGIN
-        out[_C_FLAGS, r - 1] |= FLAG_SNAPSHOT_END
-    out[_C_FLAGS, r - 1] |= FLAG_EOM
-    if disc:
-        disc_used[dslot] = 1
-    if fsl >= 0:
-        ctx[0] = fsl
-    return _ST_OK, nxt, r, mtype, dslot
+            break
+    shift = scale - fe
+    if nd == 0 or nd > 18 or shift < 0 or nd + shift > 18:
+        return np.int64(0), False, i
+    v = m * _POW10[shift]
+    if mant != 1:
+        if v % mant != 0:
+            return np.int64(0), False, i
+        v //= mant
+    if neg:
+        v = -v
+    return v, True, i
 
 
 @njit(cache=True, nogil=True)
 def _scan(buf, begin, end, out, steps, known, syms, symlen, nsym, snap_slot, fut, dec, disc_used, slot_msgs,
           stats, errs, stop_after):  # pragma: no cover - jitted
-    """Scan lines of ``buf[begin:end]`` into ``out`` (columns x rows, grown as needed).
+    """Scan the lines of ``buf[begin:end]`` into ``out`` (columns x rows, grown as needed).
+
+    ``steps[k]`` = (tick mantissa, tick scale, lot mantissa, lot scale) of symbol
+    slot ``k`` when ``known[k]``; unknown slots are read in discovery mode (only
+    the decimals, into ``dec``; their rows are placeholders and ``disc_used`` says
+    so).  Bad lines go to ``errs`` (nothing of them is emitted); the scan stops
+    after ``stop_after`` of them.
 
     Returns (out, rows, errs, n_errors, stop position, lines read).
     """
+    p = buf.ctypes.data  # helpers read bytes through this address (scalar arguments: inlined by LLVM)
+    ctx = np.zeros(4, np.int64)  # [last symbol slot, trades with X != MARKET]
+    ctx[0] = 0 if nsym[0] > 0 else -1
+    einfo = np.zeros(_NEI, np.int64)
+    fh = np.zeros(_NK, np.int64)  # per key of the current message: kind (_F_*), start, stop, value
+    fs = np.zeros(_NK, np.int64)
+    fe = np.zeros(_NK, np.int64)
+    fv = np.zeros(_NK, np.int64)
+
+    def eq(s, e, lit):
+        if e - s != lit.size:
+            return False
+        for k in range(lit.size):
+            if _ld(p, s + k) != lit[k]:
+                return False
+        return True
+
+    def find_slot(s, e):
+        """Slot of a registered symbol (case-insensitive), or -1."""
+        n = e - s
+        for k in range(nsym[0]):
+            if symlen[k] != n:
+                continue
+            same = True
+            for j in range(n):
+                c = _ld(p, s + j)
+                if 97 <= c <= 122:
+                    c -= 32
+                if syms[k, j] != c:
+                    same = False
+                    break
+            if same:
+                return k
+        return -1
+
+    def num(s, e, mant, scale, disc, dslot, comp):
+        """One price (comp 0) or size (comp 1) in steps, or (discovery) only its decimals."""
+        if disc:
+            d = _decimals(buf, s, e)
+            if d < 0:
+                return np.int64(0), np.int64(1)  # SYNTAX
+            if d > dec[dslot, comp]:
+                dec[dslot, comp] = d
+            return np.int64(0), np.int64(0)
+        v, ok, stop = _digits(p, s, end, scale, mant)
+        if ok and stop == e:
+            return v, np.int64(0)
+        v2, st = parse_steps(buf, s, e, mant, scale)
+        return v2, np.int64(st)
+
+    def need(code, kind):
+        """Is field ``code`` present with ``kind``?  Else fill ``einfo``."""
+        h = fh[code]
+        if h == kind:
+            return True
+        if h == _F_NONE:
+            _seterr(einfo, _R_MALFORMED, code, -1, -1, 0, 0, 0, -1, _X_MISSING)
+            return False
+        if kind == _F_INT:
+            x = _X_INT
+        elif kind == _F_BOOL:
+            x = _X_BOOL
+        elif kind == _F_ARR:
+            x = _X_ARRAY
+        else:
+            x = _X_STRING
+        _seterr(einfo, _R_MALFORMED, code, -1, -1, fs[code], fs[code], 0, fs[code], x)
+        return False
+
+    def levels(o, i, r, side, slot, disc, dslot, field):
+        """Parse a ``[[p, q], ...]`` array at ``buf[i] == '['`` into rows from ``r``: (status, next, r).
+
+        _ST_GROW: no room (the caller grows ``o`` and reads the line again);
+        _ST_ERR: ``einfo`` says why.
+        """
+        cap = o.shape[1]
+        tm = steps[slot, 0]
+        tsc = steps[slot, 1]
+        lm = steps[slot, 2]
+        lsc = steps[slot, 3]
+        i = _ws(p, i + 1, end)
+        if _ch(p, i, end) == 93:
+            return _ST_OK, i + 1, r
+        idx = 0
+        while True:
+            # fast path: ["<decimal>","<decimal>"] with both on the grid
+            if not disc and i + 1 < end and buf[i] == 91 and buf[i + 1] == 34:
+                pv, ok, j = _digits(p, i + 2, end, tsc, tm)
+                if ok and j + 2 < end and buf[j] == 34 and buf[j + 1] == 44 and buf[j + 2] == 34:
+                    q, ok2, k = _digits(p, j + 3, end, lsc, lm)
+                    if ok2 and k + 1 < end and buf[k] == 34 and buf[k + 1] == 93:
+                        if r >= cap:
+                            return _ST_GROW, i, r
+                        o[_C_SIDE, r] = side
+                        o[_C_PRICE, r] = pv
+                        o[_C_QTY, r] = q
+                        r += 1
+                        idx += 1
+                        i = _ws(p, k + 2, end)
+                        c = _ch(p, i, end)
+                        if c == 44:
+                            i = _ws(p, i + 1, end)
+                            continue
+                        if c == 93:
+                            return _ST_OK, i + 1, r
+                        _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i, _X_COMMA_ARR)
+                        return _ST_ERR, i, r
+            # general path: any spacing, bare numbers, extra elements, and the error reports
+            if _ch(p, i, end) != 91:
+                _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i, _X_PAIR)
+                return _ST_ERR, i, r
+            i = _ws(p, i + 1, end)
+            ps, pe, i = _token(p, i, end)
+            if ps < 0:
+                _seterr(einfo, _R_MALFORMED, field, idx, 0, i, i, 0, i, _X_STRING)
+                return _ST_ERR, i, r
+            i = _ws(p, i, end)
+            if _ch(p, i, end) != 44:
+                _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i, _X_COMMA)
+                return _ST_ERR, i, r
+            i = _ws(p, i + 1, end)
+            qs, qe, i = _token(p, i, end)
+            if qs < 0:
+                _seterr(einfo, _R_MALFORMED, field, idx, 1, i, i, 0, i, _X_STRING)
+                return _ST_ERR, i, r
+            i = _ws(p, i, end)
+            while _ch(p, i, end) == 44:  # extra elements (old REST format ["p", "q", []])
+                j = _skip(p, _ws(p, i + 1, end), end)
+                if j < 0:
+                    _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i + 1, _X_VALUE)
+                    return _ST_ERR, i, r
+                i = _ws(p, j, end)
+            if _ch(p, i, end) != 93:
+                _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i, _X_COMMA_ARR)
+                return _ST_ERR, i, r
+            i += 1
+            if r >= cap:
+                return _ST_GROW, i, r
+            pv, st = num(ps, pe, tm, tsc, disc, dslot, 0)
+            if st != 0:
+                _num_err(einfo, st, field, idx, 0, ps, pe)
+                return _ST_ERR, i, r
+            q, st = num(qs, qe, lm, lsc, disc, dslot, 1)
+            if st != 0:
+                _num_err(einfo, st, field, idx, 1, qs, qe)
+                return _ST_ERR, i, r
+            o[_C_SIDE, r] = side
+            o[_C_PRICE, r] = pv
+            o[_C_QTY, r] = q
+            r += 1
+            idx += 1
+            i = _ws(p, i, end)
+            c = _ch(p, i, end)
+            if c == 44:
+                i = _ws(p, i + 1, end)
+                continue
+            if c == 93:
+                return _ST_OK, i + 1, r
+            _seterr(einfo, _R_MALFORMED, field, idx, -1, i, i, 0, i, _X_COMMA_ARR)
+            return _ST_ERR, i, r
+
+    def parse_line(o, pos, line_no, row):
+        """Parse the line at ``pos``: (status, next line start or error position, rows end, type, slot).
+
+        Rows are written from ``row``; on error nothing of the line is kept.
+        """
+        cap = o.shape[1]
+        i = _ws(p, pos, end)
+        c = _ch(p, i, end)
+        if i >= end or c == 10:
+            return _ST_EMPTY, i + 1, row, _M_UNKNOWN, -1
+        # ---- local timestamp
+        tl = np.int64(0)
+        nd = 0
+        while i < end and 48 <= buf[i] <= 57:
+            tl = tl * 10 + (buf[i] - 48)
+            nd += 1
+            i += 1
+        c = _ch(p, i, end)
+        if nd == 0 or nd > 19 or tl < 0 or (c != 32 and c != 9):
+            _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_TS)
+            return _ST_ERR, i, row, _M_UNKNOWN, -1
+        ts_local = _ts_ns(tl)
+        i = _ws(p, i, end)
+        if _ch(p, i, end) != 123:
+            _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_OBJ)
+            return _ST_ERR, i, row, _M_UNKNOWN, -1
+        if row + 2 > cap:
+            return _ST_GROW, pos, row, _M_UNKNOWN, -1
+        row0 = row
+        r = row + 1  # row0 is kept for the marker / clear / trade / bid row
+        for k in range(_NK):
+            fh[k] = _F_NONE
+        s_slot = -1
+        stream_slot = -1
+        stream_at = -1
+        einfo[_EI_MTYPE] = 0
+        einfo[_EI_SLOT] = -1
+        stream_partial = False
+        stream_bbo = False
+        has_data = False
+        has_bid = False
+        has_ask = False
+        bid_key = _K_b
+        ask_key = _K_a
+        bid_s = 0
+        ask_s = 0
+        bid_r0 = -1
+        ask_r0 = -1
+        defer = False
+        lv_slot = -1
+        pend_err = False
+        level = 0
+        i = _ws(p, i + 1, end)
+        done = False
+        if _ch(p, i, end) == 125:
+            i += 1
+            done = True
+        while not done:
+            # ---- key
+            i = _ws(p, i, end)
+            if _ch(p, i, end) != 34:
+                _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_KEY)
+                return _ST_ERR, i, row, _M_UNKNOWN, -1
+            ke = _str_end(p, i + 1, end)
+            if ke < 0:
+                _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_KEY)
+                return _ST_ERR, i, row, _M_UNKNOWN, -1
+            code = _key_code(p, i + 1, ke)
+            i = _ws(p, ke + 1, end)
+            if _ch(p, i, end) != 58:
+                _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_COLON)
+                return _ST_ERR, i, row, _M_UNKNOWN, -1
+            i = _ws(p, i + 1, end)
+            c = _ch(p, i, end)
+            vstart = i
+            # ---- value
+            if code == _K_DATA and level == 0 and c == 123:
+                has_data = True
+                i = _ws(p, i + 1, end)
+                if _ch(p, i, end) != 125:
+                    level = 1
+                    continue
+                i += 1
+            elif (code == _K_E or code == _K_T or code == _K_U or code == _K_u or code == _K_pu or code == _K_t
+                  or code == _K_LUI or (code == _K_a and (c == 45 or 48 <= c <= 57))):
+                v, j, ok = _parse_int(p, i, end)
+                fs[code] = vstart
+                if ok:
+                    fh[code] = _F_INT
+                    fv[code] = v
+                    i = j
+                else:
+                    j = _skip(p, i, end)
+                    if j < 0:
+                        _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
+                        return _ST_ERR, i, row, _M_UNKNOWN, -1
+                    fh[code] = _F_BAD
+                    i = j
+            elif (code == _K_b or code == _K_a or code == _K_BIDS or code == _K_ASKS) and c == 91:
+                side = 1 if (code == _K_b or code == _K_BIDS) else -1
+                if (side > 0 and has_bid) or (side < 0 and has_ask):
+                    _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_DUP)
+                    return _ST_ERR, i, row, _M_UNKNOWN, -1
+                fh[code] = _F_ARR
+                fs[code] = vstart
+                r_start = r
+                if fh[_K_s] == _F_STR:
+                    g = s_slot
+                elif stream_slot >= 0:
+                    g = stream_slot
+                elif level == 0 and not has_data:
+                    g = snap_slot
+                else:
+                    g = ctx[0]
+                parsed = False
+                if g >= 0 and known[g] != 0 and not defer and not pend_err:
+                    st, j, r2 = levels(o, i, r, side, g, False, g, code)
+                    if st == _ST_GROW:
+                        return _ST_GROW, pos, row, _M_UNKNOWN, -1
+                    if st == _ST_OK:
+                        parsed = True
+                        if lv_slot >= 0 and lv_slot != g:
+                            defer = True
+                        lv_slot = g
+                        r = r2
+                        i = j
+                    elif einfo[_EI_RULE] == _R_MALFORMED:
+                        return _ST_ERR, j, row, _M_UNKNOWN, -1
+                    elif fh[_K_s] == _F_STR:
+                        pend_err = True  # a real bad number; reported if the message is one we emit
+                    else:
+                        defer = True  # the symbol was a guess: read it again once the symbol is known
+                else:
+                    defer = True
+                if not parsed:
+                    r = r_start
+                    j = _skip(p, i, end)
+                    if j < 0:
+                        _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
+                        return _ST_ERR, i, row, _M_UNKNOWN, -1
+                    i = j
+                if side > 0:
+                    has_bid = True
+                    bid_key = code
+                    bid_s = vstart
+                    bid_r0 = r_start
+                else:
+                    has_ask = True
+                    ask_key = code
+                    ask_s = vstart
+                    ask_r0 = r_start
+            elif (code == _K_e or code == _K_s or code == _K_b or code == _K_a or code == _K_B or code == _K_A
+                  or code == _K_p or code == _K_q or code == _K_X or code == _K_STREAM):
+                fs[code] = vstart
+                if c == 34:
+                    j = _str_end(p, i + 1, end)
+                    if j < 0:
+                        _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
+                        return _ST_ERR, i, row, _M_UNKNOWN, -1
+                    fh[code] = _F_STR
+                    fs[code] = i + 1
+                    fe[code] = j
+                    i = j + 1
+                    if code == _K_s:
+                        # look up only: a symbol is registered when one of its messages is emitted
+                        s_slot = find_slot(fs[code], j)
+                    elif code == _K_STREAM:
+                        at = -1
+                        for k in range(fs[code], j):
+                            if buf[k] == 64:
+                                at = k
+                                break
+                        if at > fs[code]:
+                            stream_at = at
+                            stream_slot = find_slot(fs[code], at)
+                            sfx = at + 1
+                            if (j - sfx > 5 and eq(sfx, sfx + 5, _LIT_DEPTHW)
+                                    and 48 <= buf[sfx + 5] <= 57):
+                                stream_partial = True
+                            elif eq(sfx, j, _LIT_BBO):
+                                stream_bbo = True
+                elif (c == 45 or 48 <= c <= 57) and (code == _K_B or code == _K_A or code == _K_p
+                                                       or code == _K_q or code == _K_b or code == _K_a):
+                    ts_, te_, j = _token(p, i, end)
+                    fh[code] = _F_STR
+                    fs[code] = ts_
+                    fe[code] = te_
+                    i = j
+                else:
+                    j = _skip(p, i, end)
+                    if j < 0:
+                        _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
+                        return _ST_ERR, i, row, _M_UNKNOWN, -1
+                    fh[code] = _F_BAD
+                    i = j
+            elif code == _K_m:
+                fs[code] = vstart
+                if i + 4 <= end and eq(i, i + 4, _LIT_TRUE) and _is_delim(_ch(p, i + 4, end)):
+                    fh[code] = _F_BOOL
+                    fv[code] = 1
+                    i += 4
+                elif i + 5 <= end and eq(i, i + 5, _LIT_FALSE) and _is_delim(_ch(p, i + 5, end)):
+                    fh[code] = _F_BOOL
+                    fv[code] = 0
+                    i += 5
+                else:
+                    j = _skip(p, i, end)
+                    if j < 0:
+                        _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
+                        return _ST_ERR, i, row, _M_UNKNOWN, -1
+                    fh[code] = _F_BAD
+                    i = j
+            else:
+                j = _skip(p, i, end)
+                if j < 0:
+                    _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
+                    return _ST_ERR, i, row, _M_UNKNOWN, -1
+                i = j
+            # ---- after a value: ',' or '}' (which may close "data" and then the line's object)
+            while True:
+                i = _ws(p, i, end)
+                c = _ch(p, i, end)
+                if c == 44:
+                    i += 1
+                    break
+                if c == 125:
+                    i += 1
+                    if level == 1:
+                        level = 0
+                        continue
+                    done = True
+                    break
+                _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_COMMA_OBJ)
+                return _ST_ERR, i, row, _M_UNKNOWN, -1
+        # ---- end of line
+        i = _ws(p, i, end)
+        if i < end and buf[i] != 10:
+            _seterr(einfo, _R_MALFORMED, _K_OTHER, -1, -1, i, i, 0, i, _X_EOL)
+            return _ST_ERR, i, row, _M_UNKNOWN, -1
+        nxt = i + 1 if i < end else end
+        # ---- which message is it
+        mtype = _M_UNKNOWN
+        if stream_partial:
+            mtype = _M_UNKNOWN
+        elif fh[_K_e] == _F_STR:
+            es = fs[_K_e]
+            ee = fe[_K_e]
+            if eq(es, ee, _LIT_DEPTH):
+                mtype = _M_DEPTH
+            elif eq(es, ee, _LIT_BBO):
+                mtype = _M_BBO
+            elif eq(es, ee, _LIT_TRADE):
+                mtype = _M_TRADE
+            elif eq(es, ee, _LIT_AGG):
+                mtype = _M_AGG
+        elif fh[_K_LUI] != _F_NONE and (has_bid or has_ask) and not has_data and fh[_K_STREAM] == _F_NONE:
+            mtype = _M_SNAP
+        elif stream_bbo or (fh[_K_u] == _F_INT and fh[_K_b] == _F_STR and fh[_K_a] == _F_STR
+                            and fh[_K_B] == _F_STR and fh[_K_A] == _F_STR):
+            mtype = _M_BBO
+        if mtype == _M_UNKNOWN:
+            return _ST_OK, nxt, row0, _M_UNKNOWN, -1
+        einfo[_EI_MTYPE] = mtype
+        # ---- symbol slot: "s", else the stream name, else (snapshot) the caller's choice
+        if fh[_K_s] == _F_STR:
+            fsl = s_slot
+            if fsl < 0:
+                fsl = _slot_of(buf, fs[_K_s], fe[_K_s], syms, symlen, nsym, True)
+        elif stream_at >= 0:
+            fsl = stream_slot
+            if fsl < 0:
+                fsl = _slot_of(buf, fs[_K_STREAM], stream_at, syms, symlen, nsym, True)
+        elif mtype == _M_SNAP:
+            fsl = snap_slot
+        else:
+            _seterr(einfo, _R_MALFORMED, _K_s, -1, -1, 0, 0, 0, -1, _X_MISSING)
+            return _ST_ERR, nxt, row, mtype, -1
+        if fsl == -2:
+            _seterr(einfo, _R_MALFORMED, _K_s, -1, -1, fs[_K_s], fe[_K_s], 0, fs[_K_s], _X_SYMBOL)
+            return _ST_ERR, nxt, row, mtype, -1
+        einfo[_EI_SLOT] = fsl
+        dslot = fsl if fsl >= 0 else _MAXSYM
+        disc = known[dslot] == 0
+        # ---- required fields
+        if mtype == _M_DEPTH:
+            ok = (need(_K_E, _F_INT) and need(_K_U, _F_INT)
+                  and need(_K_u, _F_INT) and need(_K_b, _F_ARR)
+                  and need(_K_a, _F_ARR))
+            if ok and fh[_K_pu] != _F_NONE:
+                ok = need(_K_pu, _F_INT)
+        elif mtype == _M_BBO:
+            ok = (need(_K_u, _F_INT) and need(_K_b, _F_STR)
+                  and need(_K_B, _F_STR) and need(_K_a, _F_STR)
+                  and need(_K_A, _F_STR))
+            if ok and fh[_K_E] != _F_NONE:
+                ok = need(_K_E, _F_INT)
+        elif mtype == _M_TRADE or mtype == _M_AGG:
+            ok = (need(_K_T, _F_INT) and need(_K_t if mtype == _M_TRADE else _K_a,
+                                                              _F_INT)
+                  and need(_K_p, _F_STR) and need(_K_q, _F_STR)
+                  and need(_K_m, _F_BOOL))
+        else:
+            ok = (need(_K_LUI, _F_INT) and need(_K_BIDS, _F_ARR)
+                  and need(_K_ASKS, _F_ARR))
+            if ok and fh[_K_E] != _F_NONE:
+                ok = need(_K_E, _F_INT)
+        if not ok:
+            return _ST_ERR, nxt, row, mtype, -1
+        if pend_err:
+            einfo[_EI_MTYPE] = mtype
+            einfo[_EI_SLOT] = fsl
+            return _ST_ERR, nxt, row, mtype, -1
+        # ---- level arrays: read again when the symbol was guessed wrong, unknown, or asks came first
+        if has_bid or has_ask:
+            if defer or lv_slot != dslot or disc or (has_bid and has_ask and ask_r0 < bid_r0):
+                r = row0 + 1
+                for sd in range(2):  # one call site: the closure is inlined once
+                    if sd == 0:
+                        if not has_bid:
+                            continue
+                        a_s = bid_s
+                        a_key = bid_key
+                        sgn = 1
+                    else:
+                        if not has_ask:
+                            continue
+                        a_s = ask_s
+                        a_key = ask_key
+                        sgn = -1
+                    st, j, r = levels(o, a_s, r, sgn, dslot, disc, dslot, a_key)
+                    if st == _ST_GROW:
+                        return _ST_GROW, pos, row, _M_UNKNOWN, -1
+                    if st == _ST_ERR:
+                        einfo[_EI_MTYPE] = mtype
+                        einfo[_EI_SLOT] = fsl
+                        return _ST_ERR, nxt, row, mtype, -1
+        tm = steps[dslot, 0]
+        tsc = steps[dslot, 1]
+        lm = steps[dslot, 2]
+        lsc = steps[dslot, 3]
+        # ---- rows
+        if mtype == _M_DEPTH:
+            tsx = _ts_ns(fv[_K_E])
+            seq = fv[_K_u]
+            kind_lv = KIND_SET
+            flags_lv = 0
+            o[_C_KIND, row0] = KIND_DIFF
+            o[_C_SIDE, row0] = 0
+            o[_C_PRICE, row0] = fv[_K_U]
+            o[_C_QTY, row0] = fv[_K_pu] if fh[_K_pu] == _F_INT else -1
+            if fh[_K_pu] == _F_INT:
+                fut[dslot] = 1
+        elif mtype == _M_BBO:
+            bp, st = num(fs[_K_b], fe[_K_b], tm, tsc, disc, dslot, 0)
+            if st != 0:
+                _num_err(einfo, st, _K_b, -1, 0, fs[_K_b], fe[_K_b])
+                return _ST_ERR, nxt, row, mtype, -1
+            bq, st = num(fs[_K_B], fe[_K_B], lm, lsc, disc, dslot, 1)
+            if st != 0:
+                _num_err(einfo, st, _K_B, -1, 1, fs[_K_B], fe[_K_B])
+                return _ST_ERR, nxt, row, mtype, -1
+            ap, st = num(fs[_K_a], fe[_K_a], tm, tsc, disc, dslot, 0)
+            if st != 0:
+                _num_err(einfo, st, _K_a, -1, 0, fs[_K_a], fe[_K_a])
+                return _ST_ERR, nxt, row, mtype, -1
+            aq, st = num(fs[_K_A], fe[_K_A], lm, lsc, disc, dslot, 1)
+            if st != 0:
+                _num_err(einfo, st, _K_A, -1, 1, fs[_K_A], fe[_K_A])
+                return _ST_ERR, nxt, row, mtype, -1
+            if fh[_K_E] == _F_INT:
+                tsx = _ts_ns(fv[_K_E])
+                flags_lv = 0
+            else:
+                tsx = ts_local
+                flags_lv = FLAG_TS_EXCH_MISSING
+            if fh[_K_E] == _F_INT or fh[_K_e] == _F_STR or fh[_K_T] == _F_INT:
+                fut[dslot] = 1
+            seq = fv[_K_u]
+            kind_lv = KIND_BBO
+            o[_C_KIND, row0] = KIND_BBO
+            o[_C_SIDE, row0] = 1
+            o[_C_PRICE, row0] = bp
+            o[_C_QTY, row0] = bq
+            o[_C_SIDE, row0 + 1] = -1
+            o[_C_PRICE, row0 + 1] = ap
+            o[_C_QTY, row0 + 1] = aq
+            r = row0 + 2
+        elif mtype == _M_TRADE or mtype == _M_AGG:
+            pv, st = num(fs[_K_p], fe[_K_p], tm, tsc, disc, dslot, 0)
+            if st != 0:
+                _num_err(einfo, st, _K_p, -1, 0, fs[_K_p], fe[_K_p])
+                return _ST_ERR, nxt, row, mtype, -1
+            q, st = num(fs[_K_q], fe[_K_q], lm, lsc, disc, dslot, 1)
+            if st != 0:
+                _num_err(einfo, st, _K_q, -1, 1, fs[_K_q], fe[_K_q])
+                return _ST_ERR, nxt, row, mtype, -1
+            tsx = _ts_ns(fv[_K_T])
+            if mtype == _M_TRADE:
+                seq = fv[_K_t]
+                flags_lv = 0
+                if fh[_K_X] == _F_STR:
+                    fut[dslot] = 1
+                    if not eq(fs[_K_X], fe[_K_X], _LIT_MARKET):
+                        ctx[1] += 1
+            else:
+                seq = fv[_K_a]
+                flags_lv = FLAG_AGGREGATED
+            kind_lv = KIND_TRADE
+            o[_C_KIND, row0] = KIND_TRADE
+            o[_C_SIDE, row0] = -1 if fv[_K_m] != 0 else 1
+            o[_C_PRICE, row0] = pv
+            o[_C_QTY, row0] = q
+            r = row0 + 1
+        else:  # snapshot
+            if fh[_K_E] == _F_INT:
+                tsx = _ts_ns(fv[_K_E])
+                flags_lv = FLAG_SNAPSHOT
+                fut[dslot] = 1
+            else:
+                tsx = ts_local
+                flags_lv = FLAG_SNAPSHOT | FLAG_TS_EXCH_MISSING
+            seq = fv[_K_LUI]
+            kind_lv = KIND_SNAPSHOT
+            o[_C_KIND, row0] = KIND_CLEAR
+            o[_C_SIDE, row0] = 0
+            o[_C_PRICE, row0] = 0
+            o[_C_QTY, row0] = 0
+        for k in range(row0, r):
+            o[_C_TS_EXCH, k] = tsx
+            o[_C_TS_LOCAL, k] = ts_local
+            o[_C_SEQ, k] = seq
+            o[_C_FLAGS, k] = flags_lv
+            o[_C_SYM, k] = dslot
+            o[_C_LINE, k] = line_no
+        for k in range(row0 + 1, r):
+            o[_C_KIND, k] = kind_lv
+        if mtype == _M_BBO:
+            o[_C_KIND, row0 + 1] = KIND_BBO
+        if mtype == _M_SNAP:
+            o[_C_FLAGS, row0] = flags_lv | FLAG_SNAPSHOT_BEGIN
+            o[_C_FLAGS, r - 1] |= FLAG_SNAPSHOT_END
+        o[_C_FLAGS, r - 1] |= FLAG_EOM
+        if disc:
+            disc_used[dslot] = 1
+        if fsl >= 0:
+            ctx[0] = fsl
+        return _ST_OK, nxt, r, mtype, dslot
+
     row = 0
     nerr = 0
     line_no = 1
     pos = begin
-    ctx = np.zeros(4, np.int64)
-    ctx[0] = 0 if nsym[0] > 0 else -1
-    einfo = np.zeros(_NEI, np.int64)
-    fh = np.zeros(_NK, np.int64)
-    fs = np.zeros(_NK, np.int64)
-    fe = np.zeros(_NK, np.int64)
-    fv = np.zeros(_NK, np.int64)
     while pos < end:
-        st, nxt, nrow, mtype, slot = _parse_line(buf, pos, end, line_no, out, row, steps, known, syms, symlen,
-                                                 nsym, snap_slot, fut, dec, disc_used, ctx, einfo, fh, fs, fe,
-                                                 fv)
+        st, nxt, nrow, mtype, slot = parse_line(out, pos, line_no, row)
         if st == _ST_GROW:
-            cap = out.shape[1]
-            newcap = max(cap * 2, row + 4096)
+            newcap = max(out.shape[1] * 2, row + 4096)
             grown = np.empty((_NCOL, newcap), np.int64)
             grown[:, :row] = out[:, :row]
             out = grown
@@ -1156,6 +1278,14 @@ def _file_symbol(source: str) -> str | None:
     return tok.upper() if re.fullmatch(r"[A-Za-z0-9]{2,32}", tok or "") else None
 
 
+def _norm_step(mant: int, scale: int) -> tuple[int, int]:
+    """Drop trailing zeros of the step's mantissa (``0.10`` -> (1, 1)): same step, faster path."""
+    while mant % 10 == 0 and scale > 0:
+        mant //= 10
+        scale -= 1
+    return mant, scale
+
+
 def _finest(d: int) -> str:
     return "1" if d <= 0 else "0." + "0" * (d - 1) + "1"
 
@@ -1206,8 +1336,8 @@ def _resolve(state: _State, instrument: Instrument | None, symbol: str | None, s
             state.known[k] = 0
             state.insts.pop(k, None)
             continue
-        tm, ts_ = decimal_step(inst.tick_size)
-        lm, ls_ = decimal_step(inst.lot_size)
+        tm, ts_ = _norm_step(*decimal_step(inst.tick_size))
+        lm, ls_ = _norm_step(*decimal_step(inst.lot_size))
         state.steps[k] = (tm, ts_, lm, ls_)
         state.known[k] = 1
         state.insts[k] = inst
