@@ -1,6 +1,6 @@
 """Rebuild L2 / L3 order books from schema events and emit top-N levels (and OFI).
 
-:func:`rebuild_book` turns events into *level ops* (:func:`level_ops`), then runs
+:func:`rebuild_book` turns events into *level ops* (one fused pass), then runs
 the kernels of :mod:`gpuflow.kernels.book`: on the GPU the chunked parallel
 rebuild (summarise chunks, scan chunk maps over levels, replay chunks in
 parallel), on the CPU the sequential replay.  Both give identical integer
@@ -29,7 +29,7 @@ from gpuflow.schema import (EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HID
                             KIND_CANCEL, KIND_CLEAR, KIND_DELETE, KIND_EXECUTE, KIND_MODIFY, KIND_SET,
                             KIND_SNAPSHOT, Instrument)
 
-__all__ = ["BookFrame", "LevelOps", "level_ops", "rebuild_book", "top_of_book", "DEFAULT_MAX_LEVELS"]
+__all__ = ["BookFrame", "rebuild_book", "top_of_book", "DEFAULT_MAX_LEVELS"]
 
 #: Widest price range (ticks per side) held as a dense tick window; wider ranges use compressed
 #: price ranks (exact too, one row entry per distinct price).
@@ -37,6 +37,8 @@ DEFAULT_MAX_LEVELS = 1 << 20
 
 _OP_OF_KIND = np.zeros(256, dtype=np.uint8)
 _SIGN_OF_KIND = np.zeros(256, dtype=np.int64)
+#: op codes map to themselves (for ops already expanded on the host)
+_IDENTITY_OPS = np.arange(256, dtype=np.uint8)
 
 
 def _kernels() -> Any:
@@ -53,28 +55,6 @@ def _init_tables() -> None:
     for k, sign in ((KIND_ADD, 1), (KIND_CANCEL, -1), (KIND_DELETE, -1), (KIND_EXECUTE, -1)):
         _OP_OF_KIND[k] = kb.OP_ADD
         _SIGN_OF_KIND[k] = sign
-
-
-@dataclass
-class LevelOps:
-    """Events reduced to level ops (arrays on the backend's device).
-
-    ``event`` maps each op to its event row; ``last`` marks the last op of each
-    event (an event expands to two ops only for an L3 modify that moves price).
-    """
-
-    side: Any
-    price: Any
-    kind: Any
-    qty: Any
-    observe: Any
-    event: Any | None = None
-    last: Any | None = None
-    unknown_orders: int = 0
-
-    @property
-    def n(self) -> int:
-        return int(self.kind.shape[0])
 
 
 @njit(cache=True)
@@ -167,42 +147,6 @@ def _columns(events: Any, be: Backend) -> dict[str, Any]:
     return {c: be.asarray(v) for c, v in cols.items()}
 
 
-def level_ops(events: Any, backend: Backend | None = None) -> LevelOps:
-    """Reduce events to level ops (vectorised; L3 modifies go through an order tracker on the host).
-
-    Parameters
-    ----------
-    events : pyarrow.Table or mapping of arrays
-        Schema events (columns kind, side, price, qty, flags; order_id for L3 modifies).
-    backend : Backend, optional
-    """
-    be = backend or get_backend()
-    xp = be.xp
-    if not _OP_OF_KIND.any():
-        _init_tables()
-    cols = _columns(events, be)
-    kind = cols["kind"].astype(xp.uint8, copy=False)
-    has_modify = bool((kind == KIND_MODIFY).any())
-    if has_modify:
-        h = {c: be.to_host(cols[c]) for c in ("kind", "side", "price", "qty", "flags")}
-        oid = be.to_host(cols["order_id"]) if "order_id" in cols else np.zeros(h["kind"].size, np.uint64)
-        s, p, k, q, obs, ev, last, unknown = _expand_modifies(h["kind"], h["side"], h["price"], h["qty"],
-                                                              oid, h["flags"])
-        return LevelOps(be.asarray(s), be.asarray(p), be.asarray(k), be.asarray(q), be.asarray(obs),
-                        be.asarray(ev), be.asarray(last), int(unknown))
-    op = xp.asarray(_OP_OF_KIND)[kind]
-    sign = xp.asarray(_SIGN_OF_KIND)[kind]
-    qty = cols["qty"].astype(xp.int64, copy=False)
-    qty = xp.where(sign != 0, sign * qty, qty)
-    flags = cols["flags"]
-    hidden = ((flags & FLAG_HIDDEN) != 0) & (kind == KIND_EXECUTE)
-    if bool(hidden.any()):
-        op = xp.where(hidden, 0, op).astype(xp.uint8)
-    observe = ((flags & FLAG_EOM) != 0).astype(xp.uint8)
-    return LevelOps(cols["side"].astype(xp.int8, copy=False), cols["price"].astype(xp.int64, copy=False),
-                    op.astype(xp.uint8, copy=False), qty, observe)
-
-
 @dataclass
 class BookFrame:
     """Top-N book levels after selected events (arrays on the backend's device).
@@ -262,96 +206,156 @@ class BookFrame:
         return t
 
 
-def _emit_flags(n_events: int, ts_local: Any, every: int | None, grid_ns: Any, xp: Any,
-                observe: Any) -> tuple[Any, Any | None]:
-    """Per-event emit flags, and for a clock grid the event row of every grid point."""
+def _event_emits(n_events: int, ts_local: Any, every: int | None, grid_ns: Any, xp: Any, flags: Any
+                 ) -> tuple[int, Any, Any]:
+    """(emit_mode, per-event emit flags or None, grid event rows or None) for the prepare kernel."""
     if grid_ns is not None:
-        grid = xp.asarray(grid_ns, dtype=xp.int64)
         if ts_local is None:
             msg = "rebuild_book: a clock grid needs the ts_local column"
             raise SchemaError(msg)
+        grid = xp.asarray(grid_ns, dtype=xp.int64)
         rows = xp.searchsorted(ts_local, grid, side="right") - 1  # last event with ts_local <= t
         emit = xp.zeros(n_events, dtype=xp.uint8)
         emit[rows[rows >= 0]] = 1
-        return emit, rows
+        return 3, emit, rows
     if every is None or every == 1:
-        return xp.ones(n_events, dtype=xp.uint8), None
-    if every == 0:  # at message ends only
-        return observe.astype(xp.uint8), None
-    emit = xp.zeros(n_events, dtype=xp.uint8)
-    emit[every - 1::every] = 1
-    return emit, None
+        return 0, None, None
+    if every == 0:
+        return 2, None, None
+    if every < 0:
+        msg = f"rebuild_book: every must be >= 0, got {every}"
+        raise SchemaError(msg)
+    return 1, None, None
 
 
 @dataclass
 class _PriceAxis:
-    """Map prices to row indices: a dense tick window, or ranks among the distinct prices (compressed).
+    """Map prices to row indices.
 
-    Dense: index = price - pmin.  Compressed (used when a side's prices span more
-    than ``max_levels`` ticks, e.g. a stray order at 10x the price): index = rank
-    of the price among the distinct prices of that side, so the book stays exact
-    with a row as long as the number of distinct prices.
+    * ``dense``: index = price - pmin over the side's price range (ranges up to ``max_levels``).
+    * ``lut``: a side's prices span more ticks than ``max_levels`` (a stray order at 10x the price):
+      index = rank among the distinct prices, looked up in a running-count table over the range
+      (``lut[p - pmin] - 1``); output prices come from the distinct-price arrays ``ub`` / ``ua``.
+    * ``ranked``: ranges beyond ``_LUT_LIMIT``: ranks are computed per op by sorting
+      (``kernel_prices``) and mapped back to ticks after the replay.
+    All three are exact.
     """
 
+    mode: str
     pmin_b: int
     wb: int
     pmin_a: int
     wa: int
-    ub: Any = None  # sorted distinct bid prices (compressed mode), backend array
+    lut_b: Any = None
+    lut_a: Any = None
+    ub: Any = None
     ua: Any = None
 
-    @property
-    def compressed(self) -> bool:
-        return self.ub is not None
-
-    def kernel_prices(self, side: Any, price: Any, xp: Any) -> Any:
-        if not self.compressed:
-            return price
-        rb = xp.searchsorted(self.ub, price)
-        ra = xp.searchsorted(self.ua, price)
-        return xp.where(side > 0, rb, ra).astype(xp.int64)
-
     def bid_prices(self, idx: Any, xp: Any) -> Any:
-        """Ticks of row indices (host or device); ``EMPTY`` sentinels pass through."""
-        if not self.compressed:
+        if self.mode != "ranked":
             return idx
-        empty = idx == EMPTY_BID_PRICE
-        return xp.where(empty, idx, self.ub[xp.clip(idx, 0, max(self.wb - 1, 0))])
+        return xp.where(idx == EMPTY_BID_PRICE, idx, self.ub[xp.clip(idx, 0, max(self.wb - 1, 0))])
 
     def ask_prices(self, idx: Any, xp: Any) -> Any:
-        if not self.compressed:
+        if self.mode != "ranked":
             return idx
-        empty = idx == EMPTY_ASK_PRICE
-        return xp.where(empty, idx, self.ua[xp.clip(idx, 0, max(self.wa - 1, 0))])
+        return xp.where(idx == EMPTY_ASK_PRICE, idx, self.ua[xp.clip(idx, 0, max(self.wa - 1, 0))])
+
+    def row_prices(self, side: np.ndarray, idx: np.ndarray, be: Backend) -> np.ndarray:
+        """Ticks of host row indices (``final_book``)."""
+        if self.mode == "dense":
+            return np.where(side > 0, self.pmin_b + idx, self.pmin_a + idx).astype(np.int64)
+        ub, ua = be.to_host(self.ub), be.to_host(self.ua)
+        return np.where(side > 0, ub[np.clip(idx, 0, ub.size - 1)], ua[np.clip(idx, 0, ua.size - 1)]).astype(np.int64)
 
 
-def _window(ops: LevelOps, init: Mapping[str, Any] | None, window: Any, max_levels: int, xp: Any
-            ) -> _PriceAxis:
-    """The price axis covering every op price (or the given window)."""
+_LUT_LIMIT = 1 << 28
+
+
+def _axis(kind: Any, side: Any, price: Any, mm: np.ndarray, init: Mapping[str, Any] | None, window: Any,
+          max_levels: int, xp: Any) -> tuple[_PriceAxis, Any]:
+    """Choose the price axis; return it and the prices the kernels see (ranks in ``ranked`` mode)."""
     kb = _kernels()
-    book_op = (ops.kind == kb.OP_SET) | (ops.kind == kb.OP_ADD)
-    out = []
-    side_prices = []
-    for s in (1, -1):
-        prices = ops.price[book_op & (ops.side == s)]
-        if init is not None:
-            ip = np.asarray(init["price"])[np.asarray(init["side"]) == s]
-            if ip.size:
-                prices = xp.concatenate([prices, xp.asarray(ip, dtype=xp.int64)])
-        side_prices.append(prices)
-        lo = hi = None
-        if prices.size:
-            lo, hi = int(prices.min()), int(prices.max())
+    lo_hi = [[int(mm[0]), int(mm[1])], [int(mm[2]), int(mm[3])]]
+    ip = isd = None
+    if init is not None and len(init["price"]):
+        ip = np.asarray(init["price"], dtype=np.int64)
+        isd = np.asarray(init["side"])
+        for k, s in ((0, 1), (1, -1)):
+            sel = ip[isd == s]
+            if sel.size:
+                lo_hi[k][0] = min(lo_hi[k][0], int(sel.min()))
+                lo_hi[k][1] = max(lo_hi[k][1], int(sel.max()))
+    for k in range(2):
         if window is not None:
-            lo, hi = int(window[0]), int(window[1])
-        if lo is None:
-            lo, hi = 0, 0
-        out += [lo, hi - lo + 1]
-    if window is None and max(out[1], out[3]) > max_levels:
-        ub = xp.unique(side_prices[0]) if side_prices[0].size else xp.zeros(1, xp.int64)
-        ua = xp.unique(side_prices[1]) if side_prices[1].size else xp.zeros(1, xp.int64)
-        return _PriceAxis(0, int(ub.size), 0, int(ua.size), ub, ua)
-    return _PriceAxis(out[0], out[1], out[2], out[3])
+            lo_hi[k] = [int(window[0]), int(window[1])]
+        if lo_hi[k][0] > lo_hi[k][1]:  # no book op on this side
+            lo_hi[k] = [0, 0]
+    (lb, hb), (la, ha) = lo_hi
+    wb, wa = hb - lb + 1, ha - la + 1
+    if window is not None or max(wb, wa) <= max_levels:
+        return _PriceAxis("dense", lb, wb, la, wa), price
+    book = (kind == kb.OP_SET) | (kind == kb.OP_ADD)
+    sides = []
+    for s, lo, w in ((1, lb, wb), (-1, la, wa)):
+        ps = price[book & (side == s)]
+        if ip is not None:
+            ps = xp.concatenate([ps, xp.asarray(ip[isd == s])])
+        sides.append(ps)
+    if max(wb, wa) <= _LUT_LIMIT and xp is np:
+        ipx = ip if ip is not None else np.zeros(0, np.int64)
+        isx = isd if isd is not None else np.zeros(0, np.int8)
+        lut_b, lut_a, ub, ua = _luts_cpu(kind, side, price, ipx, isx, np.int64(lb), np.int64(wb), np.int64(la),
+                                         np.int64(wa), np.uint8(kb.OP_SET), np.uint8(kb.OP_ADD))
+        return _PriceAxis("lut", lb, int(ub.size), la, int(ua.size), lut_b, lut_a, ub, ua), price
+    if max(wb, wa) <= _LUT_LIMIT:
+        luts, uniq = [], []
+        for ps, lo, w in ((sides[0], lb, wb), (sides[1], la, wa)):
+            marks = xp.zeros(w, dtype=xp.int32)
+            marks[ps - lo] = 1
+            uniq.append(xp.nonzero(marks)[0].astype(xp.int64) + lo)
+            luts.append(xp.cumsum(marks, dtype=xp.int32))
+        return _PriceAxis("lut", lb, int(uniq[0].size), la, int(uniq[1].size), luts[0], luts[1], uniq[0],
+                          uniq[1]), price
+    ub = xp.unique(sides[0]) if sides[0].size else xp.zeros(1, xp.int64)
+    ua = xp.unique(sides[1]) if sides[1].size else xp.zeros(1, xp.int64)
+    ranks = xp.where(side > 0, xp.searchsorted(ub, price), xp.searchsorted(ua, price)).astype(xp.int64)
+    return _PriceAxis("ranked", 0, int(ub.size), 0, int(ua.size), None, None, ub, ua), ranks
+
+
+@njit(cache=True)
+def _luts_cpu(kind, side, price, ipx, isd, lb, wb, la, wa, op_set, op_add):  # pragma: no cover - jitted
+    """Host twin of the cupy lut construction in :func:`_axis`: mark the prices of book ops (and of the
+    initial book) per side, then running counts (the rank table) and the distinct prices, in two passes."""
+    mb = np.zeros(wb, np.uint8)
+    ma = np.zeros(wa, np.uint8)
+    for i in range(kind.size):
+        k = kind[i]
+        if k == op_set or k == op_add:
+            if side[i] > 0:
+                mb[price[i] - lb] = 1
+            else:
+                ma[price[i] - la] = 1
+    for i in range(ipx.size):
+        if isd[i] > 0:
+            mb[ipx[i] - lb] = 1
+        else:
+            ma[ipx[i] - la] = 1
+    out = []
+    for m, lo in ((mb, lb), (ma, la)):
+        lut = np.empty(m.size, np.int32)
+        n = 0
+        for j in range(m.size):
+            n += m[j]
+            lut[j] = n
+        u = np.empty(n, np.int64)
+        n = 0
+        for j in range(m.size):
+            if m[j]:
+                u[n] = lo + j
+                n += 1
+        out.append((lut, u))
+    return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
 def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns: Any = None,
@@ -378,10 +382,12 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     init : mapping with host arrays ``side``, ``price``, ``qty``, optional
         The book before the first event (e.g. ``final_book`` of a previous call).
     window : (lo, hi) ticks, optional
-        Price window per side; ops outside it are ignored (counted in ``stats``).
+        Price window for both sides; ops outside it are ignored (counted in ``stats``).
     backend : {"cpu", "gpu", None} or Backend
     chunk : int, optional
         Ops per chunk for the parallel rebuild (GPU); default from the data size.
+    max_levels : int
+        Widest price range per side held as a dense tick axis; wider ones use compressed ranks.
     profile : bool
         Synchronise the device between phases and record their wall times in ``stats["phase_s"]``.
 
@@ -405,57 +411,85 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     if not 1 <= levels <= kb.MAX_LEVELS:
         msg = f"rebuild_book: levels must be in 1..{kb.MAX_LEVELS}, got {levels}"
         raise SchemaError(msg)
+    if not _OP_OF_KIND.any():
+        _init_tables()
     instrument = None
     if isinstance(events, pa.Table) and events.schema.metadata and b"gpuflow" in events.schema.metadata:
         instrument = Instrument.from_metadata(events.schema.metadata)
     cols = _columns(events, be)
     ts_local = cols.get("ts_local")
     n_events = int(cols["kind"].shape[0])
-    ops = level_ops(cols, be)
-    emit_ev, grid_rows = _emit_flags(n_events, ts_local, every, grid_ns, xp, ops.observe if ops.event is None
-                                     else xp.ones(n_events, xp.uint8))
-    if ops.event is not None:
-        emit = (emit_ev[ops.event] * ops.last).astype(xp.uint8)
+    emit_mode, emit_ev, grid_rows = _event_emits(n_events, ts_local, every, grid_ns, xp, cols["flags"])
+
+    # events -> level ops (one fused pass); an L3 modify expands to two ops on the host
+    ev_of_op = None
+    unknown = 0
+    if bool((cols["kind"] == KIND_MODIFY).any()):
+        h = {c: be.to_host(cols[c]) for c in ("kind", "side", "price", "qty", "flags")}
+        oid = be.to_host(cols["order_id"]) if "order_id" in cols else np.zeros(n_events, np.uint64)
+        s_, p_, k_, q_, obs_, ev_, last_, unknown = _expand_modifies(h["kind"], h["side"], h["price"], h["qty"],
+                                                                     oid, h["flags"])
+        if emit_ev is None:
+            emit_ev = _host_emits(emit_mode, every, h["flags"])
+            emit_ev = be.asarray(emit_ev)
+        ev_of_op = be.asarray(ev_)
+        side, price = be.asarray(s_), be.asarray(p_)
+        kind_in, qty_in = be.asarray(k_), be.asarray(q_)
+        flags_in = be.asarray((obs_ * FLAG_EOM).astype(np.uint16))
+        emit_arr = (emit_ev[ev_of_op] * be.asarray(last_)).astype(xp.uint8)
+        emit_mode = 3
+        op_lut, sign_lut = xp.asarray(_IDENTITY_OPS), xp.zeros(256, xp.int64)
     else:
-        emit = emit_ev
-    flags = (emit * kb.F_EMIT + ops.observe * kb.F_OBSERVE).astype(xp.uint8)
-    axis = _window(ops, init, window, max_levels, xp)
+        side, price = cols["side"].astype(xp.int8, copy=False), cols["price"].astype(xp.int64, copy=False)
+        kind_in, qty_in = cols["kind"].astype(xp.uint8, copy=False), cols["qty"].astype(xp.int64, copy=False)
+        flags_in = cols["flags"].astype(xp.uint16, copy=False)
+        emit_arr = emit_ev if emit_ev is not None else xp.zeros(1, xp.uint8)
+        op_lut, sign_lut = xp.asarray(_OP_OF_KIND), xp.asarray(_SIGN_OF_KIND)
+    n_ops = int(kind_in.shape[0])
+    o_kind = be.empty(n_ops, xp.uint8)
+    o_qty = be.empty(n_ops, xp.int64)
+    o_flags = be.empty(n_ops, xp.uint8)
+    big = 1 << 62
+    mm = be.asarray(np.array([big, -big, big, -big, 0], dtype=np.int64))
+    threads = min(n_ops, 132 * 2048) if be.uses_cuda else n_ops
+    be.launch(kb.PREPARE, threads, kind_in, side, price, qty_in, flags_in, np.int64(emit_mode),
+              np.int64(max(every or 1, 1)), emit_arr, op_lut, sign_lut, o_kind, o_qty, o_flags, mm)
+    mm_h = be.to_host(mm)
+    n_out = int(mm_h[4])
+    axis, kprice = _axis(o_kind, side, price, mm_h, init, window, max_levels, xp)
     pmin_b, wb, pmin_a, wa = axis.pmin_b, axis.wb, axis.pmin_a, axis.wa
-    side = ops.side
-    kprice = axis.kernel_prices(side, ops.price, xp)
-    mark("ops")
+    comp = axis.mode == "lut"
+    dummy = be.zeros(1, xp.int64)
+    lut_b = axis.lut_b if comp else be.zeros(1, xp.int32)
+    lut_a = axis.lut_a if comp else be.zeros(1, xp.int32)
+    ub = axis.ub if comp else dummy
+    ua = axis.ua if comp else dummy
     n_outside = 0
     if window is not None:
-        book_op = (ops.kind == kb.OP_SET) | (ops.kind == kb.OP_ADD)
-        off = xp.where(side > 0, ops.price - pmin_b, ops.price - pmin_a)
+        book_op = (o_kind == kb.OP_SET) | (o_kind == kb.OP_ADD)
+        off = xp.where(side > 0, price - pmin_b, price - pmin_a)
         n_outside = int((book_op & ((off < 0) | (off >= xp.where(side > 0, wb, wa)))).sum())
     w = wb + wa
     init_row = np.zeros(w, dtype=np.int64)
-    if init is not None:
+    if init is not None and len(init["price"]):
         isd, ipx, iq = (np.asarray(init[k]) for k in ("side", "price", "qty"))
-        ipx = be.to_host(axis.kernel_prices(xp.asarray(isd), xp.asarray(ipx, dtype=xp.int64), xp))
-        for s, base, pmin, width_s in ((1, 0, pmin_b, wb), (-1, wb, pmin_a, wa)):
-            m = (isd == s) & (ipx >= pmin) & (ipx < pmin + width_s)
-            init_row[base + (ipx[m] - pmin)] = iq[m]
-    n_ops = ops.n
-    n_out = int(emit.sum())
-    # every output row is written by the replay: no need to zero (first-touch of zeros costs on big outputs)
+        lvl = be.to_host(_init_levels(axis, isd, ipx.astype(np.int64), be))
+        ok = lvl >= 0
+        init_row[lvl[ok]] = iq[ok]
+    mark("prepare")
+    # every output row is written by the replay: no zeroing (first touch of zeros costs on big outputs)
     out = [be.empty((n_out, levels), xp.int64) for _ in range(4)]
     out_ofi = be.empty((n_out, levels), xp.int64) if ofi else be.empty((1, levels), xp.int64)
-    use_chunks = be.uses_cuda
-    if use_chunks:
+    if be.uses_cuda:
         L = chunk or _auto_chunk(n_ops, w)
         C = max(1, math.ceil(n_ops / L))
-    else:
-        L, C = max(n_ops, 1), 1
-    bounds = be.empty(C + 1, xp.int64)
-    if use_chunks:
-        be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), flags, bounds)
+        bounds = be.empty(C + 1, xp.int64)
+        be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), o_flags, bounds)
         sa = be.empty((C, w), xp.int8)
         sb = be.empty((C, w), xp.int64)
         mark("alloc")
-        be.launch(kb.SUMMARISE, C, bounds, side, kprice, ops.kind, ops.qty, sa, sb, np.int64(wb), np.int64(wa),
-                  np.int64(pmin_b), np.int64(pmin_a))
+        be.launch(kb.SUMMARISE, C, bounds, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb), np.int64(wa),
+                  np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
         mark("summarise")
         G = max(1, int(math.ceil(math.sqrt(C))))
         ga = be.empty((G, w), xp.int64)
@@ -468,68 +502,98 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         mark("scan")
         del sa, ga, gb, gstart
         rows = sb
+        emits = (o_flags & kb.F_EMIT).astype(xp.int64)
+        out_base = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(emits)])[bounds[:-1]]
+        del emits
     else:
-        bounds[0] = 0
-        bounds[1] = n_ops
-        rows = init_row.reshape(1, w).copy()
+        L, C = max(n_ops, 1), 1
+        bounds = np.array([0, n_ops], dtype=np.int64)
+        rows = init_row.reshape(1, w).copy()  # the replay works in place; init_row stays the initial book
         final = None
+        out_base = np.zeros(1, np.int64)
     best = be.empty((C, 2), xp.int64)
     be.launch(kb.ROW_BEST, C, rows, np.int64(wb), np.int64(wa), best)
-    cum = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(emit.astype(xp.int64))])
-    out_base = cum[bounds[:-1]]
     mark("best")
-    be.launch(kb.replay_pair(levels), C, bounds, side, kprice, ops.kind, ops.qty, flags, rows, np.int64(wb),
-              np.int64(wa),
-              np.int64(pmin_b), np.int64(pmin_a), best, out_base, np.int64(levels), bool(ofi),
-              out[0], out[1], out[2], out[3], out_ofi)
+    be.launch(kb.replay_pair(levels), C, bounds, side, kprice, o_kind, o_qty, o_flags, rows, np.int64(wb),
+              np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua, best, out_base,
+              np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi)
     mark("replay")
-    if final is None:
-        final_row = be.to_host(rows[0])
-    else:
-        final_row = be.to_host(final)
-    final_book = _sparse_book(final_row, wb, pmin_b, pmin_a)
-    if axis.compressed:
-        fb = final_book["price"]
-        ub, ua = be.to_host(axis.ub), be.to_host(axis.ua)
-        final_book["price"] = np.where(final_book["side"] > 0, ub[np.clip(fb, 0, ub.size - 1)],
-                                       ua[np.clip(fb, 0, ua.size - 1)]).astype(np.int64)
+    final_row = be.to_host(rows[0]) if final is None else be.to_host(final)
+    fb_side, fb_idx, fb_qty = _sparse_rows(final_row, wb)
+    final_book = {"side": fb_side, "price": axis.row_prices(fb_side, fb_idx, be), "qty": fb_qty}
+    if axis.mode == "ranked":
         out[0] = axis.bid_prices(out[0], xp)
         out[2] = axis.ask_prices(out[2], xp)
-    ev_index = xp.nonzero(emit_ev)[0].astype(xp.int64) if grid_rows is None else grid_rows
+    # event row of every output row
+    if emit_mode == 0 and ev_of_op is None:
+        ev_index = xp.arange(n_events, dtype=xp.int64)
+    else:
+        op_rows = xp.nonzero((o_flags & kb.F_EMIT) != 0)[0].astype(xp.int64)
+        ev_index = ev_of_op[op_rows] if ev_of_op is not None else op_rows
     if grid_rows is not None:
-        # one output row per grid point: gather (grid points before the first event show the init book)
-        pos = xp.searchsorted(xp.nonzero(emit_ev)[0], xp.maximum(grid_rows, 0))
-        pre = grid_rows < 0
-        init_top = _init_top(init_row, wb, wa, pmin_b, pmin_a, levels)
-        if axis.compressed:
-            init_top[0] = be.to_host(axis.bid_prices(xp.asarray(init_top[0]), xp))
-            init_top[2] = be.to_host(axis.ask_prices(xp.asarray(init_top[2]), xp))
-        gathered = []
-        for a, fill in zip(out, init_top):
-            g = a[xp.minimum(pos, max(n_out - 1, 0))] if n_out else xp.zeros((pos.size, levels), xp.int64)
-            g[pre] = xp.asarray(fill)
-            gathered.append(g)
-        out = gathered
-        if ofi:
-            # OFI accumulated between consecutive distinct observed rows; repeated rows add nothing
-            g = out_ofi[xp.minimum(pos, max(n_out - 1, 0))] if n_out else xp.zeros((pos.size, levels), xp.int64)
-            dup = xp.concatenate([xp.zeros(1, bool), pos[1:] == pos[:-1]]) if pos.size else pos.astype(bool)
-            g[dup | pre] = 0
-            out_ofi = g
-    ts_out = None
-    if ts_local is not None:
-        if grid_rows is not None:
-            ts_out = xp.asarray(grid_ns, dtype=xp.int64)
-        else:
-            ts_out = ts_local[ev_index] if n_events else ts_local[:0]
+        out, out_ofi, ev_index = _gather_grid(out, out_ofi, ofi, ev_index, grid_rows, init_row, axis, levels, be)
+        ts_out = xp.asarray(grid_ns, dtype=xp.int64)
+    else:
+        ts_out = ts_local[ev_index] if ts_local is not None else None
+    mark("finish")
     stats = {"events": n_events, "ops": n_ops, "chunks": C, "chunk_ops": L, "window_bid": (pmin_b, wb),
-             "window_ask": (pmin_a, wa), "compressed_prices": axis.compressed, "ops_outside_window": n_outside, "unknown_orders": ops.unknown_orders,
-             "backend": be.name}
+             "window_ask": (pmin_a, wa), "price_axis": axis.mode, "ops_outside_window": n_outside,
+             "unknown_orders": int(unknown), "backend": be.name}
     if profile:
-        mark("finish")
         stats["phase_s"] = phases
     return BookFrame(ev_index, ts_out, out[0], out[1], out[2], out[3], out_ofi if ofi else None, be,
                      final_book, stats, instrument)
+
+
+def _host_emits(emit_mode: int, every: int | None, flags: np.ndarray) -> np.ndarray:
+    n = flags.size
+    if emit_mode == 0:
+        return np.ones(n, np.uint8)
+    if emit_mode == 2:
+        return ((flags & FLAG_EOM) != 0).astype(np.uint8)
+    e = np.zeros(n, np.uint8)
+    e[int(every) - 1::int(every)] = 1
+    return e
+
+
+def _init_levels(axis: _PriceAxis, side: np.ndarray, price: np.ndarray, be: Backend) -> np.ndarray:
+    """Row index of each initial level (-1 outside the axis)."""
+    xp = be.xp
+    if axis.mode == "dense":
+        lb = price - axis.pmin_b
+        la = price - axis.pmin_a
+        return np.where(side > 0, np.where((lb >= 0) & (lb < axis.wb), lb, -1),
+                        np.where((la >= 0) & (la < axis.wa), axis.wb + la, -1))
+    ub, ua = be.to_host(axis.ub), be.to_host(axis.ua)
+    rb = np.searchsorted(ub, price)
+    ra = np.searchsorted(ua, price)
+    okb = (rb < ub.size) & (ub[np.minimum(rb, ub.size - 1)] == price)
+    oka = (ra < ua.size) & (ua[np.minimum(ra, ua.size - 1)] == price)
+    del xp
+    return np.where(side > 0, np.where(okb, rb, -1), np.where(oka, axis.wb + ra, -1))
+
+
+def _gather_grid(out: list[Any], out_ofi: Any, ofi: bool, ev_index: Any, grid_rows: Any, init_row: np.ndarray,
+                 axis: _PriceAxis, levels: int, be: Backend) -> tuple[list[Any], Any, Any]:
+    """One output row per grid point (rows before the first event show the initial book)."""
+    xp = be.xp
+    n_out = int(ev_index.shape[0])
+    pos = xp.searchsorted(ev_index, xp.maximum(grid_rows, 0))
+    pre = grid_rows < 0
+    take = xp.minimum(pos, max(n_out - 1, 0))
+    init_top = _init_top(init_row, axis, levels, be)
+    gathered = []
+    for a, fill in zip(out, init_top):
+        g = a[take] if n_out else xp.zeros((pos.size, levels), xp.int64)
+        g[pre] = xp.asarray(fill)
+        gathered.append(g)
+    if ofi:
+        # OFI accumulated between consecutive distinct observed rows; repeated rows add nothing
+        g = out_ofi[take] if n_out else xp.zeros((pos.size, levels), xp.int64)
+        dup = xp.concatenate([xp.zeros(1, bool), pos[1:] == pos[:-1]]) if pos.size else pos.astype(bool)
+        g[dup | pre] = 0
+        out_ofi = g
+    return gathered, out_ofi, grid_rows
 
 
 def _auto_chunk(n_ops: int, w: int) -> int:
@@ -542,25 +606,25 @@ def _auto_chunk(n_ops: int, w: int) -> int:
     return L
 
 
-def _sparse_book(row: np.ndarray, wb: int, pmin_b: int, pmin_a: int) -> dict[str, np.ndarray]:
+def _sparse_rows(row: np.ndarray, wb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(side, row index within the side, qty) of the non-empty levels of a book row."""
     bi = np.nonzero(row[:wb] > 0)[0]
     ai = np.nonzero(row[wb:] > 0)[0]
-    return {"side": np.concatenate([np.ones(bi.size, np.int8), -np.ones(ai.size, np.int8)]),
-            "price": np.concatenate([pmin_b + bi, pmin_a + ai]).astype(np.int64),
-            "qty": np.concatenate([row[:wb][bi], row[wb:][ai]]).astype(np.int64)}
+    return (np.concatenate([np.ones(bi.size, np.int8), -np.ones(ai.size, np.int8)]),
+            np.concatenate([bi, ai]).astype(np.int64), np.concatenate([row[:wb][bi], row[wb:][ai]]).astype(np.int64))
 
 
-def _init_top(row: np.ndarray, wb: int, wa: int, pmin_b: int, pmin_a: int, levels: int
-              ) -> list[np.ndarray]:
+def _init_top(row: np.ndarray, axis: _PriceAxis, levels: int, be: Backend) -> list[np.ndarray]:
+    wb = axis.wb
     bi = np.nonzero(row[:wb] > 0)[0][::-1][:levels]
     ai = np.nonzero(row[wb:] > 0)[0][:levels]
     bp = np.full(levels, EMPTY_BID_PRICE, np.int64)
     bq = np.zeros(levels, np.int64)
     ap = np.full(levels, EMPTY_ASK_PRICE, np.int64)
     aq = np.zeros(levels, np.int64)
-    bp[:bi.size] = pmin_b + bi
+    bp[:bi.size] = axis.row_prices(np.ones(bi.size, np.int8), bi, be)
     bq[:bi.size] = row[:wb][bi]
-    ap[:ai.size] = pmin_a + ai
+    ap[:ai.size] = axis.row_prices(-np.ones(ai.size, np.int8), ai, be)
     aq[:ai.size] = row[wb:][ai]
     return [bp, bq, ap, aq]
 

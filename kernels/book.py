@@ -48,11 +48,11 @@ import numpy as np
 from numba import prange
 
 from gpuflow.backend import KernelPair, Twins, cuda
-from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE
+from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HIDDEN, KIND_EXECUTE
 
 __all__ = [
     "OP_NONE", "OP_SET", "OP_ADD", "OP_CLEAR", "F_EMIT", "F_OBSERVE", "MAX_LEVELS",
-    "CHUNK_BOUNDS", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY", "ROW_BEST", "replay_pair",
+    "PREPARE", "CHUNK_BOUNDS", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY", "ROW_BEST", "replay_pair",
 ]
 
 OP_NONE = 0
@@ -70,6 +70,10 @@ NLEV_CAP = MAX_LEVELS
 
 _EMPTY_BID = np.int64(EMPTY_BID_PRICE)
 _EMPTY_ASK = np.int64(EMPTY_ASK_PRICE)
+_KIND_EXECUTE = KIND_EXECUTE
+_FLAG_HIDDEN = FLAG_HIDDEN
+_FLAG_EOM = FLAG_EOM
+_BIG = np.int64(1 << 62)
 
 
 # ----------------------------------------------------------------------------- scalar cores
@@ -87,16 +91,56 @@ def chunk_start_at(c, L, n_ops, flags):  # pragma: no cover - jitted
     return j + 1
 
 
-def _level(s, p, wb, wa, pmin_b, pmin_a):  # pragma: no cover - jitted
-    """Row index of price ``p`` on side ``s`` (bids first, then asks), or -1 outside the window."""
+def _level(s, p, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a):  # pragma: no cover - jitted
+    """Row index of price ``p`` on side ``s`` (bids first, then asks), or -1 outside the window.
+
+    Dense axis: ``p - pmin``.  Compressed axis (``comp``): the rank of ``p`` among the distinct prices
+    of its side, ``lut[p - pmin] - 1`` (``lut`` is the running count of distinct prices).
+    """
     if s > 0:
         l = p - pmin_b
+        if comp:
+            return lut_b[l] - 1 if 0 <= l < lut_b.size else -1
         return l if 0 <= l < wb else -1
     l = p - pmin_a
+    if comp:
+        return wb + lut_a[l] - 1 if 0 <= l < lut_a.size else -1
     return wb + l if 0 <= l < wa else -1
 
 
-def summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a):  # pragma: no cover
+def prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind, o_qty,
+               o_flags):  # pragma: no cover - jitted
+    """Event ``i`` -> level op: op kind, signed size and op flags (emit / observe); returns the op kind.
+
+    ``emit_mode``: 0 every event, 1 every ``every``-th event, 2 at message ends, 3 ``emit_arr[i] != 0``.
+    Hidden executions (FLAG_HIDDEN) do not touch the book.
+    """
+    k = kind[i]
+    op = op_lut[k]
+    q = qty[i]
+    sg = sign_lut[k]
+    if sg != 0:
+        q = sg * q
+    f = flags[i]
+    if op == OP_ADD and k == _KIND_EXECUTE and (f & _FLAG_HIDDEN) != 0:
+        op = OP_NONE
+    obs = (f & _FLAG_EOM) != 0
+    if emit_mode == 0:
+        e = True
+    elif emit_mode == 1:
+        e = (i % every) == every - 1
+    elif emit_mode == 2:
+        e = obs
+    else:
+        e = emit_arr[i] != 0
+    o_kind[i] = op
+    o_qty[i] = q
+    o_flags[i] = (F_EMIT if e else 0) | (F_OBSERVE if obs else 0)
+    return op
+
+
+def summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                    lut_a):  # pragma: no cover
     """Compose chunk ``c``'s ops into per-level maps in rows ``sa[c]``/``sb[c]``.
 
     ``sa``/``sb`` have shape (C, wb + wa): bid levels first, then ask levels.
@@ -109,7 +153,7 @@ def summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, p
     for i in range(bounds[c], bounds[c + 1]):
         k = kind[i]
         if k == OP_SET or k == OP_ADD:
-            j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a)
+            j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
             if j < 0:
                 continue
             if k == OP_SET:
@@ -194,14 +238,17 @@ def _ask_best_after(row, base, wa, best, l, v):  # pragma: no cover - jitted
     return best
 
 
-def _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, o):  # pragma: no cover - jitted
-    """Write the top ``nlev`` levels into scratch rows ``st[o..o+3]`` (bid px, bid qty, ask px, ask qty)."""
+def _top(row, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, o):  # pragma: no cover - jitted
+    """Write the top ``nlev`` levels into scratch rows ``st[o..o+3]`` (bid px, bid qty, ask px, ask qty).
+
+    Prices are ticks: ``pmin + index`` on a dense axis, ``ub[index]`` / ``ua[index]`` on a compressed one.
+    """
     m = 0
     j = bb
     while m < nlev and j >= 0:
         q = row[j]
         if q > 0:
-            st[o, m] = pmin_b + j
+            st[o, m] = ub[j] if comp else pmin_b + j
             st[o + 1, m] = q
             m += 1
         j -= 1
@@ -214,7 +261,7 @@ def _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, o):  # pragma: no cover 
     while m < nlev and j < wa:
         q = row[wb + j]
         if q > 0:
-            st[o + 2, m] = pmin_a + j
+            st[o + 2, m] = ua[j] if comp else pmin_a + j
             st[o + 3, m] = q
             m += 1
         j += 1
@@ -224,8 +271,8 @@ def _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, o):  # pragma: no cover 
         m += 1
 
 
-def replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a,
-                 best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st):  # pragma: no cover
+def replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a,
+                 ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st):  # pragma: no cover
     """Replay chunk ``c`` on its start book ``rows[c]`` (modified in place) and emit rows.
 
     ``st`` is an int64 scratch of shape (9, >= nlev): rows 0-3 the previous
@@ -235,7 +282,7 @@ def replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b,
     row = rows[c]
     bb = best[c, 0]
     ba = best[c, 1]
-    _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, 0)
+    _top(row, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, 0)
     for m in range(nlev):
         st[4, m] = st[0, m]
         st[5, m] = st[1, m]
@@ -249,7 +296,7 @@ def replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b,
     for i in range(bounds[c], bounds[c + 1]):
         kd = kind[i]
         if kd == OP_SET or kd == OP_ADD:
-            j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a)
+            j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
             if j >= 0:
                 v = _apply(row, j, kd, qty[i])
                 if j < wb:
@@ -275,7 +322,7 @@ def replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b,
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
         if dirty and (emit or obs):
-            _top(row, wb, wa, pmin_b, pmin_a, bb, ba, nlev, st, 4)
+            _top(row, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, 4)
             dirty = False
         if obs:
             for m in range(nlev):
@@ -329,6 +376,41 @@ def row_best_scan(c, rows, wb, wa, best):  # pragma: no cover - jitted
 
 # ----------------------------------------------------------------------------- CUDA kernels
 # Bodies compiled with Twins.cuda (cuda.jit against the device cores).
+def prepare_cuda(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind, o_qty,
+                 o_flags, mm):  # pragma: no cover - device code
+    """Grid-stride over events: level ops, op flags, and per-side price min/max and the emit count.
+
+    ``mm`` (int64[5]): bid min, bid max, ask min, ask max of book-op prices, rows to emit; the caller
+    initialises it to (+BIG, -BIG, +BIG, -BIG, 0).  One atomic per thread and value, not per event.
+    Twin: :func:`prepare_cpu`.
+    """
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    bmin = _BIG
+    bmax = -_BIG
+    amin = _BIG
+    amax = -_BIG
+    ne = np.int64(0)
+    for i in range(start, kind.size, stride):
+        op = prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind,
+                        o_qty, o_flags)
+        if (o_flags[i] & F_EMIT) != 0:
+            ne += 1
+        if op == OP_SET or op == OP_ADD:
+            p = price[i]
+            if side[i] > 0:
+                bmin = min(bmin, p)
+                bmax = max(bmax, p)
+            else:
+                amin = min(amin, p)
+                amax = max(amax, p)
+    cuda.atomic.min(mm, 0, bmin)
+    cuda.atomic.max(mm, 1, bmax)
+    cuda.atomic.min(mm, 2, amin)
+    cuda.atomic.max(mm, 3, amax)
+    cuda.atomic.add(mm, 4, ne)
+
+
 def chunk_bounds_cuda(L, n_ops, flags, bounds):  # pragma: no cover - device code
     """``bounds[c]`` = chunk_start_at(c); ``bounds[C]`` = n_ops.  Twin: :func:`chunk_bounds_cpu`."""
     c = cuda.grid(1)
@@ -339,11 +421,11 @@ def chunk_bounds_cuda(L, n_ops, flags, bounds):  # pragma: no cover - device cod
         bounds[c] = n_ops
 
 
-def summarise_cuda(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a):  # pragma: no cover - device code
+def summarise_cuda(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a):  # pragma: no cover - device code
     """One thread per chunk.  Twin: :func:`summarise_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
-        summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a)
+        summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
 
 
 def group_compose_cuda(G, C, sa, sb, ga, gb):  # pragma: no cover - device code
@@ -405,18 +487,38 @@ def row_best_cuda(rows, wb, wa, best):  # pragma: no cover - device code
         best[c, 1] = sh[1]
 
 
-def replay_cuda(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best, out_base,
+def replay_cuda(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub, ua,
+                best, out_base,
                 nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi):  # pragma: no cover - device code
     """One thread per chunk replays it from its start book.  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
         st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
-        replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best,
+        replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a,
+                     ub, ua, best,
                      out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st)
 
 
 # ----------------------------------------------------------------------------- CPU twins
 # Bodies compiled with Twins.cpu (njit against the CPU cores).
+def prepare_cpu(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind, o_qty,
+                o_flags, mm):  # pragma: no cover - jitted
+    """CPU twin of :func:`prepare_cuda` (one pass, same outputs)."""
+    for i in range(kind.size):
+        op = prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind,
+                        o_qty, o_flags)
+        if (o_flags[i] & F_EMIT) != 0:
+            mm[4] += 1
+        if op == OP_SET or op == OP_ADD:
+            p = price[i]
+            if side[i] > 0:
+                mm[0] = min(mm[0], p)
+                mm[1] = max(mm[1], p)
+            else:
+                mm[2] = min(mm[2], p)
+                mm[3] = max(mm[3], p)
+
+
 def chunk_bounds_cpu(L, n_ops, flags, bounds):  # pragma: no cover - jitted
     C = bounds.size - 1
     for c in prange(C):
@@ -424,9 +526,9 @@ def chunk_bounds_cpu(L, n_ops, flags, bounds):  # pragma: no cover - jitted
     bounds[C] = n_ops
 
 
-def summarise_cpu(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a):  # pragma: no cover - jitted
+def summarise_cpu(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a):  # pragma: no cover - jitted
     for c in prange(bounds.size - 1):
-        summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a)
+        summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
 
 
 def group_compose_cpu(G, C, sa, sb, ga, gb):  # pragma: no cover - jitted
@@ -447,29 +549,33 @@ def group_apply_cpu(G, C, sa, sb, gstart):  # pragma: no cover - jitted
 
 
 def row_best_cpu(rows, wb, wa, best):  # pragma: no cover - jitted
-    for c in prange(rows.shape[0]):
+    for c in range(rows.shape[0]):
         row_best_scan(c, rows, wb, wa, best)
 
 
-def replay_cpu(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best, out_base,
+def replay_cpu(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub, ua,
+               best, out_base,
                nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay)."""
     st = np.empty((9, max(nlev, 1)), dtype=np.int64)
     for c in range(bounds.size - 1):
-        replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, best,
+        replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a,
+                     ub, ua, best,
                      out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st)
 
 
-_TW = Twins(chunk_start_at, _level, summarise_chunk, group_compose_at, group_scan_at, group_apply_at, _apply,
+_TW = Twins(chunk_start_at, _level, prepare_at, summarise_chunk, group_compose_at, group_scan_at, group_apply_at, _apply,
             _bid_best_after, _ask_best_after, _top, replay_chunk, row_best_scan)
 _PAR = {"parallel": True, "cache": True}
 
+PREPARE = KernelPair("book.prepare", _TW.cuda(prepare_cuda), _TW.cpu(prepare_cpu, cache=True))
 CHUNK_BOUNDS = KernelPair("book.chunk_bounds", _TW.cuda(chunk_bounds_cuda), _TW.cpu(chunk_bounds_cpu, **_PAR))
 SUMMARISE = KernelPair("book.summarise", _TW.cuda(summarise_cuda), _TW.cpu(summarise_cpu, **_PAR), threads=64)
 GROUP_COMPOSE = KernelPair("book.group_compose", _TW.cuda(group_compose_cuda), _TW.cpu(group_compose_cpu, **_PAR))
 GROUP_SCAN = KernelPair("book.group_scan", _TW.cuda(group_scan_cuda), _TW.cpu(group_scan_cpu, **_PAR))
 GROUP_APPLY = KernelPair("book.group_apply", _TW.cuda(group_apply_cuda), _TW.cpu(group_apply_cpu, **_PAR))
-ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best_cpu, **_PAR),
+# the CPU path replays one row sequentially: a thread pool would cost more than the scan
+ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best_cpu, cache=True),
                       threads=_RB_THREADS, per_block=True)
 _REPLAY_CPU = _TW.cpu(replay_cpu, cache=True)
 _REPLAY: dict[int, KernelPair] = {}
