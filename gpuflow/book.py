@@ -487,6 +487,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), o_flags, bounds)
         sa = be.empty((C, w), xp.int8)
         sb = be.empty((C, w), xp.int64)
+        sa.fill(1)  # identity maps; summarise writes only the levels its chunk touches
+        sb.fill(0)
         mark("alloc")
         be.launch(kb.SUMMARISE, C, bounds, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb), np.int64(wa),
                   np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
@@ -502,9 +504,12 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         mark("scan")
         del sa, ga, gb, gstart
         rows = sb
-        emits = (o_flags & kb.F_EMIT).astype(xp.int64)
-        out_base = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(emits)])[bounds[:-1]]
-        del emits
+        if emit_mode == 0 and ev_of_op is None:
+            out_base = bounds[:-1]  # every op emits one row: a chunk's first row is its first op
+        else:
+            emits = (o_flags & kb.F_EMIT).astype(xp.int64)
+            out_base = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(emits)])[bounds[:-1]]
+            del emits
     else:
         L, C = max(n_ops, 1), 1
         bounds = np.array([0, n_ops], dtype=np.int64)
@@ -534,7 +539,12 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         out, out_ofi, ev_index = _gather_grid(out, out_ofi, ofi, ev_index, grid_rows, init_row, axis, levels, be)
         ts_out = xp.asarray(grid_ns, dtype=xp.int64)
     else:
-        ts_out = ts_local[ev_index] if ts_local is not None else None
+        if ts_local is None:
+            ts_out = None
+        elif emit_mode == 0 and ev_of_op is None:
+            ts_out = ts_local  # a row per event: no gather
+        else:
+            ts_out = ts_local[ev_index]
     mark("finish")
     stats = {"events": n_events, "ops": n_ops, "chunks": C, "chunk_ops": L, "window_bid": (pmin_b, wb),
              "window_ask": (pmin_a, wa), "price_axis": axis.mode, "ops_outside_window": n_outside,

@@ -1,0 +1,175 @@
+"""GPU book rebuild + top-5 + OFI throughput vs the CPU twin and a plain streaming kernel.
+
+Run on a machine with a CUDA GPU (prepared to run in one go on the device tool)::
+
+    python experiments/bench/bench_book_gpu.py --events 1e9 --batch 1.25e8 --json-out results.json
+
+Events: a seeded zero-intelligence L2 stream (gpuflow.synthetic, Cont-Stoikov-Talreja style) of
+``--batch`` events, generated on the host and copied to the device once.  The rebuild processes it
+``events / batch`` times in sequence, each batch starting from the previous batch's final book, so
+the total number of events replayed is ``--events``.  JIT compilation is excluded (one warm-up on a
+small slice) and the device is synchronised before every clock read.  The CPU twin (sequential njit
+replay) runs on the first ``--cpu-events`` events of the same stream on the same machine; its first
+rows are compared with the GPU's for exact equality.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+
+def _versions() -> dict:
+    import numba
+    import pyarrow
+
+    v = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+         "pyarrow": pyarrow.__version__}
+    try:
+        import cupy
+
+        v["cupy"] = cupy.__version__
+        p = cupy.cuda.runtime.getDeviceProperties(0)
+        v["device"] = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])
+        v["device_memory_gb"] = round(p["totalGlobalMem"] / 2**30, 1)
+        v["sms"] = p["multiProcessorCount"]
+    except Exception as exc:  # noqa: BLE001 - report whatever is missing
+        v["cupy"] = f"unavailable: {exc}"
+    try:
+        import numba_cuda
+
+        v["numba_cuda"] = numba_cuda.__version__
+    except Exception:  # noqa: BLE001
+        pass
+    v["cpu"] = platform.processor() or platform.machine()
+    v["cpu_count"] = os.cpu_count()
+    return v
+
+
+def make_events(n: int, seed: int) -> tuple[dict, str]:
+    """A ZI L2 stream from gpuflow.synthetic (host numpy arrays)."""
+    from gpuflow.synthetic import generate_arrays
+
+    cols = generate_arrays(n, seed=seed, mode="l2")
+    keep = ("ts_local", "kind", "side", "price", "qty", "flags")
+    return {k: np.ascontiguousarray(cols[k]) for k in keep}, "gpuflow.synthetic ZI (l2)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=float, default=1e9)
+    ap.add_argument("--batch", type=float, default=1.25e8)
+    ap.add_argument("--cpu-events", type=float, default=2e7)
+    ap.add_argument("--levels", type=int, default=5)
+    ap.add_argument("--configs", default="every1_ofi,every64_ofi,every1_noofi")
+    ap.add_argument("--chunks", default="auto", help="comma list of ops per chunk, or auto")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--stream-threads", type=int, default=132 * 2048 * 2)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--json-out", default=None)
+    args = ap.parse_args(argv)
+
+    from gpuflow.backend import get_backend
+    from gpuflow.book import rebuild_book
+    from gpuflow.kernels.stream import STREAM_CHECKSUM
+
+    be = get_backend("gpu")
+    xp = be.xp
+    res: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                 "command": " ".join([sys.executable, *sys.argv]), "versions": _versions()}
+    batch = int(args.batch)
+    n_batches = max(1, int(round(args.events / batch)))
+    t = time.perf_counter()
+    host, source = make_events(batch, args.seed)
+    res["generate_s"] = time.perf_counter() - t
+    res["source"] = source
+    res["batch_events"] = batch
+    res["batches"] = n_batches
+    res["total_events"] = batch * n_batches
+    pr = host["price"][host["kind"] == 1]
+    res["price_range_ticks"] = int(pr.max() - pr.min()) if pr.size else 0
+    print(f"generated {batch:,} events in {res['generate_s']:.1f}s; price range {res['price_range_ticks']} ticks",
+          flush=True)
+    t = time.perf_counter()
+    dev = {k: be.to_device(v) for k, v in host.items()}
+    be.synchronize()
+    res["h2d_s"] = time.perf_counter() - t
+
+    # ceiling: one streaming pass reading ts_local, price, qty (24 B/event)
+    out = be.zeros(1, np.int64)
+    be.launch(STREAM_CHECKSUM, args.stream_threads, dev["ts_local"], dev["price"], dev["qty"], out)
+    be.synchronize()
+    reps = args.reps
+    t = time.perf_counter()
+    for _ in range(reps):
+        be.launch(STREAM_CHECKSUM, args.stream_threads, dev["ts_local"], dev["price"], dev["qty"], out)
+    be.synchronize()
+    dt_s = (time.perf_counter() - t) / reps
+    res["stream_ceiling_events_per_s"] = batch / dt_s
+    res["stream_ceiling_tb_per_s"] = batch * 24 / dt_s / 1e12
+    print(f"stream ceiling: {batch / dt_s:.3e} events/s ({batch * 24 / dt_s / 1e12:.2f} TB/s)", flush=True)
+
+    small = {k: v[:100_000] for k, v in dev.items()}
+    chunks = [None] if args.chunks == "auto" else [int(c) for c in args.chunks.split(",")]
+    runs = []
+    for cfg in args.configs.split(","):
+        every = int(cfg.split("_")[0].replace("every", ""))
+        ofi = cfg.endswith("_ofi")
+        for chunk in chunks:
+            rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk)  # JIT warm-up
+            be.synchronize()
+            init = None
+            phase_tot: dict = {}
+            t = time.perf_counter()
+            for b in range(n_batches):
+                f = rebuild_book(dev, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
+                                 init=init, profile=(b == 0))
+                init = f.final_book
+                if b == 0:
+                    phase_tot = f.stats.get("phase_s", {})
+                    st = {k: v for k, v in f.stats.items() if k != "phase_s"}
+                del f
+            be.synchronize()
+            el = time.perf_counter() - t
+            r = {"config": cfg, "chunk": chunk, "levels": args.levels, "every": every, "ofi": ofi,
+                 "seconds": el, "events_per_s": batch * n_batches / el, "first_batch_phase_s": phase_tot,
+                 "stats": {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.items()}}
+            runs.append(r)
+            print(f"{cfg} chunk={chunk}: {r['events_per_s']:.3e} events/s over {batch * n_batches:,} events; "
+                  f"phases(first batch)={ {k: round(v, 4) for k, v in phase_tot.items()} }", flush=True)
+    res["gpu_runs"] = runs
+
+    # CPU twin on the same machine, same stream prefix; exact equality of its rows with the GPU's
+    n_cpu = int(min(args.cpu_events, batch))
+    hsl = {k: v[:n_cpu] for k, v in host.items()}
+    dsl = {k: v[:n_cpu] for k, v in dev.items()}
+    rebuild_book({k: v[:10_000] for k, v in hsl.items()}, levels=args.levels, ofi=True, backend="cpu")
+    t = time.perf_counter()
+    cpu = rebuild_book(hsl, levels=args.levels, every=1, ofi=True, backend="cpu")
+    cpu_s = time.perf_counter() - t
+    res["cpu_twin_events"] = n_cpu
+    res["cpu_twin_events_per_s"] = n_cpu / cpu_s
+    g = rebuild_book(dsl, levels=args.levels, every=1, ofi=True, backend=be).to_host()
+    same = all(np.array_equal(getattr(g, a), getattr(cpu, a))
+               for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"))
+    res["gpu_equals_cpu_on_prefix"] = bool(same)
+    main_run = next((r for r in runs if r["config"] == "every1_ofi"), runs[0])
+    res["speedup_vs_cpu_twin"] = main_run["events_per_s"] / res["cpu_twin_events_per_s"]
+    res["fraction_of_stream_ceiling"] = main_run["events_per_s"] / res["stream_ceiling_events_per_s"]
+    print(f"CPU twin: {res['cpu_twin_events_per_s']:.3e} events/s on {n_cpu:,} events; GPU==CPU: {same}; "
+          f"speedup {res['speedup_vs_cpu_twin']:.0f}x", flush=True)
+    if args.json_out:
+        with open(args.json_out, "w") as fh:
+            json.dump(res, fh, indent=2, default=str)
+    print(json.dumps(res, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""Each kernel of gpuflow.kernels.book against its njit twin (CUDA simulator in CI, the GPU with GPUFLOW_TEST_GPU=1)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuflow.backend import get_backend
+from gpuflow.kernels import book as kb
+from gpuflow.schema import FLAG_EOM, FLAG_HIDDEN, KIND_ADD, KIND_CANCEL, KIND_CLEAR, KIND_EXECUTE, KIND_SET, KIND_TRADE
+
+
+def _both(device_backend, pair, n, make_args, outputs):
+    """Run ``pair`` on the CPU and the CUDA backend with fresh copies of the same arguments; compare outputs."""
+    res = []
+    for be in (get_backend("cpu"), device_backend):
+        args = [be.asarray(a.copy()) if isinstance(a, np.ndarray) else a for a in make_args()]
+        be.launch(pair, n, *args)
+        be.synchronize()
+        res.append([be.to_host(args[i]) for i in outputs])
+    for k, (a, b) in enumerate(zip(*res)):
+        np.testing.assert_array_equal(b, a, err_msg=f"{pair.name} output {outputs[k]}")
+    return res[0]
+
+
+def _events(rng, n):
+    kind = rng.choice(np.array([KIND_SET, KIND_ADD, KIND_CANCEL, KIND_EXECUTE, KIND_TRADE, KIND_CLEAR], np.uint8), n)
+    side = rng.choice(np.array([-1, 1], np.int8), n)
+    price = rng.integers(90, 110, n).astype(np.int64)
+    qty = rng.integers(0, 9, n).astype(np.int64)
+    flags = np.where(rng.random(n) < 0.5, FLAG_EOM, 0).astype(np.uint16)
+    flags[rng.random(n) < 0.1] |= FLAG_HIDDEN
+    return kind, side, price, qty, flags
+
+
+@pytest.mark.parametrize("emit_mode", [0, 1, 2, 3])
+def test_prepare(rng, device_backend, emit_mode):
+    from gpuflow.book import _OP_OF_KIND, _SIGN_OF_KIND, _init_tables
+
+    _init_tables()
+    n = 300
+    kind, side, price, qty, flags = _events(rng, n)
+    emit = (rng.random(n) < 0.3).astype(np.uint8)
+    big = 1 << 62
+
+    def args():
+        return [kind, side, price, qty, flags, np.int64(emit_mode), np.int64(3), emit, _OP_OF_KIND, _SIGN_OF_KIND,
+                np.zeros(n, np.uint8), np.zeros(n, np.int64), np.zeros(n, np.uint8),
+                np.array([big, -big, big, -big, 0], np.int64)]
+
+    o_kind, o_qty, o_flags, mm = _both(device_backend, kb.PREPARE, 64, args, [10, 11, 12, 13])
+    # hand checks on the CPU result: hidden executions are no-ops, cancels are negative
+    assert (o_kind[(kind == KIND_EXECUTE) & ((flags & FLAG_HIDDEN) != 0)] == kb.OP_NONE).all()
+    assert (o_qty[kind == KIND_CANCEL] == -qty[kind == KIND_CANCEL]).all()
+    assert mm[4] == int(((o_flags & kb.F_EMIT) != 0).sum())
+
+
+def test_chunk_bounds(rng, device_backend):
+    n, L = 200, 16
+    flags = np.where(rng.random(n) < 0.3, kb.F_OBSERVE, 0).astype(np.uint8)
+    C = (n + L - 1) // L
+    (bounds,) = _both(device_backend, kb.CHUNK_BOUNDS, C + 1,
+                      lambda: [np.int64(L), np.int64(n), flags, np.zeros(C + 1, np.int64)], [3])
+    assert bounds[0] == 0 and bounds[-1] == n and (np.diff(bounds) >= 0).all()
+    for c in range(1, C):
+        assert bounds[c] == 0 or flags[bounds[c] - 1] & kb.F_OBSERVE
+
+
+def test_summarise_and_scan(rng, device_backend):
+    n, C, wb, wa = 240, 12, 7, 5
+    kind = rng.choice(np.array([kb.OP_SET, kb.OP_ADD, kb.OP_NONE, kb.OP_CLEAR], np.uint8), n, p=[.5, .3, .15, .05])
+    side = rng.choice(np.array([-1, 1], np.int8), n)
+    side[kind == kb.OP_CLEAR] = rng.choice(np.array([-1, 0, 1], np.int8), int((kind == kb.OP_CLEAR).sum()))
+    price = np.where(side > 0, 100 + rng.integers(0, wb, n), 200 + rng.integers(0, wa, n)).astype(np.int64)
+    qty = rng.integers(-3, 9, n).astype(np.int64)
+    bounds = np.linspace(0, n, C + 1).astype(np.int64)
+    w = wb + wa
+    dummy = np.zeros(1, np.int32)
+
+    def sargs():
+        return [bounds, side, price, kind, qty, np.ones((C, w), np.int8), np.zeros((C, w), np.int64), np.int64(wb),
+                np.int64(wa), np.int64(100), np.int64(200), False, dummy, dummy]
+
+    sa, sb = _both(device_backend, kb.SUMMARISE, C, sargs, [5, 6])
+    G = 4
+    ga, gb = _both(device_backend, kb.GROUP_COMPOSE, G * w,
+                   lambda: [np.int64(G), np.int64(C), sa, sb, np.zeros((G, w), np.int64), np.zeros((G, w), np.int64)],
+                   [4, 5])
+    init = rng.integers(0, 5, w).astype(np.int64)
+    gstart, final = _both(device_backend, kb.GROUP_SCAN, w,
+                          lambda: [np.int64(G), init, ga, gb, np.zeros((G, w), np.int64), np.zeros(w, np.int64)],
+                          [4, 5])
+    (starts,) = _both(device_backend, kb.GROUP_APPLY, G * w,
+                      lambda: [np.int64(G), np.int64(C), sa, sb.copy(), gstart], [3])
+    # oracle: the level sizes at every chunk start by a plain sequential replay
+    row = init.copy()
+    for c in range(C):
+        np.testing.assert_array_equal(starts[c], row, err_msg=f"chunk {c}")
+        for i in range(bounds[c], bounds[c + 1]):
+            s = side[i]
+            if kind[i] == kb.OP_CLEAR:
+                if s >= 0:
+                    row[:wb] = 0
+                if s <= 0:
+                    row[wb:] = 0
+            elif kind[i] in (kb.OP_SET, kb.OP_ADD):
+                j = price[i] - 100 if s > 0 else wb + price[i] - 200
+                row[j] = qty[i] if kind[i] == kb.OP_SET else row[j] + qty[i]
+    np.testing.assert_array_equal(final, row)
+
+
+def test_row_best(rng, device_backend):
+    C, wb, wa = 9, 40, 33
+    rows = np.where(rng.random((C, wb + wa)) < 0.1, rng.integers(1, 5, (C, wb + wa)), 0).astype(np.int64)
+    rows[0] = 0  # an empty book
+    (best,) = _both(device_backend, kb.ROW_BEST, C, lambda: [rows, np.int64(wb), np.int64(wa), np.zeros((C, 2), np.int64)],
+                    [3])
+    assert best[0].tolist() == [-1, wa]
+    for c in range(1, C):
+        nzb = np.nonzero(rows[c, :wb])[0]
+        nza = np.nonzero(rows[c, wb:])[0]
+        assert best[c, 0] == (nzb.max() if nzb.size else -1)
+        assert best[c, 1] == (nza.min() if nza.size else wa)
