@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stream ceiling: {batch / dt_s:.3e} events/s ({batch * 24 / dt_s / 1e12:.2f} TB/s)", flush=True)
 
     small = {k: v[:100_000] for k, v in dev.items()}
-    chunks = [None] if args.chunks == "auto" else [int(c) for c in args.chunks.split(",")]
+    chunks = [None if c == "auto" else int(c) for c in args.chunks.split(",")]
     runs = []
     for cfg in args.configs.split(","):
         every = int(cfg.split("_")[0].replace("every", ""))

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One prepared run on a GPU machine (the device tool): GPU test suite + GPU benchmarks, results in $OUT.
+#   bash experiments/bench/device_run.sh            (SMALL=1 for a quick plumbing check)
+# The package is laid out under /tmp/pp (gpuflow + gpuflow.kernels/dashboards/live) so nothing is
+# installed and no network is needed; commands run from /tmp/pp so the checkout's folders do not shadow it.
+set -uo pipefail
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+OUT=${OUT:-/tmp/gpuflow-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 GPUFLOW_PROGRESS=0
+PY=${PY:-python3}
+rm -rf /tmp/pp && mkdir -p /tmp/pp
+cp -r "$REPO/gpuflow" /tmp/pp/ && cp -r "$REPO/kernels" /tmp/pp/gpuflow/kernels \
+  && cp -r "$REPO/dashboards" /tmp/pp/gpuflow/dashboards && cp -r "$REPO/live" /tmp/pp/gpuflow/live
+export PYTHONPATH=/tmp/pp
+cd /tmp/pp
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1; nproc;
+  $PY -c "import numpy, numba, pyarrow; print('numpy', numpy.__version__, 'numba', numba.__version__, 'pyarrow', pyarrow.__version__)";
+  $PY -c "import cupy; print('cupy', cupy.__version__)" 2>&1;
+  $PY -c "import numba_cuda; print('numba-cuda', numba_cuda.__version__)" 2>&1; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+if [ "${SMALL:-0}" = 1 ]; then
+  BENCH_ARGS="--events 4000 --batch 2000 --cpu-events 1000 --stream-threads 64 --reps 1 --configs every1_ofi --chunks 64"
+  TEST_SEL="tests/kernels/test_book_kernels.py"
+else
+  BENCH_ARGS="--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks auto,1024,4096"
+  TEST_SEL="tests/kernels tests/test_book_gpu.py tests/test_book.py"
+fi
+
+echo "== GPU benchmark: book rebuild + top-5 + OFI"
+timeout "${BENCH_TIMEOUT:-270}" $PY "$REPO/experiments/bench/bench_book_gpu.py" $BENCH_ARGS \
+  --json-out "$OUT/bench_book_gpu.json" > "$OUT/bench_book_gpu.txt" 2>&1
+echo "bench exit: $?" >> "$OUT/bench_book_gpu.txt"
+grep -v '^{' "$OUT/bench_book_gpu.txt" | tail -20
+
+echo "== GPU tests ($TEST_SEL)"
+GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -q -p no:cacheprovider \
+  -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" \
+  $(for t in $TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests.txt" 2>&1
+echo "pytest exit: $?" >> "$OUT/tests.txt"
+tail -25 "$OUT/tests.txt"
+
