@@ -598,8 +598,7 @@ def _scan(buf, begin, end, out, steps, known, syms, symlen, nsym, snap_slot, fut
             d = _decimals(buf, s, e)
             if d < 0:
                 return np.int64(0), np.int64(1)  # SYNTAX
-            if d > dec[dslot, comp]:
-                dec[dslot, comp] = d
+            dec[dslot, comp] = max(dec[dslot, comp], d)
             return np.int64(0), np.int64(0)
         v, ok, stop = _digits(p, s, end, scale, mant)
         if ok and stop == e:
@@ -1031,29 +1030,29 @@ def _scan(buf, begin, end, out, steps, known, syms, symlen, nsym, snap_slot, fut
             einfo[_EI_SLOT] = fsl
             return _ST_ERR, nxt, row, mtype, -1
         # ---- level arrays: read again when the symbol was guessed wrong, unknown, or asks came first
-        if has_bid or has_ask:
-            if defer or lv_slot != dslot or disc or (has_bid and has_ask and ask_r0 < bid_r0):
-                r = row0 + 1
-                for sd in range(2):  # one call site: the closure is inlined once
-                    if sd == 0:
-                        if not has_bid:
-                            continue
-                        a_s = bid_s
-                        a_key = bid_key
-                        sgn = 1
-                    else:
-                        if not has_ask:
-                            continue
-                        a_s = ask_s
-                        a_key = ask_key
-                        sgn = -1
-                    st, j, r = levels(o, a_s, r, sgn, dslot, disc, dslot, a_key)
-                    if st == _ST_GROW:
-                        return _ST_GROW, pos, row, _M_UNKNOWN, -1
-                    if st == _ST_ERR:
-                        einfo[_EI_MTYPE] = mtype
-                        einfo[_EI_SLOT] = fsl
-                        return _ST_ERR, nxt, row, mtype, -1
+        if (has_bid or has_ask) and (defer or lv_slot != dslot or disc
+                                     or (has_bid and has_ask and ask_r0 < bid_r0)):
+            r = row0 + 1
+            for sd in range(2):  # one call site: the closure is inlined once
+                if sd == 0:
+                    if not has_bid:
+                        continue
+                    a_s = bid_s
+                    a_key = bid_key
+                    sgn = 1
+                else:
+                    if not has_ask:
+                        continue
+                    a_s = ask_s
+                    a_key = ask_key
+                    sgn = -1
+                st, j, r = levels(o, a_s, r, sgn, dslot, disc, dslot, a_key)
+                if st == _ST_GROW:
+                    return _ST_GROW, pos, row, _M_UNKNOWN, -1
+                if st == _ST_ERR:
+                    einfo[_EI_MTYPE] = mtype
+                    einfo[_EI_SLOT] = fsl
+                    return _ST_ERR, nxt, row, mtype, -1
         tm = steps[dslot, 0]
         tsc = steps[dslot, 1]
         lm = steps[dslot, 2]
@@ -1582,7 +1581,7 @@ def read_binance(path: Any, *, instrument: Instrument | None = None, errors: str
     if run.nerr:
         descs = [_describe(run.errs[k], text, state) for k in range(run.nerr)]
         if errors == "raise":
-            rule, fname, detail, cls = descs[0]
+            _, _, detail, cls = descs[0]
             msg = f"{source}: line {int(run.errs[0, 0])}: {detail}"
             raise cls(msg)
         raws = [text[int(run.errs[k, 1]):int(run.errs[k, 2])].rstrip(b"\r").decode("utf-8", "replace")

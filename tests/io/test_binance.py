@@ -38,12 +38,12 @@ COLS = ("ts_exch", "ts_local", "seq", "kind", "side", "price", "qty", "flags", "
 
 # Counts from shared/data/MANIFEST.md.
 MANIFEST = {
-    "usdm/btcusdt_20240808.gz": dict(lines=93_954, depthUpdate=6_551, bookTicker=66_089, trade=21_313, snapshot=1,
-                                     first_ts=1723161255030314667, last_ms=1723161599833),
-    "spot/btcusdt_20240808.gz": dict(lines=41_249, depthUpdate=3_451, bookTicker=28_040, trade=9_757, snapshot=1,
-                                     first_ts=1723161253937085768, last_ms=1723161599999),
-    "spot/btcusdt_20240809.gz": dict(lines=58_325, depthUpdate=3_044, bookTicker=45_134, trade=10_147, snapshot=0,
-                                     first_ts=1723161600001658384, last_ms=1723161904535),
+    "usdm/btcusdt_20240808.gz": {"lines": 93_954, "depthUpdate": 6_551, "bookTicker": 66_089, "trade": 21_313,
+                                 "snapshot": 1, "first_ts": 1723161255030314667, "last_ms": 1723161599833},
+    "spot/btcusdt_20240808.gz": {"lines": 41_249, "depthUpdate": 3_451, "bookTicker": 28_040, "trade": 9_757,
+                                 "snapshot": 1, "first_ts": 1723161253937085768, "last_ms": 1723161599999},
+    "spot/btcusdt_20240809.gz": {"lines": 58_325, "depthUpdate": 3_044, "bookTicker": 45_134, "trade": 10_147,
+                                 "snapshot": 0, "first_ts": 1723161600001658384, "last_ms": 1723161904535},
 }
 
 
@@ -210,7 +210,7 @@ def test_usdm_trades_sides_and_ids(usdm):
 
 
 def test_spot_rows_by_hand_and_chain(spot):
-    (p8, r8), (p9, r9) = spot
+    (_, r8), (_, r9) = spot
     for r in (r8, r9):
         inst = instrument_of(r.tables[0])
         assert (inst.venue, inst.symbol, inst.tick_size, inst.lot_size) == ("binance", "BTCUSDT", "0.01",
@@ -273,7 +273,8 @@ TRADE = ('{"stream":"btcusdt@trade","data":{"e":"trade","E":1723161256322,"T":17
          '"t":7,"p":"61800.30","q":"0.006","X":"MARKET","m":true}}')
 
 
-def L(dt: int, msg: str) -> str:  # noqa: N802 - a line of a recording
+def L(dt: int, msg: str) -> str:
+    """A line of a recording: local stamp ``T0 + dt`` ns, then the message."""
     return f"{T0 + dt} {msg}"
 
 
