@@ -37,7 +37,8 @@ No Python object is made per line; ``orjson`` is only used to word an error mess
 
 Instrument: ``instrument=`` when given, else the built-in table
 (:func:`gpuflow.instruments.lookup`; venue ``binance-futures`` when the diffs carry
-``pu``, a trade carries ``X`` or a bookTicker carries ``E``, else ``binance``), else
+``pu``, a trade carries ``X``, a trade or aggTrade lacks spot's ``M``, or a bookTicker
+carries ``E``; else ``binance``), else
 the finest decimal step present in the file (``tick_size_inferred`` /
 ``lot_size_inferred``).  A short first pass over the head of the file finds the
 symbols and the venue, so that the full scan can convert prices exactly in one go.
@@ -115,10 +116,10 @@ _NERRCOL = 3 + _NEI
 
 # key codes
 (_K_OTHER, _K_e, _K_E, _K_T, _K_s, _K_U, _K_u, _K_pu, _K_b, _K_a, _K_B, _K_A, _K_p, _K_q, _K_t, _K_m,
- _K_X, _K_LUI, _K_BIDS, _K_ASKS, _K_DATA, _K_STREAM) = range(22)
-_NK = 22
+ _K_X, _K_LUI, _K_BIDS, _K_ASKS, _K_DATA, _K_STREAM, _K_M) = range(23)
+_NK = 23
 _FIELD_NAMES = ("?", "e", "E", "T", "s", "U", "u", "pu", "b", "a", "B", "A", "p", "q", "t", "m", "X",
-                "lastUpdateId", "bids", "asks", "data", "stream")
+                "lastUpdateId", "bids", "asks", "data", "stream", "M")
 
 # field kinds (fh)
 _F_NONE, _F_INT, _F_STR, _F_ARR, _F_BAD, _F_BOOL = 0, 1, 2, 3, 4, 5
@@ -470,6 +471,8 @@ def _key_code(p, s, e):  # pragma: no cover - jitted
             return _K_m
         if c == 88:
             return _K_X
+        if c == 77:
+            return _K_M
         return _K_OTHER
     if n == 2:
         if _ld(p, s) == 112 and _ld(p, s + 1) == 117:
@@ -934,6 +937,8 @@ def _scan(buf, begin, end, out, steps, known, syms, symlen, nsym, snap_slot, fut
                 if j < 0:
                     _seterr(einfo, _R_MALFORMED, code, -1, -1, i, i, 0, i, _X_VALUE)
                     return _ST_ERR, i, row, _M_UNKNOWN, -1
+                if code != _K_OTHER:
+                    fh[code] = _F_BAD  # present (only its presence is used: "M")
                 i = j
             # ---- after a value: ',' or '}' (which may close "data" and then the line's object)
             while True:
@@ -1114,13 +1119,14 @@ def _scan(buf, begin, end, out, steps, known, syms, symlen, nsym, snap_slot, fut
                 _num_err(einfo, st, _K_q, -1, 1, fs[_K_q], fe[_K_q])
                 return _ST_ERR, nxt, row, mtype, -1
             tsx = _ts_ns(fv[_K_T])
+            # futures trades carry X (execution type); spot trades and aggTrades carry M
+            if fh[_K_X] != _F_NONE or fh[_K_M] == _F_NONE:
+                fut[dslot] = 1
             if mtype == _M_TRADE:
                 seq = fv[_K_t]
                 flags_lv = 0
-                if fh[_K_X] == _F_STR:
-                    fut[dslot] = 1
-                    if not eq(fs[_K_X], fe[_K_X], _LIT_MARKET):
-                        ctx[1] += 1
+                if fh[_K_X] == _F_STR and not eq(fs[_K_X], fe[_K_X], _LIT_MARKET):
+                    ctx[1] += 1
             else:
                 seq = fv[_K_a]
                 flags_lv = FLAG_AGGREGATED
@@ -1271,10 +1277,9 @@ def _run_scan(buf: np.ndarray, limit: int, state: _State, stop_after: int) -> _R
 
 
 def _file_symbol(source: str) -> str | None:
-    name = Path(source).name
-    stem = name.split(".")[0]
-    tok = re.split(r"[_\-@ ]", stem)[0]
-    return tok.upper() if re.fullmatch(r"[A-Za-z0-9]{2,32}", tok or "") else None
+    """The symbol a file name starts with, as in ``btcusdt_20240808.gz`` (``<symbol>_<anything>``)."""
+    m = re.match(r"([A-Za-z0-9]{2,32})[_\-]", Path(source).name)
+    return m.group(1).upper() if m else None
 
 
 def _norm_step(mant: int, scale: int) -> tuple[int, int]:

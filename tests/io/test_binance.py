@@ -359,6 +359,32 @@ def test_unknown_symbol_infers_steps(tmp_path):
     assert c["price"].tolist() == [1, 125, 130] and c["qty"].tolist() == [-1, 105, 70]
 
 
+def test_venue_from_payload_shape(tmp_path):
+    agg = ('{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1723161256400,"s":"BTCUSDT","a":55,'
+           '"p":"61800.40","q":"0.100","f":1,"l":3,"T":1723161256399,"m":false%s}}')
+    fut = read_binance(_write(tmp_path, [L(1, agg % "")], "f.gz"))  # futures aggTrade: no "M"
+    spot = read_binance(_write(tmp_path, [L(1, agg % ',"M":true')], "s.gz"))  # spot aggTrade carries "M"
+    assert instrument_of(fut.tables[0]).venue == "binance-futures"
+    assert instrument_of(spot.tables[0]).venue == "binance"
+    assert int(fut.tables[0].column("price")[0].as_py()) == 618004
+    assert int(spot.tables[0].column("price")[0].as_py()) == 6180040
+
+
+def test_snapshot_only_file_takes_the_symbol_from_its_name(tmp_path):
+    snap = '{"lastUpdateId":105,"bids":[["61800.20","1.00000000"]],"asks":[["61800.21","0.5"]]}'
+    res = read_binance(_write(tmp_path, [L(1, snap)], "btcusdt_20240808.gz"))
+    inst = instrument_of(res.tables[0])
+    assert (inst.venue, inst.symbol, inst.tick_size) == ("binance", "BTCUSDT", "0.01")  # no E: spot REST
+    c = _cols(res.tables[0])
+    assert c["kind"].tolist() == [KIND_CLEAR, KIND_SNAPSHOT, KIND_SNAPSHOT]
+    assert c["price"].tolist() == [0, 6180020, 6180021]
+    assert c["flags"].tolist() == [FLAG_SNAPSHOT | FLAG_SNAPSHOT_BEGIN | FLAG_TS_EXCH_MISSING,
+                                   FLAG_SNAPSHOT | FLAG_TS_EXCH_MISSING,
+                                   FLAG_SNAPSHOT | FLAG_SNAPSHOT_END | FLAG_EOM | FLAG_TS_EXCH_MISSING]
+    with pytest.raises(SchemaError, match="snapshot line carries no symbol"):
+        read_binance(_write(tmp_path, [L(1, snap)], "snapshot.gz"))
+
+
 def test_user_instrument_and_several_symbols(tmp_path):
     eth = DEPTH.replace("btcusdt", "ethusdt").replace("BTCUSDT", "ETHUSDT")
     snap = '{"lastUpdateId":105,"E":1723161256000,"bids":[["61800.20","1.000"]],"asks":[]}'
