@@ -408,7 +408,26 @@ def test_user_instrument_and_several_symbols(tmp_path):
 
 
 # ---- hand-made files: bad input ------------------------------------------------------------------
-def test_truncated_gzip_raises(tmp_path, shared_data):
+@pytest.fixture(params=["isal", "zlib"])
+def inflater(request, monkeypatch):
+    """Run a test with ISA-L (when installed) and with the zlib fallback."""
+    from gpuflow.io import binance
+
+    if request.param == "zlib":
+        monkeypatch.setattr(binance, "_isal_zlib", None)
+    elif binance._isal_zlib is None:
+        pytest.skip("isal not installed")
+    return request.param
+
+
+def test_inflaters_agree(tmp_path, inflater):
+    path = _write(tmp_path, [L(1, DEPTH), L(2, TRADE)])
+    res = read_binance(path)
+    assert res.stats["inflater"] == inflater
+    assert res.stats["rows"] == 5
+
+
+def test_truncated_gzip_raises(tmp_path, shared_data, inflater):
     raw = (shared_data / "binance" / "usdm" / "btcusdt_20240808.gz").read_bytes()
     path = tmp_path / "btcusdt_cut.gz"
     path.write_bytes(raw[:200_000])
@@ -418,7 +437,7 @@ def test_truncated_gzip_raises(tmp_path, shared_data):
         read_binance(path, errors="quarantine")  # file-level problems always raise
 
 
-def test_corrupt_gzip_raises(tmp_path):
+def test_corrupt_gzip_raises(tmp_path, inflater):
     data = bytearray(gzip.compress((L(1, DEPTH) + "\n").encode() * 50))
     data[-6] ^= 0xFF  # CRC
     path = tmp_path / "btcusdt_crc.gz"
