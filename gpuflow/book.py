@@ -480,18 +480,30 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     # every output row is written by the replay: no zeroing (first touch of zeros costs on big outputs)
     out = [be.empty((n_out, levels), xp.int64) for _ in range(4)]
     out_ofi = be.empty((n_out, levels), xp.int64) if ofi else be.empty((1, levels), xp.int64)
+    every_op_emits = emit_mode == 0 and ev_of_op is None
+    op_rows = None if every_op_emits else xp.nonzero((o_flags & kb.F_EMIT) != 0)[0].astype(xp.int64)
     if be.uses_cuda:
-        L = chunk or _auto_chunk(n_ops, w)
+        L = chunk or _auto_chunk(n_ops, w, be)
         C = max(1, math.ceil(n_ops / L))
         bounds = be.empty(C + 1, xp.int64)
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), o_flags, bounds)
+        # interleave the ops (op j of chunk c at c + j*C) so that neighbouring threads read neighbouring ops
+        Lp = int(xp.diff(bounds).max()) if C else 0
+        i_side = be.zeros(Lp * C, xp.int8)
+        i_price = be.zeros(Lp * C, xp.int64)
+        i_kind = be.zeros(Lp * C, xp.uint8)  # padding slots are OP_NONE without flags
+        i_qty = be.zeros(Lp * C, xp.int64)
+        i_flags = be.zeros(Lp * C, xp.uint8)
+        be.launch(kb.INTERLEAVE, n_ops, bounds, np.int64(C), side, kprice, o_kind, o_qty, o_flags, i_side, i_price,
+                  i_kind, i_qty, i_flags)
+        side, kprice, o_kind, o_qty, o_flags = i_side, i_price, i_kind, i_qty, i_flags
         sa = be.empty((C, w), xp.int8)
         sb = be.empty((C, w), xp.int64)
         sa.fill(1)  # identity maps; summarise writes only the levels its chunk touches
         sb.fill(0)
         mark("alloc")
-        be.launch(kb.SUMMARISE, C, bounds, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb), np.int64(wa),
-                  np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
+        be.launch(kb.SUMMARISE, C, bounds, np.int64(C), True, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb),
+                  np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
         mark("summarise")
         G = max(1, int(math.ceil(math.sqrt(C))))
         ga = be.empty((G, w), xp.int64)
@@ -500,28 +512,28 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         final = be.empty(w, xp.int64)
         be.launch(kb.GROUP_COMPOSE, G * w, np.int64(G), np.int64(C), sa, sb, ga, gb)
         be.launch(kb.GROUP_SCAN, w, np.int64(G), be.asarray(init_row), ga, gb, gstart, final)
-        be.launch(kb.GROUP_APPLY, G * w, np.int64(G), np.int64(C), sa, sb, gstart)
+        rows = be.empty((w, C), xp.int64)  # level-major start books: rows[j, c]
+        be.launch(kb.GROUP_APPLY, G * w, np.int64(G), np.int64(C), sa, sb, gstart, rows, True)
         mark("scan")
-        del sa, ga, gb, gstart
-        rows = sb
-        if emit_mode == 0 and ev_of_op is None:
+        del sa, sb, ga, gb, gstart
+        rt = True
+        if every_op_emits:
             out_base = bounds[:-1]  # every op emits one row: a chunk's first row is its first op
         else:
-            emits = (o_flags & kb.F_EMIT).astype(xp.int64)
-            out_base = xp.concatenate([xp.zeros(1, xp.int64), xp.cumsum(emits)])[bounds[:-1]]
-            del emits
+            out_base = xp.searchsorted(op_rows, bounds[:-1]).astype(xp.int64)  # rows emitted before the chunk
     else:
         L, C = max(n_ops, 1), 1
         bounds = np.array([0, n_ops], dtype=np.int64)
         rows = init_row.reshape(1, w).copy()  # the replay works in place; init_row stays the initial book
         final = None
         out_base = np.zeros(1, np.int64)
+        rt = False
     best = be.empty((C, 2), xp.int64)
-    be.launch(kb.ROW_BEST, C, rows, np.int64(wb), np.int64(wa), best)
+    be.launch(kb.ROW_BEST, C, rows, rt, np.int64(wb), np.int64(wa), best)
     mark("best")
-    be.launch(kb.replay_pair(levels), C, bounds, side, kprice, o_kind, o_qty, o_flags, rows, np.int64(wb),
-              np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua, best, out_base,
-              np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi)
+    be.launch(kb.replay_pair(levels), C, bounds, np.int64(C), be.uses_cuda, side, kprice, o_kind, o_qty, o_flags,
+              rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua,
+              best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi)
     mark("replay")
     final_row = be.to_host(rows[0]) if final is None else be.to_host(final)
     fb_side, fb_idx, fb_qty = _sparse_rows(final_row, wb)
@@ -530,10 +542,9 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         out[0] = axis.bid_prices(out[0], xp)
         out[2] = axis.ask_prices(out[2], xp)
     # event row of every output row
-    if emit_mode == 0 and ev_of_op is None:
+    if every_op_emits:
         ev_index = xp.arange(n_events, dtype=xp.int64)
     else:
-        op_rows = xp.nonzero((o_flags & kb.F_EMIT) != 0)[0].astype(xp.int64)
         ev_index = ev_of_op[op_rows] if ev_of_op is not None else op_rows
     if grid_rows is not None:
         out, out_ofi, ev_index = _gather_grid(out, out_ofi, ofi, ev_index, grid_rows, init_row, axis, levels, be)
@@ -541,7 +552,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     else:
         if ts_local is None:
             ts_out = None
-        elif emit_mode == 0 and ev_of_op is None:
+        elif every_op_emits:
             ts_out = ts_local  # a row per event: no gather
         else:
             ts_out = ts_local[ev_index]
@@ -606,9 +617,16 @@ def _gather_grid(out: list[Any], out_ofi: Any, ofi: bool, ev_index: Any, grid_ro
     return gathered, out_ofi, grid_rows
 
 
-def _auto_chunk(n_ops: int, w: int) -> int:
-    """Ops per chunk: enough chunks to fill a GPU, within a memory budget for the C x W start books."""
-    budget_cells = int(config.get_option("chunk_events")) * 4096  # ~ 2.4 GB of int64+int8 by default
+def _auto_chunk(n_ops: int, w: int, be: Backend | None = None) -> int:
+    """Ops per chunk: enough chunks to fill a GPU (about 2^18 threads), within a memory budget.
+
+    The chunk summaries and start books take about 17 bytes per (chunk, level); they may use a
+    quarter of the device's free memory (or ``chunk_events * 4096`` cells without a device).
+    """
+    budget_cells = int(config.get_option("chunk_events")) * 4096
+    if be is not None and be.name == "gpu":
+        free, _ = be.xp.cuda.runtime.memGetInfo()
+        budget_cells = max(budget_cells, int(free) // 4 // 17)
     target_chunks = 1 << 18
     L = max(256, math.ceil(n_ops / target_chunks))
     while math.ceil(n_ops / L) * w > budget_cells and L < n_ops:

@@ -17,10 +17,18 @@ A. ``summarise``: each chunk of ops composes its ops into one map per level
 B. ``scan``: per level, an exclusive scan of the chunk maps over chunks, starting
    from the initial book, gives every chunk's starting book; done in groups of
    chunks (compose per group, scan groups, re-walk each group) so that it is
-   parallel over (level, group).  ``sb`` is overwritten with the start books.
-C. ``best``: the best bid / ask index of every start book (block reduction).
+   parallel over (level, group).
+C. ``best``: the best bid / ask index of every start book.
 D. ``replay``: each chunk is replayed from its start book by one thread, which
    emits the top-N levels and multi-level order-flow imbalance.
+
+Memory layout on the GPU.  Thread c replays chunk c, so neighbouring threads
+walk neighbouring chunks in lock step.  The ops are therefore *interleaved*
+(op j of chunk c at ``c + j * C``, :data:`INTERLEAVE`) and the start books are
+stored level-major (level j of chunk c at ``rows[j, c]``, ``rt=True``): a
+warp's loads of "its next op" and of "level j" touch consecutive addresses
+(coalesced), instead of 32 addresses a chunk apart.  The CPU twin keeps the
+plain layout (one chunk, ``rows[0, j]``).
 
 Chunk boundaries are moved back to just after an *observation* op (the last op
 of a source message, where the book is consistent), so every chunk starts from
@@ -52,7 +60,8 @@ from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HIDD
 
 __all__ = [
     "OP_NONE", "OP_SET", "OP_ADD", "OP_CLEAR", "F_EMIT", "F_OBSERVE", "MAX_LEVELS",
-    "PREPARE", "CHUNK_BOUNDS", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY", "ROW_BEST", "replay_pair",
+    "PREPARE", "CHUNK_BOUNDS", "INTERLEAVE", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY",
+    "ROW_BEST", "replay_pair",
 ]
 
 OP_NONE = 0
@@ -89,6 +98,23 @@ def chunk_start_at(c, L, n_ops, flags):  # pragma: no cover - jitted
     while j >= 0 and (flags[j] & F_OBSERVE) == 0:
         j -= 1
     return j + 1
+
+
+def _op(c, j, bounds, C, inter):  # pragma: no cover - jitted
+    """Index of op ``j`` of chunk ``c``: interleaved ``c + j * C`` or linear ``bounds[c] + j``."""
+    return c + j * C if inter else bounds[c] + j
+
+
+def _rg(rows, rt, c, j):  # pragma: no cover - jitted
+    """Level ``j`` of chunk ``c``'s book: ``rows[j, c]`` (level-major, rt) or ``rows[c, j]``."""
+    return rows[j, c] if rt else rows[c, j]
+
+
+def _rs(rows, rt, c, j, v):  # pragma: no cover - jitted
+    if rt:
+        rows[j, c] = v
+    else:
+        rows[c, j] = v
 
 
 def _level(s, p, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a):  # pragma: no cover - jitted
@@ -139,7 +165,26 @@ def prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_
     return op
 
 
-def summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+def interleave_at(i, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
+                  i_flags):  # pragma: no cover - jitted
+    """Copy linear op ``i`` to its interleaved slot ``c + j * C`` (c: its chunk, j: its place in it)."""
+    lo = 0
+    hi = C  # largest c with bounds[c] <= i (binary search; empty chunks resolve to the last one)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if bounds[mid] <= i:
+            lo = mid
+        else:
+            hi = mid
+    d = lo + (i - bounds[lo]) * C
+    i_side[d] = side[i]
+    i_price[d] = price[i]
+    i_kind[d] = kind[i]
+    i_qty[d] = qty[i]
+    i_flags[d] = flags[i]
+
+
+def summarise_chunk(c, bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
                     lut_a):  # pragma: no cover
     """Compose chunk ``c``'s ops into per-level maps in rows ``sa[c]``/``sb[c]``.
 
@@ -149,7 +194,8 @@ def summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, p
     window are skipped.
     """
     w = wb + wa
-    for i in range(bounds[c], bounds[c + 1]):
+    for jj in range(bounds[c + 1] - bounds[c]):
+        i = _op(c, jj, bounds, C, inter)
         k = kind[i]
         if k == OP_SET or k == OP_ADD:
             j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
@@ -194,50 +240,62 @@ def group_scan_at(j, G, init, ga, gb, gstart, final):  # pragma: no cover - jitt
     final[j] = x
 
 
-def group_apply_at(g, j, G, C, sa, sb, gstart):  # pragma: no cover - jitted
-    """Walk group ``g`` at level ``j``: overwrite ``sb[c, j]`` with the size at chunk c's start."""
+def group_apply_at(g, j, G, C, sa, sb, gstart, rows, rt):  # pragma: no cover - jitted
+    """Walk group ``g`` at level ``j``: the size of level j at each chunk c's start goes to ``rows``."""
     per = (C + G - 1) // G
     x = gstart[g, j]
     for c in range(g * per, min(C, (g + 1) * per)):
-        a = sa[c, j]
-        b = sb[c, j]
-        sb[c, j] = x
-        x = a * x + b
+        _rs(rows, rt, c, j, x)
+        x = sa[c, j] * x + sb[c, j]
 
 
-def _apply(row, j, kind, q):  # pragma: no cover - jitted
-    if kind == OP_SET:
-        row[j] = q
-    else:
-        row[j] += q
-    return row[j]
+def row_best_scan(c, rows, rt, wb, wa, best):  # pragma: no cover - jitted
+    """Best bid / ask index of chunk ``c``'s start book (-1 / ``wa`` when a side is empty)."""
+    bb = -1
+    for j in range(wb - 1, -1, -1):
+        if _rg(rows, rt, c, j) > 0:
+            bb = j
+            break
+    ba = wa
+    for j in range(wa):
+        if _rg(rows, rt, c, wb + j) > 0:
+            ba = j
+            break
+    best[c, 0] = bb
+    best[c, 1] = ba
 
 
-def _bid_best_after(row, base, best, l, v):  # pragma: no cover - jitted
+def _apply(rows, rt, c, j, kind, q):  # pragma: no cover - jitted
+    v = q if kind == OP_SET else _rg(rows, rt, c, j) + q
+    _rs(rows, rt, c, j, v)
+    return v
+
+
+def _bid_best_after(rows, rt, c, best, l, v):  # pragma: no cover - jitted
     """Best bid level index (-1: empty) after level ``l`` became ``v``."""
     if v > 0:
         return l if l > best else best
     if l == best:
         j = l - 1
-        while j >= 0 and row[base + j] <= 0:
+        while j >= 0 and _rg(rows, rt, c, j) <= 0:
             j -= 1
         return j
     return best
 
 
-def _ask_best_after(row, base, wa, best, l, v):  # pragma: no cover - jitted
+def _ask_best_after(rows, rt, c, wb, wa, best, l, v):  # pragma: no cover - jitted
     """Best ask level index (``wa``: empty) after level ``l`` became ``v``."""
     if v > 0:
         return l if l < best else best
     if l == best:
         j = l + 1
-        while j < wa and row[base + j] <= 0:
+        while j < wa and _rg(rows, rt, c, wb + j) <= 0:
             j += 1
         return j
     return best
 
 
-def _top(row, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, o):  # pragma: no cover - jitted
+def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, o):  # pragma: no cover - jitted
     """Write the top ``nlev`` levels into scratch rows ``st[o..o+3]`` (bid px, bid qty, ask px, ask qty).
 
     Prices are ticks: ``pmin + index`` on a dense axis, ``ub[index]`` / ``ua[index]`` on a compressed one.
@@ -245,7 +303,7 @@ def _top(row, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, o):  # pra
     m = 0
     j = bb
     while m < nlev and j >= 0:
-        q = row[j]
+        q = _rg(rows, rt, c, j)
         if q > 0:
             st[o, m] = ub[j] if comp else pmin_b + j
             st[o + 1, m] = q
@@ -258,7 +316,7 @@ def _top(row, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, o):  # pra
     m = 0
     j = ba
     while m < nlev and j < wa:
-        q = row[wb + j]
+        q = _rg(rows, rt, c, wb + j)
         if q > 0:
             st[o + 2, m] = ua[j] if comp else pmin_a + j
             st[o + 3, m] = q
@@ -270,18 +328,17 @@ def _top(row, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, o):  # pra
         m += 1
 
 
-def replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a,
-                 ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st):  # pragma: no cover
-    """Replay chunk ``c`` on its start book ``rows[c]`` (modified in place) and emit rows.
+def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
+                 lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
+                 st):  # pragma: no cover
+    """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
     ``st`` is an int64 scratch of shape (9, >= nlev): rows 0-3 the previous
     observation's top levels, 4-7 the current ones, 8 the OFI accumulator.
-    Returns the number of ops that fell outside the price window.
     """
-    row = rows[c]
     bb = best[c, 0]
     ba = best[c, 1]
-    _top(row, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, 0)
+    _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, 0)
     for m in range(nlev):
         st[4, m] = st[0, m]
         st[5, m] = st[1, m]
@@ -292,36 +349,37 @@ def replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b,
     # N-th level of its side cannot change them, so most ops skip the rescan
     dirty = False
     k = out_base[c]
-    for i in range(bounds[c], bounds[c + 1]):
+    for jj in range(bounds[c + 1] - bounds[c]):
+        i = _op(c, jj, bounds, C, inter)
         kd = kind[i]
         if kd == OP_SET or kd == OP_ADD:
             j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
             if j >= 0:
-                v = _apply(row, j, kd, qty[i])
+                v = _apply(rows, rt, c, j, kd, qty[i])
                 if j < wb:
-                    bb = _bid_best_after(row, 0, bb, j, v)
+                    bb = _bid_best_after(rows, rt, c, bb, j, v)
                     if price[i] >= st[4, nlev - 1]:
                         dirty = True
                 else:
-                    ba = _ask_best_after(row, wb, wa, ba, j - wb, v)
+                    ba = _ask_best_after(rows, rt, c, wb, wa, ba, j - wb, v)
                     if price[i] <= st[6, nlev - 1]:
                         dirty = True
         elif kd == OP_CLEAR:
             s = side[i]
             if s >= 0:
                 for j in range(wb):
-                    row[j] = 0
+                    _rs(rows, rt, c, j, 0)
                 bb = -1
             if s <= 0:
                 for j in range(wa):
-                    row[wb + j] = 0
+                    _rs(rows, rt, c, wb + j, 0)
                 ba = wa
             dirty = True
         f = flags[i]
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
         if dirty and (emit or obs):
-            _top(row, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, 4)
+            _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, 4)
             dirty = False
         if obs:
             for m in range(nlev):
@@ -353,22 +411,6 @@ def replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b,
                     out_ofi[k, m] = st[8, m]
                     st[8, m] = 0
             k += 1
-    best[c, 0] = bb
-    best[c, 1] = ba
-
-
-def row_best_scan(c, rows, wb, wa, best):  # pragma: no cover - jitted
-    """Best bid / ask index of ``rows[c]`` by a plain scan (CPU twin of the block reduction)."""
-    bb = -1
-    for j in range(wb - 1, -1, -1):
-        if rows[c, j] > 0:
-            bb = j
-            break
-    ba = wa
-    for j in range(wa):
-        if rows[c, wb + j] > 0:
-            ba = j
-            break
     best[c, 0] = bb
     best[c, 1] = ba
 
@@ -420,11 +462,21 @@ def chunk_bounds_cuda(L, n_ops, flags, bounds):  # pragma: no cover - device cod
         bounds[c] = n_ops
 
 
-def summarise_cuda(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a):  # pragma: no cover - device code
+def interleave_cuda(bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
+                    i_flags):  # pragma: no cover - device code
+    """One thread per op (coalesced reads).  Twin: :func:`interleave_cpu`."""
+    i = cuda.grid(1)
+    if i < kind.size:
+        interleave_at(i, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty, i_flags)
+
+
+def summarise_cuda(bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                   lut_a):  # pragma: no cover - device code
     """One thread per chunk.  Twin: :func:`summarise_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
-        summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
+        summarise_chunk(c, bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                        lut_a)
 
 
 def group_compose_cuda(G, C, sa, sb, ga, gb):  # pragma: no cover - device code
@@ -442,60 +494,31 @@ def group_scan_cuda(G, init, ga, gb, gstart, final):  # pragma: no cover - devic
         group_scan_at(j, G, init, ga, gb, gstart, final)
 
 
-def group_apply_cuda(G, C, sa, sb, gstart):  # pragma: no cover - device code
+def group_apply_cuda(G, C, sa, sb, gstart, rows, rt):  # pragma: no cover - device code
     """One thread per (group, level).  Twin: :func:`group_apply_cpu`."""
     t = cuda.grid(1)
     w = sa.shape[1]
     if t < G * w:
-        group_apply_at(t // w, t % w, G, C, sa, sb, gstart)
+        group_apply_at(t // w, t % w, G, C, sa, sb, gstart, rows, rt)
 
 
-_RB_THREADS = 128
+def row_best_cuda(rows, rt, wb, wa, best):  # pragma: no cover - device code
+    """One thread per chunk; with level-major rows a warp scans 32 chunks' level j together.  Twin: cpu."""
+    c = cuda.grid(1)
+    if c < best.shape[0]:
+        row_best_scan(c, rows, rt, wb, wa, best)
 
 
-def row_best_cuda(rows, wb, wa, best):  # pragma: no cover - device code
-    """One block per chunk row: max bid index / min ask index with size > 0 (shared-memory atomics).
-
-    Twin: :func:`row_best_cpu` (a plain scan; both give the same indices).
-    """
-    c = cuda.blockIdx.x
-    tid = cuda.threadIdx.x
-    sh = cuda.shared.array(2, dtype=np.int64)
-    if tid == 0:
-        sh[0] = -1
-        sh[1] = wa
-    cuda.syncthreads()
-    if c < rows.shape[0]:
-        bb = np.int64(-1)
-        j = tid
-        while j < wb:
-            if rows[c, j] > 0 and j > bb:
-                bb = j
-            j += cuda.blockDim.x
-        ba = np.int64(wa)
-        j = tid
-        while j < wa:
-            if rows[c, wb + j] > 0 and j < ba:
-                ba = j
-            j += cuda.blockDim.x
-        cuda.atomic.max(sh, 0, bb)
-        cuda.atomic.min(sh, 1, ba)
-    cuda.syncthreads()
-    if tid == 0 and c < rows.shape[0]:
-        best[c, 0] = sh[0]
-        best[c, 1] = sh[1]
-
-
-def replay_cuda(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub, ua,
-                best, out_base,
-                nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi):  # pragma: no cover - device code
+def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
+                out_ofi):  # pragma: no cover - device code
     """One thread per chunk replays it from its start book.  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
         st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
-        replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a,
-                     ub, ua, best,
-                     out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st)
+        replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
+                     lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
+                     st)
 
 
 # ----------------------------------------------------------------------------- CPU twins
@@ -525,9 +548,17 @@ def chunk_bounds_cpu(L, n_ops, flags, bounds):  # pragma: no cover - jitted
     bounds[C] = n_ops
 
 
-def summarise_cpu(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a):  # pragma: no cover - jitted
+def interleave_cpu(bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
+                   i_flags):  # pragma: no cover - jitted
+    for i in prange(kind.size):
+        interleave_at(i, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty, i_flags)
+
+
+def summarise_cpu(bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                  lut_a):  # pragma: no cover - jitted
     for c in prange(bounds.size - 1):
-        summarise_chunk(c, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
+        summarise_chunk(c, bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                        lut_a)
 
 
 def group_compose_cpu(G, C, sa, sb, ga, gb):  # pragma: no cover - jitted
@@ -541,41 +572,42 @@ def group_scan_cpu(G, init, ga, gb, gstart, final):  # pragma: no cover - jitted
         group_scan_at(j, G, init, ga, gb, gstart, final)
 
 
-def group_apply_cpu(G, C, sa, sb, gstart):  # pragma: no cover - jitted
+def group_apply_cpu(G, C, sa, sb, gstart, rows, rt):  # pragma: no cover - jitted
     w = sa.shape[1]
     for t in prange(G * w):
-        group_apply_at(t // w, t % w, G, C, sa, sb, gstart)
+        group_apply_at(t // w, t % w, G, C, sa, sb, gstart, rows, rt)
 
 
-def row_best_cpu(rows, wb, wa, best):  # pragma: no cover - jitted
-    for c in range(rows.shape[0]):
-        row_best_scan(c, rows, wb, wa, best)
+def row_best_cpu(rows, rt, wb, wa, best):  # pragma: no cover - jitted
+    for c in range(best.shape[0]):
+        row_best_scan(c, rows, rt, wb, wa, best)
 
 
-def replay_cpu(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub, ua,
-               best, out_base,
-               nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi):  # pragma: no cover - jitted
+def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
+               lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
+               out_ofi):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay)."""
     st = np.empty((9, max(nlev, 1)), dtype=np.int64)
     for c in range(bounds.size - 1):
-        replay_chunk(c, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a,
-                     ub, ua, best,
-                     out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi, st)
+        replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
+                     lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
+                     st)
 
 
-_TW = Twins(chunk_start_at, _level, prepare_at, summarise_chunk, group_compose_at, group_scan_at, group_apply_at, _apply,
-            _bid_best_after, _ask_best_after, _top, replay_chunk, row_best_scan)
+_TW = Twins(chunk_start_at, _op, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
+            group_scan_at, group_apply_at, row_best_scan, _apply, _bid_best_after, _ask_best_after, _top,
+            replay_chunk)
 _PAR = {"parallel": True, "cache": True}
 
 PREPARE = KernelPair("book.prepare", _TW.cuda(prepare_cuda), _TW.cpu(prepare_cpu, cache=True))
 CHUNK_BOUNDS = KernelPair("book.chunk_bounds", _TW.cuda(chunk_bounds_cuda), _TW.cpu(chunk_bounds_cpu, **_PAR))
+INTERLEAVE = KernelPair("book.interleave", _TW.cuda(interleave_cuda), _TW.cpu(interleave_cpu, **_PAR))
 SUMMARISE = KernelPair("book.summarise", _TW.cuda(summarise_cuda), _TW.cpu(summarise_cpu, **_PAR), threads=64)
 GROUP_COMPOSE = KernelPair("book.group_compose", _TW.cuda(group_compose_cuda), _TW.cpu(group_compose_cpu, **_PAR))
 GROUP_SCAN = KernelPair("book.group_scan", _TW.cuda(group_scan_cuda), _TW.cpu(group_scan_cpu, **_PAR))
 GROUP_APPLY = KernelPair("book.group_apply", _TW.cuda(group_apply_cuda), _TW.cpu(group_apply_cpu, **_PAR))
-# the CPU path replays one row sequentially: a thread pool would cost more than the scan
-ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best_cpu, cache=True),
-                      threads=_RB_THREADS, per_block=True)
+# the CPU path replays one chunk: a thread pool would cost more than the scan
+ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best_cpu, cache=True), threads=128)
 _REPLAY_CPU = _TW.cpu(replay_cpu, cache=True)
 _REPLAY: dict[int, KernelPair] = {}
 

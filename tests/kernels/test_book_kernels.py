@@ -77,10 +77,30 @@ def test_summarise_and_scan(rng, device_backend):
     dummy = np.zeros(1, np.int32)
 
     def sargs():
-        return [bounds, side, price, kind, qty, np.ones((C, w), np.int8), np.zeros((C, w), np.int64), np.int64(wb),
-                np.int64(wa), np.int64(100), np.int64(200), False, dummy, dummy]
+        return [bounds, np.int64(C), False, side, price, kind, qty, np.ones((C, w), np.int8),
+                np.zeros((C, w), np.int64), np.int64(wb), np.int64(wa), np.int64(100), np.int64(200), False, dummy,
+                dummy]
 
-    sa, sb = _both(device_backend, kb.SUMMARISE, C, sargs, [5, 6])
+    sa, sb = _both(device_backend, kb.SUMMARISE, C, sargs, [7, 8])
+    # the same ops interleaved (op j of chunk c at c + j*C) summarise to the same maps
+    lens = np.diff(bounds)
+    Lp = int(lens.max())
+    il = [np.zeros(Lp * C, a.dtype) for a in (side, price, kind, qty, kind)]
+    (i_side, i_price, i_kind, i_qty, i_flags) = _both(
+        device_backend, kb.INTERLEAVE, n,
+        lambda: [bounds, np.int64(C), side, price, kind, qty, kind, *[a.copy() for a in il]], [7, 8, 9, 10, 11])
+    for c in range(C):
+        for j in range(lens[c]):
+            assert i_price[c + j * C] == price[bounds[c] + j] and i_kind[c + j * C] == kind[bounds[c] + j]
+
+    def iargs():
+        return [bounds, np.int64(C), True, i_side, i_price, i_kind, i_qty, np.ones((C, w), np.int8),
+                np.zeros((C, w), np.int64), np.int64(wb), np.int64(wa), np.int64(100), np.int64(200), False, dummy,
+                dummy]
+
+    sa2, sb2 = _both(device_backend, kb.SUMMARISE, C, iargs, [7, 8])
+    np.testing.assert_array_equal(sa2, sa)
+    np.testing.assert_array_equal(sb2, sb)
     G = 4
     ga, gb = _both(device_backend, kb.GROUP_COMPOSE, G * w,
                    lambda: [np.int64(G), np.int64(C), sa, sb, np.zeros((G, w), np.int64), np.zeros((G, w), np.int64)],
@@ -90,7 +110,10 @@ def test_summarise_and_scan(rng, device_backend):
                           lambda: [np.int64(G), init, ga, gb, np.zeros((G, w), np.int64), np.zeros(w, np.int64)],
                           [4, 5])
     (starts,) = _both(device_backend, kb.GROUP_APPLY, G * w,
-                      lambda: [np.int64(G), np.int64(C), sa, sb.copy(), gstart], [3])
+                      lambda: [np.int64(G), np.int64(C), sa, sb, gstart, np.zeros((C, w), np.int64), False], [5])
+    (starts_t,) = _both(device_backend, kb.GROUP_APPLY, G * w,
+                        lambda: [np.int64(G), np.int64(C), sa, sb, gstart, np.zeros((w, C), np.int64), True], [5])
+    np.testing.assert_array_equal(starts_t.T, starts)
     # oracle: the level sizes at every chunk start by a plain sequential replay
     row = init.copy()
     for c in range(C):
@@ -112,8 +135,12 @@ def test_row_best(rng, device_backend):
     C, wb, wa = 9, 40, 33
     rows = np.where(rng.random((C, wb + wa)) < 0.1, rng.integers(1, 5, (C, wb + wa)), 0).astype(np.int64)
     rows[0] = 0  # an empty book
-    (best,) = _both(device_backend, kb.ROW_BEST, C, lambda: [rows, np.int64(wb), np.int64(wa), np.zeros((C, 2), np.int64)],
-                    [3])
+    (best,) = _both(device_backend, kb.ROW_BEST, C,
+                    lambda: [rows, False, np.int64(wb), np.int64(wa), np.zeros((C, 2), np.int64)], [4])
+    (best_t,) = _both(device_backend, kb.ROW_BEST, C,
+                      lambda: [np.ascontiguousarray(rows.T), True, np.int64(wb), np.int64(wa),
+                               np.zeros((C, 2), np.int64)], [4])
+    np.testing.assert_array_equal(best_t, best)
     assert best[0].tolist() == [-1, wa]
     for c in range(1, C):
         nzb = np.nonzero(rows[c, :wb])[0]
