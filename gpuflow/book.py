@@ -361,7 +361,8 @@ def _luts_cpu(kind, side, price, ipx, isd, lb, wb, la, wa, op_set, op_add):  # p
 def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns: Any = None,
                  ofi: bool = False, init: Mapping[str, Any] | None = None, window: Any = None,
                  backend: str | Backend | None = None, chunk: int | None = None,
-                 max_levels: int = DEFAULT_MAX_LEVELS, profile: bool = False) -> BookFrame:
+                 max_levels: int = DEFAULT_MAX_LEVELS, profile: bool = False,
+                 layout: tuple[bool, bool] = (False, False)) -> BookFrame:
     """Rebuild the book and emit the top ``levels`` levels per event, every k events or on a clock grid.
 
     Parameters
@@ -390,6 +391,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         Widest price range per side held as a dense tick axis; wider ones use compressed ranks.
     profile : bool
         Synchronise the device between phases and record their wall times in ``stats["phase_s"]``.
+    layout : (bool, bool)
+        GPU memory layout (interleaved ops, level-major start books); results are the same, speed is not.
 
     Returns
     -------
@@ -487,6 +490,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         C = max(1, math.ceil(n_ops / L))
         bounds = be.empty(C + 1, xp.int64)
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), o_flags, bounds)
+        inter, rt = layout
+    if be.uses_cuda and inter:
         # interleave the ops (op j of chunk c at c + j*C) so that neighbouring threads read neighbouring ops
         Lp = int(xp.diff(bounds).max()) if C else 0
         i_side = be.zeros(Lp * C, xp.int8)
@@ -497,12 +502,13 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         be.launch(kb.INTERLEAVE, n_ops, bounds, np.int64(C), side, kprice, o_kind, o_qty, o_flags, i_side, i_price,
                   i_kind, i_qty, i_flags)
         side, kprice, o_kind, o_qty, o_flags = i_side, i_price, i_kind, i_qty, i_flags
+    if be.uses_cuda:
         sa = be.empty((C, w), xp.int8)
         sb = be.empty((C, w), xp.int64)
         sa.fill(1)  # identity maps; summarise writes only the levels its chunk touches
         sb.fill(0)
         mark("alloc")
-        be.launch(kb.SUMMARISE, C, bounds, np.int64(C), True, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb),
+        be.launch(kb.SUMMARISE, C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb),
                   np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
         mark("summarise")
         G = max(1, int(math.ceil(math.sqrt(C))))
@@ -512,11 +518,10 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         final = be.empty(w, xp.int64)
         be.launch(kb.GROUP_COMPOSE, G * w, np.int64(G), np.int64(C), sa, sb, ga, gb)
         be.launch(kb.GROUP_SCAN, w, np.int64(G), be.asarray(init_row), ga, gb, gstart, final)
-        rows = be.empty((w, C), xp.int64)  # level-major start books: rows[j, c]
-        be.launch(kb.GROUP_APPLY, G * w, np.int64(G), np.int64(C), sa, sb, gstart, rows, True)
+        rows = be.empty((w, C) if rt else (C, w), xp.int64)  # start books, level-major when rt: rows[j, c]
+        be.launch(kb.GROUP_APPLY, G * w, np.int64(G), np.int64(C), sa, sb, gstart, rows, rt)
         mark("scan")
         del sa, sb, ga, gb, gstart
-        rt = True
         if every_op_emits:
             out_base = bounds[:-1]  # every op emits one row: a chunk's first row is its first op
         else:
@@ -527,13 +532,16 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         rows = init_row.reshape(1, w).copy()  # the replay works in place; init_row stays the initial book
         final = None
         out_base = np.zeros(1, np.int64)
-        rt = False
-    best = be.empty((C, 2), xp.int64)
+        inter = rt = False
+    best = be.empty((C, 4), xp.int64)
     be.launch(kb.ROW_BEST, C, rows, rt, np.int64(wb), np.int64(wa), best)
     mark("best")
-    be.launch(kb.replay_pair(levels), C, bounds, np.int64(C), be.uses_cuda, side, kprice, o_kind, o_qty, o_flags,
+    tail = be.zeros((C, levels), xp.int64)
+    be.launch(kb.replay_pair(levels), C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, o_flags,
               rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua,
-              best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi)
+              best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi, tail)
+    if ofi and C > 1 and not every_op_emits:
+        _carry_ofi(out_ofi, tail, out_base, n_out, xp)
     mark("replay")
     final_row = be.to_host(rows[0]) if final is None else be.to_host(final)
     fb_side, fb_idx, fb_qty = _sparse_rows(final_row, wb)
@@ -564,6 +572,29 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         stats["phase_s"] = phases
     return BookFrame(ev_index, ts_out, out[0], out[1], out[2], out[3], out_ofi if ofi else None, be,
                      final_book, stats, instrument)
+
+
+def _carry_ofi(out_ofi: Any, tail: Any, out_base: Any, n_out: int, xp: Any) -> None:
+    """Add the OFI a chunk observed after its last emitted row to the next emitted row (a later chunk's).
+
+    Chunk c's first row (if it emits any) gets the tails of every chunk since the previous emitting
+    chunk: exactly what the sequential replay accumulates across the chunk boundary.
+    """
+    C = int(tail.shape[0])
+    starts = out_base[:C]
+    ends = xp.concatenate([out_base[1:C], xp.asarray([n_out], dtype=xp.int64)])
+    emits = ends > starts
+    csum = xp.cumsum(tail, axis=0)
+    idx = xp.arange(C)
+    # last emitting chunk strictly before c (or -1)
+    prev = xp.where(emits, idx, -1)
+    prev = xp.concatenate([xp.asarray([-1]), xp.maximum.accumulate(prev)[:-1]])
+    upto = xp.where(idx[:, None] > 0, csum[xp.maximum(idx - 1, 0)], 0)
+    before = xp.where(prev[:, None] >= 0, csum[xp.maximum(prev, 0)] - tail[xp.maximum(prev, 0)], 0)
+    # tails of chunks prev .. c-1 (prev's tail is what followed its last row; chunks between emitted nothing)
+    add = upto - before
+    rows = starts[emits]
+    out_ofi[rows] += add[emits]
 
 
 def _host_emits(emit_mode: int, every: int | None, flags: np.ndarray) -> np.ndarray:

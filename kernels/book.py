@@ -250,19 +250,26 @@ def group_apply_at(g, j, G, C, sa, sb, gstart, rows, rt):  # pragma: no cover - 
 
 
 def row_best_scan(c, rows, rt, wb, wa, best):  # pragma: no cover - jitted
-    """Best bid / ask index of chunk ``c``'s start book (-1 / ``wa`` when a side is empty)."""
+    """Best bid / ask index of chunk ``c``'s start book (-1 / ``wa`` when a side is empty) and the number
+    of non-empty levels per side: ``best[c] = (bid index, ask index, bid levels, ask levels)``."""
     bb = -1
+    nb = 0
     for j in range(wb - 1, -1, -1):
         if _rg(rows, rt, c, j) > 0:
-            bb = j
-            break
+            if bb < 0:
+                bb = j
+            nb += 1
     ba = wa
+    na = 0
     for j in range(wa):
         if _rg(rows, rt, c, wb + j) > 0:
-            ba = j
-            break
+            if ba == wa:
+                ba = j
+            na += 1
     best[c, 0] = bb
     best[c, 1] = ba
+    best[c, 2] = nb
+    best[c, 3] = na
 
 
 def _apply(rows, rt, c, j, kind, q):  # pragma: no cover - jitted
@@ -271,11 +278,13 @@ def _apply(rows, rt, c, j, kind, q):  # pragma: no cover - jitted
     return v
 
 
-def _bid_best_after(rows, rt, c, best, l, v):  # pragma: no cover - jitted
-    """Best bid level index (-1: empty) after level ``l`` became ``v``."""
+def _bid_best_after(rows, rt, c, best, l, v, n):  # pragma: no cover - jitted
+    """Best bid level index (-1: empty) after level ``l`` became ``v``; ``n`` non-empty bid levels remain."""
     if v > 0:
         return l if l > best else best
     if l == best:
+        if n == 0:
+            return -1  # no scan through an empty side
         j = l - 1
         while j >= 0 and _rg(rows, rt, c, j) <= 0:
             j -= 1
@@ -283,11 +292,13 @@ def _bid_best_after(rows, rt, c, best, l, v):  # pragma: no cover - jitted
     return best
 
 
-def _ask_best_after(rows, rt, c, wb, wa, best, l, v):  # pragma: no cover - jitted
-    """Best ask level index (``wa``: empty) after level ``l`` became ``v``."""
+def _ask_best_after(rows, rt, c, wb, wa, best, l, v, n):  # pragma: no cover - jitted
+    """Best ask level index (``wa``: empty) after level ``l`` became ``v``; ``n`` non-empty ask levels remain."""
     if v > 0:
         return l if l < best else best
     if l == best:
+        if n == 0:
+            return wa
         j = l + 1
         while j < wa and _rg(rows, rt, c, wb + j) <= 0:
             j += 1
@@ -295,14 +306,16 @@ def _ask_best_after(rows, rt, c, wb, wa, best, l, v):  # pragma: no cover - jitt
     return best
 
 
-def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, o):  # pragma: no cover - jitted
+def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st, o):  # pragma: no cover
     """Write the top ``nlev`` levels into scratch rows ``st[o..o+3]`` (bid px, bid qty, ask px, ask qty).
 
     Prices are ticks: ``pmin + index`` on a dense axis, ``ub[index]`` / ``ua[index]`` on a compressed one.
+    The scans stop after the side's ``nb`` / ``na`` non-empty levels: a thin book never walks the
+    whole price window.
     """
     m = 0
     j = bb
-    while m < nlev and j >= 0:
+    while m < nlev and m < nb and j >= 0:
         q = _rg(rows, rt, c, j)
         if q > 0:
             st[o, m] = ub[j] if comp else pmin_b + j
@@ -315,7 +328,7 @@ def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, o)
         m += 1
     m = 0
     j = ba
-    while m < nlev and j < wa:
+    while m < nlev and m < na and j < wa:
         q = _rg(rows, rt, c, wb + j)
         if q > 0:
             st[o + 2, m] = ua[j] if comp else pmin_a + j
@@ -330,15 +343,20 @@ def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, o)
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                  lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                 st):  # pragma: no cover
+                 tail, st):  # pragma: no cover
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
     ``st`` is an int64 scratch of shape (9, >= nlev): rows 0-3 the previous
     observation's top levels, 4-7 the current ones, 8 the OFI accumulator.
+    ``best[c]`` holds (best bid index, best ask index, bid levels, ask levels) at
+    the chunk's start on entry and at its end on exit; ``tail[c]`` receives the
+    OFI observed after the chunk's last emitted row.
     """
     bb = best[c, 0]
     ba = best[c, 1]
-    _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, 0)
+    nb = best[c, 2]
+    na = best[c, 3]
+    _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st, 0)
     for m in range(nlev):
         st[4, m] = st[0, m]
         st[5, m] = st[1, m]
@@ -355,13 +373,17 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         if kd == OP_SET or kd == OP_ADD:
             j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
             if j >= 0:
+                was = _rg(rows, rt, c, j) > 0
                 v = _apply(rows, rt, c, j, kd, qty[i])
+                d = (1 if v > 0 else 0) - (1 if was else 0)
                 if j < wb:
-                    bb = _bid_best_after(rows, rt, c, bb, j, v)
+                    nb += d
+                    bb = _bid_best_after(rows, rt, c, bb, j, v, nb)
                     if price[i] >= st[4, nlev - 1]:
                         dirty = True
                 else:
-                    ba = _ask_best_after(rows, rt, c, wb, wa, ba, j - wb, v)
+                    na += d
+                    ba = _ask_best_after(rows, rt, c, wb, wa, ba, j - wb, v, na)
                     if price[i] <= st[6, nlev - 1]:
                         dirty = True
         elif kd == OP_CLEAR:
@@ -370,16 +392,18 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 for j in range(wb):
                     _rs(rows, rt, c, j, 0)
                 bb = -1
+                nb = 0
             if s <= 0:
                 for j in range(wa):
                     _rs(rows, rt, c, wb + j, 0)
                 ba = wa
+                na = 0
             dirty = True
         f = flags[i]
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
         if dirty and (emit or obs):
-            _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nlev, st, 4)
+            _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st, 4)
             dirty = False
         if obs:
             for m in range(nlev):
@@ -413,6 +437,10 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             k += 1
     best[c, 0] = bb
     best[c, 1] = ba
+    best[c, 2] = nb
+    best[c, 3] = na
+    for m in range(nlev):
+        tail[c, m] = st[8, m]  # OFI observed after the chunk's last emitted row (carried by the caller)
 
 
 # ----------------------------------------------------------------------------- CUDA kernels
@@ -511,14 +539,14 @@ def row_best_cuda(rows, rt, wb, wa, best):  # pragma: no cover - device code
 
 def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
                 lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                out_ofi):  # pragma: no cover - device code
+                out_ofi, tail):  # pragma: no cover - device code
     """One thread per chunk replays it from its start book.  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
         st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     st)
+                     tail, st)
 
 
 # ----------------------------------------------------------------------------- CPU twins
@@ -585,13 +613,13 @@ def row_best_cpu(rows, rt, wb, wa, best):  # pragma: no cover - jitted
 
 def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
                lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
-               out_ofi):  # pragma: no cover - jitted
+               out_ofi, tail):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay)."""
     st = np.empty((9, max(nlev, 1)), dtype=np.int64)
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     st)
+                     tail, st)
 
 
 _TW = Twins(chunk_start_at, _op, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,

@@ -159,16 +159,28 @@ def test_cpu_replay_matches_python_oracle(n, rng):
     assert f.ofi.tolist() == ofi_rows
 
 
-@pytest.mark.parametrize("chunk", [2, 5, 16])
-def test_chunked_cuda_rebuild_equals_cpu_twin(chunk, rng, device_backend):
+@pytest.mark.parametrize(("chunk", "every", "layout"), [(2, 1, (False, False)), (5, 1, (True, True)),
+                                                      (16, 1, (True, False)), (3, 3, (False, True)),
+                                                      (4, 7, (True, True)), (5, 0, (False, False))])
+def test_chunked_cuda_rebuild_equals_cpu_twin(chunk, every, layout, rng, device_backend):
     ev = _random_l2(rng, 120)
-    cpu = rebuild_book(ev, levels=3, ofi=True, backend="cpu").to_host()
-    gpu = rebuild_book(ev, levels=3, ofi=True, backend=device_backend, chunk=chunk).to_host()
+    cpu = rebuild_book(ev, levels=3, ofi=True, every=every, backend="cpu").to_host()
+    gpu = rebuild_book(ev, levels=3, ofi=True, every=every, backend=device_backend, chunk=chunk,
+                       layout=layout).to_host()
     for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"):
         np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
     assert gpu.stats["chunks"] > 1
     for k in ("side", "price", "qty"):
         np.testing.assert_array_equal(gpu.final_book[k], cpu.final_book[k])
+
+
+def test_chunked_grid_equals_cpu(rng, device_backend):
+    ev = _random_l2(rng, 150)
+    grid = np.sort(rng.integers(-5, 160, 40))
+    cpu = rebuild_book(ev, levels=2, ofi=True, grid_ns=grid, backend="cpu").to_host()
+    gpu = rebuild_book(ev, levels=2, ofi=True, grid_ns=grid, backend=device_backend, chunk=6).to_host()
+    for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"):
+        np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
 
 
 def test_chunked_l3_equals_cpu(rng, device_backend):

@@ -23,12 +23,13 @@ def _stream(n, seed):
             "flags": flags}
 
 
+@pytest.mark.parametrize("layout", [(False, False), (True, True)])
 @pytest.mark.parametrize("chunk", [None, 64, 4096])
 @pytest.mark.parametrize("every", [1, 0, 100])
-def test_gpu_equals_cpu_large(chunk, every):
+def test_gpu_equals_cpu_large(chunk, every, layout):
     ev = _stream(2_000_000, seed=5)
     cpu = rebuild_book(ev, levels=5, ofi=True, every=every, backend="cpu")
-    gpu = rebuild_book(ev, levels=5, ofi=True, every=every, backend="gpu", chunk=chunk).to_host()
+    gpu = rebuild_book(ev, levels=5, ofi=True, every=every, backend="gpu", chunk=chunk, layout=layout).to_host()
     for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"):
         np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
     for k in ("side", "price", "qty"):

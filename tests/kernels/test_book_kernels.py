@@ -136,14 +136,15 @@ def test_row_best(rng, device_backend):
     rows = np.where(rng.random((C, wb + wa)) < 0.1, rng.integers(1, 5, (C, wb + wa)), 0).astype(np.int64)
     rows[0] = 0  # an empty book
     (best,) = _both(device_backend, kb.ROW_BEST, C,
-                    lambda: [rows, False, np.int64(wb), np.int64(wa), np.zeros((C, 2), np.int64)], [4])
+                    lambda: [rows, False, np.int64(wb), np.int64(wa), np.zeros((C, 4), np.int64)], [4])
     (best_t,) = _both(device_backend, kb.ROW_BEST, C,
                       lambda: [np.ascontiguousarray(rows.T), True, np.int64(wb), np.int64(wa),
-                               np.zeros((C, 2), np.int64)], [4])
+                               np.zeros((C, 4), np.int64)], [4])
     np.testing.assert_array_equal(best_t, best)
-    assert best[0].tolist() == [-1, wa]
+    assert best[0].tolist() == [-1, wa, 0, 0]
     for c in range(1, C):
         nzb = np.nonzero(rows[c, :wb])[0]
         nza = np.nonzero(rows[c, wb:])[0]
         assert best[c, 0] == (nzb.max() if nzb.size else -1)
         assert best[c, 1] == (nza.min() if nza.size else wa)
+        assert best[c, 2:].tolist() == [nzb.size, nza.size]
