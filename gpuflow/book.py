@@ -586,9 +586,10 @@ def _carry_ofi(out_ofi: Any, tail: Any, out_base: Any, n_out: int, xp: Any) -> N
     emits = ends > starts
     csum = xp.cumsum(tail, axis=0)
     idx = xp.arange(C)
-    # last emitting chunk strictly before c (or -1)
-    prev = xp.where(emits, idx, -1)
-    prev = xp.concatenate([xp.asarray([-1]), xp.maximum.accumulate(prev)[:-1]])
+    # last emitting chunk strictly before c (or -1); searchsorted, since cupy has no maximum.accumulate
+    emitting = xp.nonzero(emits)[0]
+    pos = xp.searchsorted(emitting, idx) - 1
+    prev = xp.where(pos >= 0, emitting[xp.maximum(pos, 0)] if emitting.size else 0, -1)
     upto = xp.where(idx[:, None] > 0, csum[xp.maximum(idx - 1, 0)], 0)
     before = xp.where(prev[:, None] >= 0, csum[xp.maximum(prev, 0)] - tail[xp.maximum(prev, 0)], 0)
     # tails of chunks prev .. c-1 (prev's tail is what followed its last row; chunks between emitted nothing)
