@@ -537,9 +537,10 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     be.launch(kb.ROW_BEST, C, rows, rt, np.int64(wb), np.int64(wa), best)
     mark("best")
     tail = be.zeros((C, levels), xp.int64)
+    diag = be.zeros((C, 4), xp.int64)
     be.launch(kb.replay_pair(levels), C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, o_flags,
               rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua,
-              best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi, tail)
+              best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi, tail, diag)
     if ofi and C > 1 and not every_op_emits:
         _carry_ofi(out_ofi, tail, out_base, n_out, xp)
     mark("replay")
@@ -568,10 +569,29 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     stats = {"events": n_events, "ops": n_ops, "chunks": C, "chunk_ops": L, "window_bid": (pmin_b, wb),
              "window_ask": (pmin_a, wa), "price_axis": axis.mode, "ops_outside_window": n_outside,
              "unknown_orders": int(unknown), "backend": be.name}
+    stats.update(_diagnostics(be.to_host(diag), None if ev_of_op is None else be.to_host(ev_of_op)))
     if profile:
         stats["phase_s"] = phases
     return BookFrame(ev_index, ts_out, out[0], out[1], out[2], out[3], out_ofi if ofi else None, be,
                      final_book, stats, instrument)
+
+
+def _diagnostics(diag: np.ndarray, ev_of_op: np.ndarray | None) -> dict[str, Any]:
+    """Book-state findings of the replay, with the first event row of each (never silent).
+
+    * ``negative_level_ops``: ops that removed more size than their level held (for L3 data without
+      an initial book: liquidity that rested before the data started; such a level shows as empty);
+    * ``crossed_messages``: complete messages after which the best bid >= the best ask.
+    """
+    out: dict[str, Any] = {}
+    for name, col in (("negative_level_ops", 0), ("crossed_messages", 2)):
+        hit = diag[:, col] > 0
+        out[name] = int(diag[:, col].sum())
+        first = int(diag[hit, col + 1].min()) if hit.any() else None
+        if first is not None and ev_of_op is not None:
+            first = int(ev_of_op[first])
+        out[f"first_{name.rsplit('_', 1)[0]}_row"] = first
+    return out
 
 
 def _carry_ofi(out_ofi: Any, tail: Any, out_base: Any, n_out: int, xp: Any) -> None:

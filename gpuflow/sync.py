@@ -45,6 +45,7 @@ class SyncInfo:
     snapshots: int
     resyncs: int
     futures: bool
+    gap_rows: list = None  # table rows of the first diffs (up to 20) whose ids broke the chain
 
 
 @njit(cache=True)
@@ -85,6 +86,7 @@ def _sync(kind, flags, seq, price, qty, futures):  # pragma: no cover - jitted
     gaps = 0
     snaps = 0
     resyncs = 0
+    gap_rows = np.full(20, -1, np.int64)
     i = 0
     while i < n:
         e = _message_end(kind, flags, i, n)
@@ -116,6 +118,8 @@ def _sync(kind, flags, seq, price, qty, futures):  # pragma: no cover - jitted
                     last_u = u
                     state = 2
                 else:
+                    if gaps < gap_rows.size:
+                        gap_rows[gaps] = i
                     gaps += 1
                     state = 0
                     nb = 0
@@ -145,6 +149,8 @@ def _sync(kind, flags, seq, price, qty, futures):  # pragma: no cover - jitted
                 else:
                     ok = (pu == last_u) if futures else (U == last_u + 1)
                 if not ok:
+                    if gaps < gap_rows.size:
+                        gap_rows[gaps] = j
                     gaps += 1
                     state = 0
                     break
@@ -161,7 +167,7 @@ def _sync(kind, flags, seq, price, qty, futures):  # pragma: no cover - jitted
                 order[no] = r
                 no += 1
         i = e
-    return order[:no], applied_row, diffs, applied, dropped, gaps, snaps, resyncs
+    return order[:no], applied_row, diffs, applied, dropped, gaps, snaps, resyncs, gap_rows
 
 
 def _is_futures(table: pa.Table) -> bool:
@@ -188,9 +194,9 @@ def synced_order(table: pa.Table) -> tuple[np.ndarray, np.ndarray, SyncInfo]:
     """
     cols = [table.column(c).to_numpy() for c in ("kind", "flags", "seq", "price", "qty")]
     futures = _is_futures(table)
-    order, applied, diffs, n_app, dropped, gaps, snaps, resyncs = _sync(*cols, futures)
+    order, applied, diffs, n_app, dropped, gaps, snaps, resyncs, gap_rows = _sync(*cols, futures)
     return order, applied, SyncInfo(int(diffs), int(n_app), int(dropped), int(gaps), int(snaps), int(resyncs),
-                                    futures)
+                                    futures, [int(r) for r in gap_rows if r >= 0])
 
 
 def synced_events(table: pa.Table) -> tuple[pa.Table, SyncInfo]:
@@ -239,7 +245,7 @@ def compare_book_ticker(table: pa.Table, label: str = "<table>", *, backend: str
     emit_rows = np.nonzero(is_applied_end)[0]
     if emit_rows.size == 0:
         return BinanceVerification(label, sym, 0, 0, 0, 0, 0, info.resyncs,
-                                   info.gaps, [{"error": "no diff could be applied: no snapshot bridges the "
+                                   info.gaps, [{"gap_rows": info.gap_rows, "error": "no diff could be applied: no snapshot bridges the "
                                                 "diff stream (pass the earlier file of the recording too)"}])
     f = rebuild_book(ev, levels=1, every=1, backend=backend).to_host()
     book_u = seq[emit_rows]
@@ -274,7 +280,8 @@ def compare_book_ticker(table: pa.Table, label: str = "<table>", *, backend: str
     got = np.stack([bid_p[idx[sel]], bid_q[idx[sel]], ask_p[idx[sel]], ask_q[idx[sel]]], axis=1)
     want = np.stack([tpx[bb[sel]], tq[bb[sel]], tpx[ba[sel]], tq[ba[sel]]], axis=1)
     bad = np.nonzero((got != want).any(axis=1))[0]
-    first = [{"update_id": int(u[sel[b]]), "line": int(table.column("src_line")[int(bb[sel[b]])].as_py())
+    lines = table.column("src_line").to_numpy() if "src_line" in table.column_names else None
+    first = [{"gap_at_row": r, "line": None if lines is None else int(lines[r])} for r in info.gap_rows] + [{"update_id": int(u[sel[b]]), "line": int(table.column("src_line")[int(bb[sel[b]])].as_py())
               if "src_line" in table.column_names else None,
               "book": got[b].tolist(), "bookTicker": want[b].tolist()} for b in bad[:20]]
     return BinanceVerification(label, sym, int(sel.size), int(inside.sum()), int(bad.size),

@@ -343,14 +343,17 @@ def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                  lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                 tail, st):  # pragma: no cover
+                 tail, diag, st):  # pragma: no cover
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
     ``st`` is an int64 scratch of shape (9, >= nlev): rows 0-3 the previous
     observation's top levels, 4-7 the current ones, 8 the OFI accumulator.
     ``best[c]`` holds (best bid index, best ask index, bid levels, ask levels) at
     the chunk's start on entry and at its end on exit; ``tail[c]`` receives the
-    OFI observed after the chunk's last emitted row.
+    OFI observed after the chunk's last emitted row; ``diag[c]`` (zeroed by the
+    caller) counts ops that drove a level below zero and complete messages after
+    which the book was crossed or locked, each with the linear op index of the
+    first one: (negative count, first, crossed count, first).
     """
     bb = best[c, 0]
     ba = best[c, 1]
@@ -375,6 +378,12 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             if j >= 0:
                 was = _rg(rows, rt, c, j) > 0
                 v = _apply(rows, rt, c, j, kd, qty[i])
+                if v < 0:
+                    # more size removed than the level held: liquidity that rested before the data
+                    # started (L3 without an initial book) or a bad stream; counted, shown as empty
+                    if diag[c, 0] == 0:
+                        diag[c, 1] = bounds[c] + jj
+                    diag[c, 0] += 1
                 d = (1 if v > 0 else 0) - (1 if was else 0)
                 if j < wb:
                     nb += d
@@ -402,6 +411,13 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         f = flags[i]
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
+        if (f & F_OBSERVE) != 0 and bb >= 0 and ba < wa:
+            pb = ub[bb] if comp else pmin_b + bb
+            pa = ua[ba] if comp else pmin_a + ba
+            if pb >= pa:  # crossed or locked book after a complete message
+                if diag[c, 2] == 0:
+                    diag[c, 3] = bounds[c] + jj
+                diag[c, 2] += 1
         if dirty and (emit or obs):
             _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st, 4)
             dirty = False
@@ -539,14 +555,14 @@ def row_best_cuda(rows, rt, wb, wa, best):  # pragma: no cover - device code
 
 def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
                 lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                out_ofi, tail):  # pragma: no cover - device code
+                out_ofi, tail, diag):  # pragma: no cover - device code
     """One thread per chunk replays it from its start book.  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
         st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, st)
+                     tail, diag, st)
 
 
 # ----------------------------------------------------------------------------- CPU twins
@@ -613,13 +629,13 @@ def row_best_cpu(rows, rt, wb, wa, best):  # pragma: no cover - jitted
 
 def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
                lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
-               out_ofi, tail):  # pragma: no cover - jitted
+               out_ofi, tail, diag):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay)."""
     st = np.empty((9, max(nlev, 1)), dtype=np.int64)
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, st)
+                     tail, diag, st)
 
 
 _TW = Twins(chunk_start_at, _op, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,

@@ -204,3 +204,17 @@ def test_top_of_book_and_causality(rng):
     tob2 = top_of_book(mixed)
     for k in tob:
         np.testing.assert_array_equal(tob[k][: t + 1], tob2[k][: t + 1])
+
+
+def test_bad_input_is_reported_with_its_row(device_backend):
+    # a delete of an order never seen (no initial book): the level goes below zero -> counted, shown empty
+    ev = _l3([(KIND_ADD, 1, 100, 5, 1), (KIND_DELETE, 1, 101, 3, 99), (KIND_ADD, -1, 103, 2, 2)])
+    f = rebuild_book(ev, levels=1)
+    assert f.stats["negative_level_ops"] == 1 and f.stats["first_negative_level_row"] == 1
+    assert f.to_host().bid_price[:, 0].tolist() == [100, 100, 100]
+    # a diff that leaves the book crossed: counted with its first row, in both twins
+    l2 = _l2([(S, 1, 100, 5, 1), (S, -1, 101, 2, 1), (S, 1, 102, 1, 1), (S, 1, 102, 0, 1)])
+    for be in ("cpu", device_backend):
+        g = rebuild_book(l2, levels=1, backend=be, chunk=2)
+        assert g.stats["crossed_messages"] == 1 and g.stats["first_crossed_row"] == 2
+        assert g.stats["negative_level_ops"] == 0 and g.stats["first_negative_level_row"] is None

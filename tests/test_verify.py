@@ -116,6 +116,7 @@ def test_binance_gap_is_counted_and_resynced_only_by_a_snapshot(shared_data):
     gapped = t.take(pa.array(keep))
     order, applied, info = synced_order(gapped)
     assert info.gaps == 1
+    assert info.gap_rows == [int(diffs[k + 1] - drop.size)]  # the first diff after the dropped one
     assert info.applied < diffs.size // 2 + 10  # nothing after the gap is applied (no later snapshot)
     r = compare_book_ticker(gapped)
     assert r.gaps == 1 and r.mismatches == 0 and r.unsynced > 1000
