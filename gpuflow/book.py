@@ -305,8 +305,7 @@ def _axis(kind: Any, side: Any, price: Any, mm: np.ndarray, init: Mapping[str, A
     if max(wb, wa) <= _LUT_LIMIT and xp is np:
         ipx = ip if ip is not None else np.zeros(0, np.int64)
         isx = isd if isd is not None else np.zeros(0, np.int8)
-        lut_b, lut_a, ub, ua = _luts_cpu(kind, side, price, ipx, isx, np.int64(lb), np.int64(wb), np.int64(la),
-                                         np.int64(wa), np.uint8(kb.OP_SET), np.uint8(kb.OP_ADD))
+        lut_b, lut_a, ub, ua = _luts_host(kind, side, price, ipx, isx, lb, wb, la, wa)
         return _PriceAxis("lut", lb, int(ub.size), la, int(ua.size), lut_b, lut_a, ub, ua), price
     if max(wb, wa) <= _LUT_LIMIT:
         luts, uniq = [], []
@@ -324,11 +323,9 @@ def _axis(kind: Any, side: Any, price: Any, mm: np.ndarray, init: Mapping[str, A
 
 
 @njit(cache=True)
-def _luts_cpu(kind, side, price, ipx, isd, lb, wb, la, wa, op_set, op_add):  # pragma: no cover - jitted
-    """Host twin of the cupy lut construction in :func:`_axis`: mark the prices of book ops (and of the
-    initial book) per side, then running counts (the rank table) and the distinct prices, in two passes."""
-    mb = np.zeros(wb, np.uint8)
-    ma = np.zeros(wa, np.uint8)
+def _mark_prices_cpu(kind, side, price, ipx, isd, lb, la, mb, ma, op_set, op_add):  # pragma: no cover
+    """Mark the prices of book ops (and of the initial book) per side in ``mb`` / ``ma`` (host twin of the
+    cupy scatter in :func:`_axis`)."""
     for i in range(kind.size):
         k = kind[i]
         if k == op_set or k == op_add:
@@ -341,20 +338,35 @@ def _luts_cpu(kind, side, price, ipx, isd, lb, wb, la, wa, op_set, op_add):  # p
             mb[ipx[i] - lb] = 1
         else:
             ma[ipx[i] - la] = 1
+
+
+@njit(cache=True)
+def _rank_table_cpu(marks, lo, lut, uniq):  # pragma: no cover - jitted
+    """``lut`` = running count of marks (the rank table); ``uniq`` = the marked prices, ascending."""
+    n = 0
+    for j in range(marks.size):
+        if marks[j]:
+            uniq[n] = lo + j
+            n += 1
+        lut[j] = n
+
+
+def _luts_host(kind: np.ndarray, side: np.ndarray, price: np.ndarray, ipx: np.ndarray, isd: np.ndarray,
+               lb: int, wb: int, la: int, wa: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rank tables and distinct prices of both sides.  The large arrays are numpy allocations (which
+    ask the kernel for huge pages), not numba ones: a fresh 4 KiB-page table costs a page fault per
+    page on every call."""
+    kb = _kernels()
+    mb = np.zeros(wb, np.uint8)
+    ma = np.zeros(wa, np.uint8)
+    _mark_prices_cpu(kind, side, price, ipx, isd, np.int64(lb), np.int64(la), mb, ma, np.uint8(kb.OP_SET),
+                     np.uint8(kb.OP_ADD))
     out = []
     for m, lo in ((mb, lb), (ma, la)):
         lut = np.empty(m.size, np.int32)
-        n = 0
-        for j in range(m.size):
-            n += m[j]
-            lut[j] = n
-        u = np.empty(n, np.int64)
-        n = 0
-        for j in range(m.size):
-            if m[j]:
-                u[n] = lo + j
-                n += 1
-        out.append((lut, u))
+        uniq = np.empty(int(np.count_nonzero(m)), np.int64)
+        _rank_table_cpu(m, np.int64(lo), lut, uniq)
+        out.append((lut, uniq))
     return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
