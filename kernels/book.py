@@ -278,67 +278,129 @@ def _apply(rows, rt, c, j, kind, q):  # pragma: no cover - jitted
     return v
 
 
-def _bid_best_after(rows, rt, c, best, l, v, n):  # pragma: no cover - jitted
-    """Best bid level index (-1: empty) after level ``l`` became ``v``; ``n`` non-empty bid levels remain."""
-    if v > 0:
-        return l if l > best else best
-    if l == best:
-        if n == 0:
-            return -1  # no scan through an empty side
-        j = l - 1
-        while j >= 0 and _rg(rows, rt, c, j) <= 0:
-            j -= 1
-        return j
-    return best
+def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st):  # pragma: no cover
+    """Fill the current top ``nlev`` levels (scratch rows 4-7: bid px, bid qty, ask px, ask qty; rows 9-10:
+    their row indices, -1 / ``wa`` when empty) by scanning from the best levels ``bb`` / ``ba``.
 
-
-def _ask_best_after(rows, rt, c, wb, wa, best, l, v, n):  # pragma: no cover - jitted
-    """Best ask level index (``wa``: empty) after level ``l`` became ``v``; ``n`` non-empty ask levels remain."""
-    if v > 0:
-        return l if l < best else best
-    if l == best:
-        if n == 0:
-            return wa
-        j = l + 1
-        while j < wa and _rg(rows, rt, c, wb + j) <= 0:
-            j += 1
-        return j
-    return best
-
-
-def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st, o):  # pragma: no cover
-    """Write the top ``nlev`` levels into scratch rows ``st[o..o+3]`` (bid px, bid qty, ask px, ask qty).
-
-    Prices are ticks: ``pmin + index`` on a dense axis, ``ub[index]`` / ``ua[index]`` on a compressed one.
     The scans stop after the side's ``nb`` / ``na`` non-empty levels: a thin book never walks the
-    whole price window.
+    whole price window.  Used at a chunk's start and after a clear; every other op updates the top
+    levels incrementally (:func:`_bid_top_update`).
     """
     m = 0
     j = bb
     while m < nlev and m < nb and j >= 0:
         q = _rg(rows, rt, c, j)
         if q > 0:
-            st[o, m] = ub[j] if comp else pmin_b + j
-            st[o + 1, m] = q
+            st[4, m] = ub[j] if comp else pmin_b + j
+            st[5, m] = q
+            st[9, m] = j
             m += 1
         j -= 1
     while m < nlev:
-        st[o, m] = _EMPTY_BID
-        st[o + 1, m] = 0
+        st[4, m] = _EMPTY_BID
+        st[5, m] = 0
+        st[9, m] = -1
         m += 1
     m = 0
     j = ba
     while m < nlev and m < na and j < wa:
         q = _rg(rows, rt, c, wb + j)
         if q > 0:
-            st[o + 2, m] = ua[j] if comp else pmin_a + j
-            st[o + 3, m] = q
+            st[6, m] = ua[j] if comp else pmin_a + j
+            st[7, m] = q
+            st[10, m] = j
             m += 1
         j += 1
     while m < nlev:
-        st[o + 2, m] = _EMPTY_ASK
-        st[o + 3, m] = 0
+        st[6, m] = _EMPTY_ASK
+        st[7, m] = 0
+        st[10, m] = wa
         m += 1
+
+
+def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragma: no cover - jitted
+    """Bid level ``j`` now holds ``v`` (``nb`` non-empty bid levels): update the top list in place.
+
+    The list (rows 4, 5, 9 of ``st``) is sorted by index, best first.  A level deeper than a full
+    list changes nothing; a removed top level shifts the list up and the freed last slot is filled
+    by scanning below the new last entry (the only row reads).
+    """
+    pos = 0
+    while pos < nlev and st[9, pos] > j:
+        pos += 1
+    if pos < nlev and st[9, pos] == j:
+        if v > 0:
+            st[5, pos] = v
+            return
+        for m in range(pos, nlev - 1):
+            st[4, m] = st[4, m + 1]
+            st[5, m] = st[5, m + 1]
+            st[9, m] = st[9, m + 1]
+        valid = 0
+        for m in range(nlev - 1):
+            if st[9, m] >= 0:
+                valid += 1
+        jj = -1
+        if valid == nlev - 1 and valid < nb:  # deeper levels exist: find the next one
+            jj = (st[9, nlev - 2] if nlev >= 2 else j) - 1
+            while jj >= 0 and _rg(rows, rt, c, jj) <= 0:
+                jj -= 1
+        if jj >= 0:
+            st[4, nlev - 1] = ub[jj] if comp else pmin_b + jj
+            st[5, nlev - 1] = _rg(rows, rt, c, jj)
+            st[9, nlev - 1] = jj
+        else:
+            st[4, nlev - 1] = _EMPTY_BID
+            st[5, nlev - 1] = 0
+            st[9, nlev - 1] = -1
+    elif v > 0 and pos < nlev:
+        for m in range(nlev - 1, pos, -1):
+            st[4, m] = st[4, m - 1]
+            st[5, m] = st[5, m - 1]
+            st[9, m] = st[9, m - 1]
+        st[4, pos] = ub[j] if comp else pmin_b + j
+        st[5, pos] = v
+        st[9, pos] = j
+
+
+def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v):  # pragma: no cover - jitted
+    """Ask twin of :func:`_bid_top_update` (rows 6, 7, 10; ``j`` within the ask side; empty = ``wa``)."""
+    pos = 0
+    while pos < nlev and st[10, pos] < j:
+        pos += 1
+    if pos < nlev and st[10, pos] == j:
+        if v > 0:
+            st[7, pos] = v
+            return
+        for m in range(pos, nlev - 1):
+            st[6, m] = st[6, m + 1]
+            st[7, m] = st[7, m + 1]
+            st[10, m] = st[10, m + 1]
+        valid = 0
+        for m in range(nlev - 1):
+            if st[10, m] < wa:
+                valid += 1
+        jj = wa
+        if valid == nlev - 1 and valid < na:
+            jj = (st[10, nlev - 2] if nlev >= 2 else j) + 1
+            while jj < wa and _rg(rows, rt, c, wb + jj) <= 0:
+                jj += 1
+        if jj < wa:
+            st[6, nlev - 1] = ua[jj] if comp else pmin_a + jj
+            st[7, nlev - 1] = _rg(rows, rt, c, wb + jj)
+            st[10, nlev - 1] = jj
+        else:
+            st[6, nlev - 1] = _EMPTY_ASK
+            st[7, nlev - 1] = 0
+            st[10, nlev - 1] = wa
+    elif v > 0 and pos < nlev:
+        for m in range(nlev - 1, pos, -1):
+            st[6, m] = st[6, m - 1]
+            st[7, m] = st[7, m - 1]
+            st[10, m] = st[10, m - 1]
+        st[6, pos] = ua[j] if comp else pmin_a + j
+        st[7, pos] = v
+        st[10, pos] = j
 
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
@@ -346,8 +408,9 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                  tail, diag, st):  # pragma: no cover
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
-    ``st`` is an int64 scratch of shape (9, >= nlev): rows 0-3 the previous
-    observation's top levels, 4-7 the current ones, 8 the OFI accumulator.
+    ``st`` is an int64 scratch of shape (11, >= nlev): rows 0-3 the previous
+    observation's top levels, 4-7 the current ones (kept up to date op by op),
+    8 the OFI accumulator, 9-10 the row indices of the current bid / ask levels.
     ``best[c]`` holds (best bid index, best ask index, bid levels, ask levels) at
     the chunk's start on entry and at its end on exit; ``tail[c]`` receives the
     OFI observed after the chunk's last emitted row; ``diag[c]`` (zeroed by the
@@ -355,20 +418,15 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     which the book was crossed or locked, each with the linear op index of the
     first one: (negative count, first, crossed count, first).
     """
-    bb = best[c, 0]
-    ba = best[c, 1]
     nb = best[c, 2]
     na = best[c, 3]
-    _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st, 0)
+    _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, best[c, 0], best[c, 1], nb, na, nlev, st)
     for m in range(nlev):
-        st[4, m] = st[0, m]
-        st[5, m] = st[1, m]
-        st[6, m] = st[2, m]
-        st[7, m] = st[3, m]
+        st[0, m] = st[4, m]
+        st[1, m] = st[5, m]
+        st[2, m] = st[6, m]
+        st[3, m] = st[7, m]
         st[8, m] = 0
-    # st rows 4-7 hold the current top levels whenever ``dirty`` is False; an op deeper than the
-    # N-th level of its side cannot change them, so most ops skip the rescan
-    dirty = False
     k = out_base[c]
     for jj in range(bounds[c + 1] - bounds[c]):
         i = _op(c, jj, bounds, C, inter)
@@ -385,42 +443,34 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                         diag[c, 1] = bounds[c] + jj
                     diag[c, 0] += 1
                 d = (1 if v > 0 else 0) - (1 if was else 0)
+                # fast path: an op deeper than the last of a full top list changes nothing visible
                 if j < wb:
                     nb += d
-                    bb = _bid_best_after(rows, rt, c, bb, j, v, nb)
-                    if price[i] >= st[4, nlev - 1]:
-                        dirty = True
+                    if j >= st[9, nlev - 1]:
+                        _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v)
                 else:
                     na += d
-                    ba = _ask_best_after(rows, rt, c, wb, wa, ba, j - wb, v, na)
-                    if price[i] <= st[6, nlev - 1]:
-                        dirty = True
+                    if j - wb <= st[10, nlev - 1]:
+                        _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j - wb, v)
         elif kd == OP_CLEAR:
             s = side[i]
             if s >= 0:
                 for j in range(wb):
                     _rs(rows, rt, c, j, 0)
-                bb = -1
                 nb = 0
             if s <= 0:
                 for j in range(wa):
                     _rs(rows, rt, c, wb + j, 0)
-                ba = wa
                 na = 0
-            dirty = True
+            _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, st[9, 0], st[10, 0], nb, na, nlev, st)
         f = flags[i]
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
-        if (f & F_OBSERVE) != 0 and bb >= 0 and ba < wa:
-            pb = ub[bb] if comp else pmin_b + bb
-            pa = ua[ba] if comp else pmin_a + ba
-            if pb >= pa:  # crossed or locked book after a complete message
+        if (f & F_OBSERVE) != 0 and st[9, 0] >= 0 and st[10, 0] < wa:
+            if st[4, 0] >= st[6, 0]:  # crossed or locked book after a complete message
                 if diag[c, 2] == 0:
                     diag[c, 3] = bounds[c] + jj
                 diag[c, 2] += 1
-        if dirty and (emit or obs):
-            _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st, 4)
-            dirty = False
         if obs:
             for m in range(nlev):
                 bp = st[4, m]
@@ -451,8 +501,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                     out_ofi[k, m] = st[8, m]
                     st[8, m] = 0
             k += 1
-    best[c, 0] = bb
-    best[c, 1] = ba
+    best[c, 0] = st[9, 0]
+    best[c, 1] = st[10, 0]
     best[c, 2] = nb
     best[c, 3] = na
     for m in range(nlev):
@@ -559,7 +609,7 @@ def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, w
     """One thread per chunk replays it from its start book.  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
-        st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
+        st = cuda.local.array((11, NLEV_CAP), dtype=np.int64)
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
                      tail, diag, st)
@@ -631,7 +681,7 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
                lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
                out_ofi, tail, diag):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay)."""
-    st = np.empty((9, max(nlev, 1)), dtype=np.int64)
+    st = np.empty((11, max(nlev, 1)), dtype=np.int64)
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
@@ -639,7 +689,7 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
 
 
 _TW = Twins(chunk_start_at, _op, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
-            group_scan_at, group_apply_at, row_best_scan, _apply, _bid_best_after, _ask_best_after, _top,
+            group_scan_at, group_apply_at, row_best_scan, _apply, _bid_top_update, _ask_top_update, _top,
             replay_chunk)
 _PAR = {"parallel": True, "cache": True}
 
