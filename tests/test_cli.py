@@ -68,3 +68,22 @@ def test_console_script_subprocess(tmp_path):
                        capture_output=True, text=True, env=env)
     assert p.returncode == 1
     assert "no gpuflow store here" in p.stderr
+
+
+def test_negative_size_is_quarantined_with_its_line(tmp_path, capsys):
+    """A raw row with a negative size is not stored: it lands in the store's quarantine with rule and line."""
+    from gpuflow.store import Store
+
+    src = tmp_path / "trades.csv"
+    src.write_text("exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
+                   "binance-futures,BTCUSDT,1582329602418000,1582329602426000,1,sell,9700.00,0.100\n"
+                   "binance-futures,BTCUSDT,1582329602500000,1582329602510000,2,buy,9700.10,-0.200\n"
+                   "binance-futures,BTCUSDT,1582329602600000,1582329602610000,3,buy,9700.20,0.300\n")
+    store = tmp_path / "store"
+    assert main(["ingest", "tardis", str(src), "--store", str(store), "--json"]) == 0
+    d = _last_json(capsys)
+    assert d["events"] == 2 and d["quarantined"] == 1
+    q = Store(store).load_quarantine()
+    row = q.to_pylist()[0]
+    assert row["rule"] in ("nonpositive_size", "bad_value") and row["line"] == 3
+    assert "-0.200" in (row["raw"] or "") + (row["detail"] or ""), row
