@@ -374,7 +374,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
                  ofi: bool = False, init: Mapping[str, Any] | None = None, window: Any = None,
                  backend: str | Backend | None = None, chunk: int | None = None,
                  max_levels: int = DEFAULT_MAX_LEVELS, profile: bool = False,
-                 layout: tuple[bool, bool] = (False, False)) -> BookFrame:
+                 layout: tuple[bool, bool] = (False, False), threads: int | None = None) -> BookFrame:
     """Rebuild the book and emit the top ``levels`` levels per event, every k events or on a clock grid.
 
     Parameters
@@ -405,6 +405,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         Synchronise the device between phases and record their wall times in ``stats["phase_s"]``.
     layout : (bool, bool)
         GPU memory layout (interleaved ops, level-major start books); results are the same, speed is not.
+    threads : int, optional
+        Threads per block of the GPU replay kernel (default 64).
 
     Returns
     -------
@@ -552,7 +554,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     diag = be.zeros((C, 4), xp.int64)
     be.launch(kb.replay_pair(levels), C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, o_flags,
               rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua,
-              best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi, tail, diag)
+              best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi, tail, diag,
+              threads=threads)
     if ofi and C > 1 and not every_op_emits:
         _carry_ofi(out_ofi, tail, out_base, n_out, xp)
     mark("replay")
@@ -675,7 +678,9 @@ def _gather_grid(out: list[Any], out_ofi: Any, ofi: bool, ev_index: Any, grid_ro
     if ofi:
         # OFI accumulated between consecutive distinct observed rows; repeated rows add nothing
         g = out_ofi[take] if n_out else xp.zeros((pos.size, levels), xp.int64)
-        dup = xp.concatenate([xp.zeros(1, bool), pos[1:] == pos[:-1]]) if pos.size else pos.astype(bool)
+        # (a grid point before the first event is clipped to pos 0: it does not make row 0 a repeat)
+        dup = (xp.concatenate([xp.zeros(1, bool), (pos[1:] == pos[:-1]) & ~pre[:-1]]) if pos.size
+               else pos.astype(bool))
         g[dup | pre] = 0
         out_ofi = g
     return gathered, out_ofi, grid_rows

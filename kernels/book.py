@@ -707,10 +707,9 @@ _REPLAY: dict[int, KernelPair] = {}
 
 
 def replay_pair(levels: int) -> KernelPair:
-    """The replay kernel pair for ``levels`` levels: the CUDA kernel's scratch is sized at compile time
-    (a small per-thread array stays in registers / L1 instead of spilling ``MAX_LEVELS`` columns)."""
-    cap = 1 << max(0, (levels - 1).bit_length())  # 1, 2, 4, 8, 16, 32: few variants
-    cap = min(max(cap, levels), MAX_LEVELS)
+    """The replay kernel pair for ``levels`` levels: the CUDA kernel's per-thread scratch is sized at
+    compile time to exactly ``levels`` columns (local memory per thread is the replay's main cost)."""
+    cap = min(max(int(levels), 1), MAX_LEVELS)
     if cap not in _REPLAY:
         _REPLAY[cap] = KernelPair(f"book.replay[{cap}]", _TW.cuda(replay_cuda, NLEV_CAP=cap), _REPLAY_CPU,
                                   threads=64)

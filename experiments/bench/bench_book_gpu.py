@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="every1_ofi,every64_ofi,every1_noofi")
     ap.add_argument("--chunks", default="auto", help="comma list of ops per chunk, or auto")
     ap.add_argument("--layouts", default="00", help="comma list of GPU layouts: <interleaved ops><level-major rows>")
+    ap.add_argument("--threads", default="64", help="comma list of replay threads per block")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--stream-threads", type=int, default=132 * 2048 * 2)
     ap.add_argument("--reps", type=int, default=20)
@@ -122,17 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in args.configs.split(","):
         every = int(cfg.split("_")[0].replace("every", ""))
         ofi = cfg.endswith("_ofi")
-        for chunk, lay in [(c, lo) for c in chunks for lo in args.layouts.split(",")]:
+        combos = [(c, lo, int(t)) for c in chunks for lo in args.layouts.split(",") for t in args.threads.split(",")]
+        for chunk, lay, tpb in combos:
             layout = (lay[0] == "1", lay[1] == "1")
             rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
-                         layout=layout)  # JIT warm-up
+                         layout=layout, threads=tpb)  # JIT warm-up
             be.synchronize()
             init = None
             phase_tot: dict = {}
             t = time.perf_counter()
             for b in range(n_batches):
                 f = rebuild_book(dev, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
-                                 init=init, profile=(b == 0), layout=layout)
+                                 init=init, profile=(b == 0), layout=layout, threads=tpb)
                 init = f.final_book
                 if b == 0:
                     phase_tot = f.stats.get("phase_s", {})
@@ -140,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
                 del f
             be.synchronize()
             el = time.perf_counter() - t
-            r = {"config": cfg, "chunk": chunk, "layout": lay, "levels": args.levels, "every": every, "ofi": ofi,
+            r = {"config": cfg, "chunk": chunk, "layout": lay, "threads": tpb, "levels": args.levels, "every": every, "ofi": ofi,
                  "seconds": el, "events_per_s": batch * n_batches / el, "first_batch_phase_s": phase_tot,
                  "stats": {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.items()}}
             runs.append(r)
-            print(f"{cfg} chunk={chunk} layout={lay}: {r['events_per_s']:.3e} events/s over {batch * n_batches:,} events; "
+            print(f"{cfg} chunk={chunk} layout={lay} threads={tpb}: {r['events_per_s']:.3e} events/s over {batch * n_batches:,} events; "
                   f"phases(first batch)={ {k: round(v, 4) for k, v in phase_tot.items()} }", flush=True)
     res["gpu_runs"] = runs
     from gpuflow.kernels import book as kb
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"))
     res["gpu_equals_cpu_on_prefix"] = bool(same)
     main_run = max((r for r in runs if r["config"] == "every1_ofi"), key=lambda r: r["events_per_s"], default=runs[0])
-    res["best_every1_ofi"] = {k: main_run[k] for k in ("chunk", "layout", "events_per_s")}
+    res["best_every1_ofi"] = {k: main_run[k] for k in ("chunk", "layout", "threads", "events_per_s")}
     res["speedup_vs_cpu_twin"] = main_run["events_per_s"] / res["cpu_twin_events_per_s"]
     res["fraction_of_stream_ceiling"] = main_run["events_per_s"] / res["stream_ceiling_events_per_s"]
     print(f"CPU twin: {res['cpu_twin_events_per_s']:.3e} events/s on {n_cpu:,} events; GPU==CPU: {same}; "

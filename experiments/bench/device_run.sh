@@ -24,7 +24,7 @@ if [ "${SMALL:-0}" = 1 ]; then
   BENCH_ARGS="--events 4000 --batch 2000 --cpu-events 1000 --stream-threads 64 --reps 1 --configs every1_ofi --chunks 64 --layouts 00,11"
   TEST_SEL="tests/kernels/test_book_kernels.py"
 else
-  BENCH_ARGS="--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 256,1024 --layouts 00,10,11 --configs every1_ofi,every64_ofi"
+  BENCH_ARGS="--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 512,1024 --layouts 00,10 --threads 32,128 --configs every1_ofi,every64_ofi"
   TEST_SEL="tests/kernels tests/test_book_gpu.py tests/test_book.py"
 fi
 
