@@ -63,7 +63,11 @@ def mid_at(bp, ap):  # pragma: no cover - jitted
 
 
 def microprice_at(bp, bq, ap, aq):  # pragma: no cover - jitted
-    """Size-weighted mid ``Pb + (Pa - Pb) * qb / (qb + qa)`` in ticks; NaN for an empty side or no size."""
+    """Size-weighted mid ``Pb + (Pa - Pb) * qb / (qb + qa)`` in ticks; NaN for an empty side or no size.
+
+    The last step is a multiply-add, which the GPU compiler may fuse: the twins agree to an ulp or so
+    (no cancellation: the value lies between the two prices).
+    """
     if bp == _EMPTY_BID or ap == _EMPTY_ASK:
         return _NAN
     tot = bq + aq

@@ -16,7 +16,8 @@ The kernels:
 * :data:`OFI_BUCKETED`: ``out[j, m] = sum_{bounds[j] <= i < bounds[j+1]} e_m(i)`` (int64),
   one thread per bucket (rows of a bucket are contiguous).
 * :data:`VWOFI`: ``out[i] = sum_m w_m e_m(i) / Qbar(i)``, ``Qbar(i) = sum_m (qb_m(i) + qa_m(i)) / (2M)``
-  (float64, NaN when ``Qbar == 0``), one thread per row.
+  (float64, NaN when ``Qbar == 0``), one thread per row; bit-identical twins for equal weights (an
+  integer sum), FMA-level agreement for general weights (see :func:`vwofi_row`).
 * :data:`SPREAD_ADJUSTED_OFI`: ``out[i, m] = e_m(i) / (Pa_1(i) - Pb_1(i))`` (float64, NaN when a side
   is empty or the spread is not positive), one thread per row.
 
@@ -84,17 +85,28 @@ def ofi_bucket(j, levels, bounds, bid_price, bid_qty, ask_price, ask_qty, prev_b
                                        prev_aq)
 
 
-def vwofi_row(i, levels, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap,
+def vwofi_row(i, levels, uniform, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap,
               prev_aq):  # pragma: no cover - jitted
-    """``sum_m w_m e_m(i) / Qbar(i)`` with ``Qbar(i) = sum_m (qb_m + qa_m) / (2 M)``; NaN when ``Qbar == 0``."""
+    """``sum_m w_m e_m(i) / Qbar(i)`` with ``Qbar(i) = sum_m (qb_m + qa_m) / (2 M)``; NaN when ``Qbar == 0``.
+
+    With ``uniform`` weights (``w_m = 1/M``) this is ``2 * sum_m e_m / depth``: an exact int64 sum and one
+    correctly rounded division, so both twins give the same bits.  General weights accumulate
+    ``w_m * e_m`` in float64, which the GPU compiler may contract into fused multiply-adds: the twins
+    then agree to ~1e-16 of ``sum_m |w_m e_m| / Qbar`` (not of the result, which may cancel to ~0).
+    """
     depth = np.int64(0)
+    esum = np.int64(0)
     num = np.float64(0.0)
     for m in range(levels):
         depth += bid_qty[i, m] + ask_qty[i, m]
-        num += w[m] * np.float64(ofi_row_level(i, m, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq,
-                                               prev_ap, prev_aq))
+        e = ofi_row_level(i, m, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq)
+        esum += e
+        if not uniform:
+            num += w[m] * np.float64(e)
     if depth == 0:
         return _NAN
+    if uniform:
+        return np.float64(2 * esum) / np.float64(depth)
     return num * np.float64(2 * levels) / np.float64(depth)
 
 
@@ -136,12 +148,12 @@ def ofi_bucketed_cuda(levels, bounds, bid_price, bid_qty, ask_price, ask_qty, pr
                    out)
 
 
-def vwofi_cuda(levels, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq,
+def vwofi_cuda(levels, uniform, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq,
                out):  # pragma: no cover - device code
     """One thread per row: depth-normalised weighted OFI (float64 (n,)).  Twin: :func:`vwofi_cpu`."""
     i = cuda.grid(1)
     if i < out.size:
-        out[i] = vwofi_row(i, levels, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq)
+        out[i] = vwofi_row(i, levels, uniform, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq)
 
 
 def spread_adjusted_ofi_cuda(levels, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq,
@@ -169,11 +181,11 @@ def ofi_bucketed_cpu(levels, bounds, bid_price, bid_qty, ask_price, ask_qty, pre
                    out)
 
 
-def vwofi_cpu(levels, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq,
+def vwofi_cpu(levels, uniform, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq,
               out):  # pragma: no cover - jitted
     """CPU twin of :func:`vwofi_cuda`."""
     for i in prange(out.size):
-        out[i] = vwofi_row(i, levels, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq)
+        out[i] = vwofi_row(i, levels, uniform, w, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq)
 
 
 def spread_adjusted_ofi_cpu(levels, bid_price, bid_qty, ask_price, ask_qty, prev_bp, prev_bq, prev_ap, prev_aq,

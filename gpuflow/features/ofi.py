@@ -272,6 +272,10 @@ def vwofi(frame: BookFrame | Mapping[str, Any], levels: int | None = None, *,
     principal component; pass such weights here).  Here the interval is one row, so
     ``Qbar`` is the depth of the current row.
 
+    With equal weights the value is ``2 * sum_m e_m / sum_m (qb_m + qa_m)``, computed exactly
+    (an integer sum, one division), so the GPU and CPU give the same bits; with other weights the
+    GPU may fuse multiply-adds, and the two agree to about 1e-16 of ``sum_m |w_m e_m| / Qbar``.
+
     Parameters
     ----------
     frame : BookFrame or mapping
@@ -312,6 +316,7 @@ def vwofi(frame: BookFrame | Mapping[str, Any], levels: int | None = None, *,
     k = _levels_arg(levels, bp.shape[1], "vwofi")
     if weights is None:
         w = np.full(k, 1.0 / k)
+        uniform = True
     else:
         w = np.asarray(weights, dtype=np.float64).reshape(-1)  # a few host numbers
         if w.shape[0] != k or not np.isfinite(w).all() or np.abs(w).sum() == 0:
@@ -319,9 +324,10 @@ def vwofi(frame: BookFrame | Mapping[str, Any], levels: int | None = None, *,
                    f"magnitudes, got {w.tolist()}")
             raise SchemaError(msg)
         w = w / np.abs(w).sum()
+        uniform = bool((w == w[0]).all() and w[0] > 0)  # equal weights: the exact integer path
     pv = _prev_book(prev, k, be, "vwofi")
     out = be.empty(bp.shape[0], be.xp.float64)
-    be.launch(ko.VWOFI, bp.shape[0], np.int64(k), be.asarray(w), bp, bq, ap, aq, *pv, out)
+    be.launch(ko.VWOFI, bp.shape[0], np.int64(k), uniform, be.asarray(w), bp, bq, ap, aq, *pv, out)
     return out
 
 
