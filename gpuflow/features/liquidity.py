@@ -985,7 +985,9 @@ def lead_lag(ts_a: Any, x_a: Any, ts_b: Any, x_b: Any, lags_ns: Any, *, grid_ns:
     Parameters
     ----------
     ts_a, ts_b : 1-D int64 arrays (host or device)
-        Observation times (ns, one clock for both series, e.g. ``ts_local``), sorted.
+        Observation times (ns), sorted, on one clock for both series: ``ts_local`` of one recorder
+        (the lead then includes the feeds' delivery delays) or ``ts_exch`` where both venues stamp
+        their events on synchronised clocks.
     x_a, x_b : 1-D float arrays
         Values (e.g. mid prices in ticks), one per timestamp; positive with ``returns="log"``.
     lags_ns : 1-D int array
