@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ["gpuflow", "gpuflow.io", "gpuflow.kernels", "gpuflow.dashboards", "gpuflow.live", "gpuflow.data"]
+SUBPACKAGES = ["gpuflow", "gpuflow.io", "gpuflow.features", "gpuflow.kernels", "gpuflow.dashboards", "gpuflow.live",
+               "gpuflow.data"]
 
 
 @pytest.mark.slow
@@ -20,7 +21,12 @@ def test_wheel_builds_and_imports(tmp_path):
                     str(REPO)], check=True, capture_output=True)
     wheel = next(dist.glob("gpuflow-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "gpuflow/kernels/book.py" in names and "gpuflow/live/__init__.py" in names
+    # every module of the checkout is in the wheel (a package missing from pyproject's list would not be)
+    for folder, pkg in (("gpuflow", "gpuflow"), ("kernels", "gpuflow/kernels"), ("live", "gpuflow/live"),
+                        ("dashboards", "gpuflow/dashboards")):
+        for py in (REPO / folder).rglob("*.py"):
+            if "__pycache__" not in py.parts:
+                assert f"{pkg}/{py.relative_to(REPO / folder).as_posix()}" in names, py
     assert "gpuflow/data/binance-futures_btcusdt_20240808_sample.gz" in names
     assert not any(n.startswith(("kernels/", "live/", "dashboards/")) for n in names)  # no generic top-level names
     venv = tmp_path / "venv"
@@ -36,7 +42,8 @@ def test_wheel_builds_and_imports(tmp_path):
                    check=True, capture_output=True)
     code = ("import importlib, gpuflow; "
             f"mods = [importlib.import_module(m) for m in {SUBPACKAGES!r}]; "
-            "import gpuflow.kernels.book, gpuflow.book, gpuflow.cli; "
+            "import gpuflow.kernels.book, gpuflow.book, gpuflow.cli, gpuflow.features.ofi, gpuflow.features.flow, "
+            "gpuflow.features.liquidity, gpuflow.features.book; "
             "print(gpuflow.__file__)")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     env.pop("PYTHONPATH", None)
