@@ -69,6 +69,21 @@ def _message_end(kind, flags, i, n):  # pragma: no cover - jitted
 
 
 @njit(cache=True)
+def _diff_rule(state, futures, U, u, pu, snap_id, last_u):  # pragma: no cover - jitted
+    """Binance's rule for one diff: -1 drop (older than the snapshot), 1 apply, 0 gap.
+
+    ``state`` 1: the first diff after a snapshot (bridging rule); 2: chained to the previous diff.
+    """
+    if state == 1:
+        if (futures and u < snap_id) or ((not futures) and u <= snap_id):
+            return -1
+        ok = (U <= snap_id and snap_id <= u) if futures else (U <= snap_id + 1 and snap_id + 1 <= u)
+    else:
+        ok = (pu == last_u) if futures else (U == last_u + 1)
+    return 1 if ok else 0
+
+
+@njit(cache=True)
 def _sync(kind, flags, seq, price, qty, futures):  # pragma: no cover - jitted
     """Return (order of rows to apply, applied-diff mask per row, counters)."""
     n = kind.size
@@ -100,16 +115,12 @@ def _sync(kind, flags, seq, price, qty, futures):  # pragma: no cover - jitted
                 buf[nb] = i
                 nb += 1
             else:
-                ok = False
-                if state == 1:
-                    if (futures and u < snap_id) or ((not futures) and u <= snap_id):
-                        dropped += 1
-                        i = e
-                        continue
-                    ok = (U <= snap_id and snap_id <= u) if futures else (U <= snap_id + 1 and snap_id + 1 <= u)
-                else:
-                    ok = (pu == last_u) if futures else (U == last_u + 1)
-                if ok:
+                rule = _diff_rule(state, futures, U, u, pu, snap_id, last_u)
+                if rule < 0:
+                    dropped += 1
+                    i = e
+                    continue
+                if rule == 1:
                     for r in range(i, e):
                         order[no] = r
                         no += 1
@@ -141,14 +152,11 @@ def _sync(kind, flags, seq, price, qty, futures):  # pragma: no cover - jitted
                 u = seq[j]
                 pu = qty[j]
                 je = _message_end(kind, flags, j, n)
-                if state == 1:
-                    if (futures and u < snap_id) or ((not futures) and u <= snap_id):
-                        dropped += 1
-                        continue
-                    ok = (U <= snap_id and snap_id <= u) if futures else (U <= snap_id + 1 and snap_id + 1 <= u)
-                else:
-                    ok = (pu == last_u) if futures else (U == last_u + 1)
-                if not ok:
+                rule = _diff_rule(state, futures, U, u, pu, snap_id, last_u)
+                if rule < 0:
+                    dropped += 1
+                    continue
+                if rule == 0:
                     if gaps < gap_rows.size:
                         gap_rows[gaps] = j
                     gaps += 1
