@@ -125,29 +125,39 @@ class Twins:
     [1, 2]
     """
 
-    def __init__(self, *cores: Callable[..., Any], inline: bool = False) -> None:
+    def __init__(self, *cores: Callable[..., Any] | tuple[str, Callable[..., Any]], inline: bool = False) -> None:
         from numba import njit
 
         if not cores:
             msg = "Twins needs at least one core function"
             raise ValueError(msg)
-        base = cores[0].__globals__
-        self._cpu_g: dict[str, Any] = dict(base)
-        self._dev_g: dict[str, Any] = dict(base)
         cuda = cuda_module()
         opts = {"inline": "always"} if inline else {}
-        for f in cores:
-            self._cpu_g[f.__name__] = njit(**opts)(self._clone(f, self._cpu_g))
-            self._dev_g[f.__name__] = cuda.jit(device=True)(self._clone(f, self._dev_g))
-        self.cores = {f.__name__: self._cpu_g[f.__name__] for f in cores}
+        items = [c if isinstance(c, tuple) else (c.__name__, c) for c in cores]
+        # each core keeps its own module's globals; the compiled cores are visible to all of them by
+        # name (numba resolves globals when it compiles, i.e. at the first call, after this loop)
+        self._cpu_ns: dict[str, Any] = {}
+        self._dev_ns: dict[str, Any] = {}
+        gcs, gds = [], []
+        for name, f in items:
+            gc, gd = dict(f.__globals__), dict(f.__globals__)
+            self._cpu_ns[name] = njit(**opts)(self._clone(f, gc, name))
+            self._dev_ns[name] = cuda.jit(device=True)(self._clone(f, gd, name))
+            gcs.append(gc)
+            gds.append(gd)
+        for g in gcs:
+            g.update(self._cpu_ns)
+        for g in gds:
+            g.update(self._dev_ns)
+        self.cores = dict(self._cpu_ns)
 
     @staticmethod
-    def _clone(f: Callable[..., Any], g: dict[str, Any]) -> Callable[..., Any]:
+    def _clone(f: Callable[..., Any], g: dict[str, Any], name: str | None = None) -> Callable[..., Any]:
         import types
 
-        c = types.FunctionType(f.__code__, g, f.__name__, f.__defaults__, f.__closure__)
+        c = types.FunctionType(f.__code__, g, name or f.__name__, f.__defaults__, f.__closure__)
         c.__doc__ = f.__doc__
-        c.__qualname__ = f.__qualname__
+        c.__qualname__ = name or f.__qualname__
         c.__module__ = f.__module__
         return c
 
@@ -155,7 +165,7 @@ class Twins:
         """Compile ``body`` with numba njit against the CPU versions of the cores."""
         from numba import njit
 
-        return njit(**njit_options)(self._clone(body, self._cpu_g))
+        return njit(**njit_options)(self._clone(body, dict(body.__globals__, **self._cpu_ns)))
 
     def cuda(self, body: Callable[..., Any], **constants: Any) -> Callable[..., Any]:
         """Compile ``body`` as a CUDA kernel against the device versions of the cores.
@@ -163,8 +173,7 @@ class Twins:
         ``constants`` override module globals for this kernel only (compile-time
         constants such as a local array size).
         """
-        g = dict(self._dev_g, **constants) if constants else self._dev_g
-        return cuda_module().jit(self._clone(body, g))
+        return cuda_module().jit(self._clone(body, dict(body.__globals__, **self._dev_ns, **constants)))
 
 
 @dataclass(frozen=True)
