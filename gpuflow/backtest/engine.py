@@ -1,0 +1,333 @@
+"""Run strategies over market data with the exact engine or the sweep engine.
+
+:func:`prepare_market` turns events of one or two instruments into the arrays the
+engine reads: the events merged in ``ts_local`` order, and each instrument's top-N
+book after every one of its events (:func:`gpuflow.book.rebuild_book`; Binance
+diff streams are first put in synced order by :mod:`gpuflow.sync`).  :func:`run`
+then simulates one or many parameter sets of a strategy:
+
+* ``engine="exact"``: the CPU engine (numba njit), the reference;
+* ``engine="sweep"``: the same core on the GPU, one thread per parameter set
+  (on the CPU twin when there is no GPU).  Both give identical fills and PnL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from decimal import Decimal, InvalidOperation
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from gpuflow.backend import Backend, get_backend
+from gpuflow.errors import GpuflowError, SchemaError
+from gpuflow.schema import KIND_DIFF, Instrument, instrument_of
+
+__all__ = ["BacktestConfig", "MarketData", "BacktestResult", "ConfigError", "prepare_market", "run",
+           "param_matrix"]
+
+
+class ConfigError(GpuflowError, ValueError):
+    """A backtest configuration or parameter set is invalid (names the field)."""
+
+
+def _ppm(value: Any, name: str) -> int:
+    """A fee in basis points (decimal) -> integer parts per million, exactly."""
+    try:
+        d = Decimal(str(value)) * 100
+    except (InvalidOperation, ValueError):
+        d = Decimal("NaN")
+    if not d.is_finite() or d != d.to_integral_value():
+        msg = f"BacktestConfig.{name}: expected basis points with at most 2 decimals (e.g. 2 or -0.25), got {value!r}"
+        raise ConfigError(msg)
+    return int(d)
+
+
+@dataclass
+class BacktestConfig:
+    """Engine settings shared by every parameter set of a run.
+
+    Attributes
+    ----------
+    entry_latency_ns, response_latency_ns : int
+        Order entry (local -> exchange) and response (exchange -> local) latency.
+    feed_latency_ns : int
+        Exchange time of an event = ``ts_local - feed_latency_ns`` (ts_local clock).
+    maker_fee_bps, taker_fee_bps : float or str
+        Fees in basis points of notional (negative: rebate), at most 2 decimals.
+    queue_model : {"risk_averse", "probabilistic"}
+    partial_fills : bool
+        A queue passed partly fills partly (True) or the whole order (False, as hftbacktest's
+        ``no_partial_fill_exchange``).
+    decision_interval_ns : int
+        The strategy decides at the first event at least this long after its previous decision
+        (0: at every event).
+    sample_ns : int
+        Equity sampling interval (for Sharpe, drawdown and the equity curve).
+    levels : int
+        Book levels the engine and the strategies see.
+    max_fills : int
+        Fills recorded per parameter set (the rest are counted).
+    """
+
+    entry_latency_ns: int = 0
+    response_latency_ns: int = 0
+    feed_latency_ns: int = 0
+    maker_fee_bps: Any = 0
+    taker_fee_bps: Any = 0
+    queue_model: str = "risk_averse"
+    partial_fills: bool = True
+    decision_interval_ns: int = 0
+    sample_ns: int = 1_000_000_000
+    levels: int = 5
+    max_fills: int = 100_000
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "config") -> "BacktestConfig":
+        known = {f.name for f in fields(cls)}
+        bad = [k for k in d if k not in known]
+        if bad:
+            msg = f"{where}: unknown engine setting(s) {bad}; known: {sorted(known)}"
+            raise ConfigError(msg)
+        return cls(**dict(d))
+
+    def vector(self) -> np.ndarray:
+        from gpuflow.kernels import backtest as kb
+
+        if self.queue_model not in ("risk_averse", "probabilistic"):
+            msg = f"BacktestConfig.queue_model: expected 'risk_averse' or 'probabilistic', got {self.queue_model!r}"
+            raise ConfigError(msg)
+        for name in ("entry_latency_ns", "response_latency_ns", "decision_interval_ns", "sample_ns"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 0 or (name == "sample_ns" and v <= 0):
+                msg = f"BacktestConfig.{name}: expected a non-negative integer of ns, got {v!r}"
+                raise ConfigError(msg)
+        c = np.zeros(kb.NCFG, np.int64)
+        c[kb.C_ENTRY] = self.entry_latency_ns
+        c[kb.C_RESP] = self.response_latency_ns
+        c[kb.C_FEED] = self.feed_latency_ns
+        c[kb.C_MAKER] = _ppm(self.maker_fee_bps, "maker_fee_bps")
+        c[kb.C_TAKER] = _ppm(self.taker_fee_bps, "taker_fee_bps")
+        c[kb.C_QMODEL] = 0 if self.queue_model == "risk_averse" else 1
+        c[kb.C_PARTIAL] = 1 if self.partial_fills else 0
+        c[kb.C_INTERVAL] = self.decision_interval_ns
+        c[kb.C_SAMPLE] = self.sample_ns
+        return c
+
+
+@dataclass
+class MarketData:
+    """Engine inputs (host numpy arrays; moved to the device by :func:`run` for the sweep engine)."""
+
+    ts: np.ndarray
+    inst: np.ndarray
+    row: np.ndarray
+    kind: np.ndarray
+    side: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+    bid_price: np.ndarray
+    bid_qty: np.ndarray
+    ask_price: np.ndarray
+    ask_qty: np.ndarray
+    instruments: list[Instrument]
+    signals: np.ndarray
+    signal_names: list[str] = field(default_factory=list)
+
+    @property
+    def n_events(self) -> int:
+        return int(self.ts.size)
+
+    @property
+    def levels(self) -> int:
+        return int(self.bid_price.shape[1])
+
+
+def prepare_market(tables: pa.Table | Sequence[pa.Table], *, levels: int = 5, signals: Any = None,
+                   signal_names: Sequence[str] | None = None, sync: bool = True,
+                   backend: str | Backend | None = "cpu") -> MarketData:
+    """Merge one or two instruments' events and attach each one's book after every event.
+
+    Parameters
+    ----------
+    tables : pyarrow.Table or list of them
+        Schema events, one table per instrument (at most 2), each in ``ts_local`` order.
+    levels : int
+        Book levels to keep (the fill model walks at most these).
+    signals : float array (n_events, S), optional
+        Per-event signals (features, model predictions) aligned with the merged events.
+    sync : bool
+        Put Binance diff streams in synced order (snapshot + bridging diffs first).
+    """
+    from gpuflow.book import rebuild_book
+    from gpuflow.kernels import backtest as kb
+    from gpuflow.sync import synced_events
+
+    tables = [tables] if isinstance(tables, pa.Table) else list(tables)
+    if not 1 <= len(tables) <= kb.MAX_INSTRUMENTS:
+        msg = f"prepare_market: expected 1 to {kb.MAX_INSTRUMENTS} instruments' tables, got {len(tables)}"
+        raise ConfigError(msg)
+    parts, books, insts = [], [], []
+    offset = 0
+    for m, t in enumerate(tables):
+        ins = instrument_of(t)
+        if sync and (t.column("kind").to_numpy() == KIND_DIFF).any():
+            t, _ = synced_events(t)
+        f = rebuild_book(t, levels=levels, every=1, backend=backend).to_host()
+        n = t.num_rows
+        parts.append({"ts": t.column("ts_local").to_numpy(), "inst": np.full(n, m, np.int64),
+                      "row": np.arange(n, dtype=np.int64) + offset, "kind": t.column("kind").to_numpy(),
+                      "side": t.column("side").to_numpy(), "price": t.column("price").to_numpy(),
+                      "qty": t.column("qty").to_numpy()})
+        books.append(f)
+        insts.append(ins)
+        offset += n
+    cat = {k: np.concatenate([p_[k] for p_ in parts]) for k in parts[0]}
+    order = np.argsort(cat["ts"], kind="stable")
+    cat = {k: np.ascontiguousarray(v[order]) for k, v in cat.items()}
+    n = cat["ts"].size
+    if signals is None:
+        sig = np.zeros((n, 1), np.float64)
+        names: list[str] = []
+    else:
+        sig = np.asarray(signals, dtype=np.float64)
+        if sig.ndim == 1:
+            sig = sig[:, None]
+        if sig.shape[0] != n:
+            msg = f"prepare_market: signals have {sig.shape[0]} rows, expected one per merged event ({n})"
+            raise SchemaError(msg)
+        names = list(signal_names or [f"signal_{i}" for i in range(sig.shape[1])])
+    return MarketData(cat["ts"].astype(np.int64), cat["inst"], cat["row"], cat["kind"].astype(np.uint8),
+                      cat["side"].astype(np.int8), cat["price"].astype(np.int64), cat["qty"].astype(np.int64),
+                      np.concatenate([b.bid_price for b in books]), np.concatenate([b.bid_qty for b in books]),
+                      np.concatenate([b.ask_price for b in books]), np.concatenate([b.ask_qty for b in books]),
+                      insts, np.ascontiguousarray(sig), names)
+
+
+def param_matrix(strategy: Any, params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | np.ndarray
+                 ) -> np.ndarray:
+    """Parameter sets as a float64 matrix in the strategy's declared order; unknown names are errors."""
+    spec = strategy.PARAMS
+    names = list(spec)
+    if isinstance(params, np.ndarray):
+        m = np.asarray(params, dtype=np.float64)
+        if m.ndim != 2 or m.shape[1] != len(names):
+            msg = f"{strategy.NAME}: parameter matrix must have shape (n, {len(names)}) for {names}, got {m.shape}"
+            raise ConfigError(msg)
+        rows = m
+    else:
+        sets = [params] if isinstance(params, Mapping) else list(params)
+        rows = np.empty((len(sets), len(names)), np.float64)
+        for i, d in enumerate(sets):
+            bad = [k for k in d if k not in spec]
+            if bad:
+                msg = (f"{strategy.NAME}: unknown parameter(s) {bad} in set {i}; "
+                       f"the strategy declares {names}")
+                raise ConfigError(msg)
+            for j, k in enumerate(names):
+                rows[i, j] = float(d.get(k, spec[k][0]))
+    for j, k in enumerate(names):
+        lo, hi = spec[k][1]
+        col = rows[:, j]
+        bad = ~np.isfinite(col) | (col < lo) | (col > hi)
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            msg = f"{strategy.NAME}: parameter {k!r} of set {i} is {col[i]!r}; expected a number in [{lo}, {hi}]"
+            raise ConfigError(msg)
+    return np.ascontiguousarray(rows)
+
+
+@dataclass
+class BacktestResult:
+    """What a run produced, per parameter set (host arrays)."""
+
+    strategy: str
+    params: np.ndarray
+    param_names: list[str]
+    counters: np.ndarray
+    account: np.ndarray
+    equity2: np.ndarray
+    equity_fee: np.ndarray
+    sample_ts: np.ndarray
+    fills: np.ndarray
+    instruments: list[Instrument]
+    config: BacktestConfig
+    engine: str
+    backend: str
+    state: np.ndarray
+    seconds: float = 0.0
+
+    def fills_of(self, p: int = 0) -> np.ndarray:
+        """The recorded fills of parameter set ``p`` (rows of gpuflow.kernels.backtest.F_* columns)."""
+        from gpuflow.kernels import backtest as kb
+
+        n = min(int(self.counters[p, kb.N_FILLS]), self.fills.shape[1])
+        return self.fills[p, :n]
+
+    def metrics(self) -> Any:
+        from gpuflow.backtest.metrics import compute_metrics
+
+        return compute_metrics(self)
+
+
+def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig | None = None, *,
+        engine: str = "exact", backend: str | Backend | None = None, record_fills: bool = True) -> BacktestResult:
+    """Simulate parameter sets of ``strategy`` over ``market``.
+
+    Parameters
+    ----------
+    strategy : module or object
+        With ``NAME``, ``PARAMS`` ({name: (default, (lo, hi))}), ``STATE_SIZE``, ``step`` and ``CORES``.
+    params : mapping, list of mappings, or float array (n_sets, n_params)
+    market : MarketData
+    config : BacktestConfig
+    engine : {"exact", "sweep"}
+        ``exact``: the CPU engine; ``sweep``: the GPU engine (its CPU twin without a GPU).
+    """
+    import time
+
+    from gpuflow.kernels import backtest as kb
+
+    cfg = config or BacktestConfig()
+    if engine not in ("exact", "sweep"):
+        msg = f"run: engine must be 'exact' or 'sweep', got {engine!r}"
+        raise ConfigError(msg)
+    if cfg.levels != market.levels:
+        msg = f"run: config.levels={cfg.levels} but the market data holds {market.levels} levels"
+        raise ConfigError(msg)
+    pm = param_matrix(strategy, params)
+    be = get_backend("cpu") if engine == "exact" else (backend if isinstance(backend, Backend)
+                                                       else get_backend(backend))
+    cv = cfg.vector()
+    t0 = int(market.ts[0]) if market.n_events else 0
+    cv[kb.C_T0] = t0
+    span = int(market.ts[-1]) - t0 if market.n_events else 0
+    n_samples = span // cfg.sample_ns + 1
+    P = pm.shape[0]
+    M = len(market.instruments)
+    xp = be.xp
+    F = cfg.max_fills if record_fills else 0
+    fills = be.zeros((P, max(F, 1), kb.NFILL), xp.int64)
+    if not record_fills:
+        fills = fills[:, :0]
+    eq2 = be.zeros((P, n_samples, M), xp.int64)
+    eqfee = be.zeros((P, n_samples, M), xp.int64)
+    out_cnt = be.zeros((P, kb.NCNT), xp.int64)
+    out_acct = be.zeros((P, M, 4), xp.int64)
+    size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
+    out_sst = be.zeros((P, size), xp.float64)
+    d = {k: be.asarray(getattr(market, k)) for k in ("ts", "inst", "row", "kind", "side", "price", "qty",
+                                                      "bid_price", "bid_qty", "ask_price", "ask_qty", "signals")}
+    pair = kb.engine_pair(strategy)
+    start = time.perf_counter()
+    be.launch(pair, P, d["ts"], d["inst"], d["row"], d["kind"], d["side"], d["price"], d["qty"], d["bid_price"],
+              d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm),
+              be.asarray(cv), np.int64(M), fills, eq2, eqfee, out_cnt, out_acct, out_sst)
+    be.synchronize()
+    secs = time.perf_counter() - start
+    h = be.to_host
+    return BacktestResult(getattr(strategy, "NAME", "strategy"), pm, list(strategy.PARAMS), h(out_cnt), h(out_acct),
+                          h(eq2), h(eqfee), t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64),
+                          h(fills), list(market.instruments), cfg, engine, be.name, h(out_sst), secs)
+
+

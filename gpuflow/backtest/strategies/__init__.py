@@ -1,0 +1,29 @@
+"""Strategies: small jitted step functions with a declared parameter space.
+
+Each module defines ``NAME``, ``PARAMS`` (``{name: (default, (lo, hi))}``, in the order
+of the params row), ``STATE_SIZE`` (float64 state kept between decisions),
+``CORES`` (plain-Python helpers it calls) and ``step`` (see
+:func:`gpuflow.kernels.backtest.engine_pair`).  :func:`get_strategy` finds one by name.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from gpuflow.errors import GpuflowError
+
+__all__ = ["STRATEGIES", "get_strategy"]
+
+STRATEGIES = {
+    "market_making": "gpuflow.backtest.strategies.market_making",
+    "scripted": "gpuflow.backtest.strategies.scripted",
+}
+
+
+def get_strategy(name: str) -> Any:
+    """The strategy module called ``name`` (see :data:`STRATEGIES`)."""
+    try:
+        return importlib.import_module(STRATEGIES[name])
+    except KeyError:
+        msg = f"unknown strategy {name!r}; known: {sorted(STRATEGIES)}"
+        raise GpuflowError(msg) from None

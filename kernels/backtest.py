@@ -1,0 +1,513 @@
+"""Backtest engine core: one parameter set replays the event stream against a fill model.
+
+The same core runs as the exact engine (CPU twin: numba njit, one parameter set
+after another, ``prange`` over sets) and as the sweep engine (CUDA: one thread per
+parameter set; all threads walk the same events, so a warp's reads of event e
+are one broadcast).  A strategy is a plain-Python ``step`` function compiled into
+the engine (see :func:`engine_pair`); every integer result is identical on both.
+
+Time and latency (all in the ``ts_local`` clock, ns).  Event e happened at the
+exchange at ``tx = ts_local[e] - feed_latency``.  An order sent at local time t
+reaches the exchange at ``t + entry_latency`` and takes part in every exchange
+event with ``tx >= t + entry_latency``; a cancel likewise.  The report of a fill
+at exchange time tx reaches the strategy at ``tx + response_latency``: the
+position the strategy sees (``seen``) lags the account by that much.
+
+Fill model (the market data is not changed by our orders: no impact):
+
+* An order arriving at the exchange is checked against the book at that moment
+  (the book after the last event before it): a marketable limit / IOC / FOK /
+  market order takes liquidity level by level from the visible top-N levels up to
+  its limit (taker, the level's price); FOK fills only if all of it is available;
+  a post-only order that would take is rejected; the rest of a GTC order rests.
+* A resting order's queue position starts at the size shown at its price (0 for a
+  new level; unknown, and set when the level comes into view, if deeper than the
+  N levels known).  A trade at our price advances the queue by its size; the size
+  traded beyond our queue position fills us (partially, or fully with
+  ``partial_fills=0``).  A trade at a worse price than ours, or the opposite best
+  quote crossing our price, fills the whole order at our price (maker).
+* Queue models for size leaving the level without a trade: ``risk-averse``
+  (conservative: the queue ahead only shrinks to the level's size) and
+  ``probabilistic`` (a decrease d removes ``d * front // (front + back)`` from the
+  size ahead of us: cancels are spread over the queue in proportion).
+* Fees: maker / taker rates in parts per million of notional (negative = rebate).
+
+Accounting is integer: position (lots), cash (ticks x lots), fees (ticks x lots x
+1e-6), equity samples per instrument ``2 * cash + pos * (best bid + best ask)``
+(half-tick x lots, at every ``sample`` ns from ``t0``; the last sample is the end
+state); metrics convert to prices at the end with each instrument's steps.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from gpuflow.backend import KernelPair, Twins, cuda
+from gpuflow.schema import KIND_EXECUTE, KIND_TRADE
+
+__all__ = [
+    "O_STATE", "O_SIDE", "O_PRICE", "O_QTY", "O_TYPE", "O_ARRIVE", "O_QUEUE", "O_ID", "O_CANCEL", "O_INST",
+    "O_ORIG", "O_LEVEL", "O_QENTRY", "NCOL", "T_GTC", "T_IOC", "T_FOK", "T_POST", "T_MARKET", "A_CANCEL",
+    "A_CANCEL_ALL", "A_MODIFY", "C_ENTRY", "C_RESP", "C_FEED", "C_MAKER", "C_TAKER", "C_QMODEL", "C_PARTIAL",
+    "C_INTERVAL", "C_SAMPLE", "C_T0", "NCFG", "N_ORDERS", "N_CANCELS", "N_FILLS", "N_MAKER", "N_TAKER",
+    "MAKER_LOTS", "TAKER_LOTS", "N_REJECTS", "N_FILLS_DROPPED", "N_UNFILLED_MARKET", "N_BAD_ACTIONS",
+    "N_NAN_ACTIONS", "N_DECISIONS", "NCNT", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
+    "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS", "MAX_ACTIONS", "MAX_PENDING", "engine_pair",
+]
+
+# order table columns
+O_STATE, O_SIDE, O_PRICE, O_QTY, O_TYPE, O_ARRIVE, O_QUEUE, O_ID, O_CANCEL, O_INST, O_ORIG, O_LEVEL, O_QENTRY = range(13)
+NCOL = 13
+#: order states
+S_FREE, S_PENDING, S_RESTING = 0, 1, 2
+#: order types (= action codes 1..5)
+T_GTC, T_IOC, T_FOK, T_POST, T_MARKET = 1, 2, 3, 4, 5
+#: other action codes
+A_CANCEL, A_CANCEL_ALL, A_MODIFY = 6, 7, 8
+#: action columns: code, instrument, side, price (ticks), qty (lots), slot
+AC_CODE, AC_INST, AC_SIDE, AC_PRICE, AC_QTY, AC_SLOT = range(6)
+# config vector
+C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0 = range(10)
+NCFG = 10
+# counters
+(N_ORDERS, N_CANCELS, N_FILLS, N_MAKER, N_TAKER, MAKER_LOTS, TAKER_LOTS, N_REJECTS, N_FILLS_DROPPED,
+ N_UNFILLED_MARKET, N_BAD_ACTIONS, N_NAN_ACTIONS, N_DECISIONS, MAX_ABS_POS, N_ORDER_ID) = range(15)
+NCNT = 16
+# fill record columns
+F_EVENT, F_TS, F_INST, F_SIDE, F_PRICE, F_QTY, F_LIQ, F_QUEUE, F_ORDER = range(9)
+NFILL = 9
+#: per-set capacities (local arrays on the GPU)
+MAX_ORDERS = 16
+MAX_ACTIONS = 8
+MAX_PENDING = 32
+MAX_INSTRUMENTS = 2
+_UNKNOWN = np.int64(1) << 60
+_KIND_TRADE = KIND_TRADE
+_KIND_EXECUTE = KIND_EXECUTE
+
+
+# ----------------------------------------------------------------------------- scalar cores
+def level_qty(bp, bq, ap, aq, row, nlev, side, price):  # pragma: no cover - jitted
+    """Displayed size at ``price`` on ``side`` in book row ``row``; -1 when it lies beyond the known levels."""
+    if row < 0:
+        return np.int64(-1)
+    if side > 0:
+        for m in range(nlev):
+            q = bq[row, m]
+            if q <= 0:
+                return np.int64(0)  # fewer levels than N: everything beyond is empty
+            p = bp[row, m]
+            if p == price:
+                return q
+            if p < price:
+                return np.int64(0)
+        return np.int64(-1)
+    for m in range(nlev):
+        q = aq[row, m]
+        if q <= 0:
+            return np.int64(0)
+        p = ap[row, m]
+        if p == price:
+            return q
+        if p > price:
+            return np.int64(0)
+    return np.int64(-1)
+
+
+def record_fill(p, e, t_x, ordv, k, qty, price, liq, cfg, acct, pend, cnt, fills):  # pragma: no cover - jitted
+    """Book a fill of ``qty`` lots of order slot ``k`` at ``price``: account, fee, notice, counters, record."""
+    side = ordv[k, O_SIDE]
+    inst = ordv[k, O_INST]
+    notional = price * qty
+    acct[inst, 0] += side * qty
+    acct[inst, 1] -= side * notional
+    acct[inst, 2] += notional * (cfg[C_MAKER] if liq == 1 else cfg[C_TAKER])
+    acct[inst, 3] += qty
+    ap = acct[inst, 0] if acct[inst, 0] >= 0 else -acct[inst, 0]
+    if ap > cnt[MAX_ABS_POS]:
+        cnt[MAX_ABS_POS] = ap
+    # the strategy learns of the fill after the response latency
+    for j in range(pend.shape[0]):
+        if pend[j, 0] < 0:
+            pend[j, 0] = t_x + cfg[C_RESP]
+            pend[j, 1] = inst
+            pend[j, 2] = side * qty
+            break
+    ordv[k, O_QTY] -= qty
+    cnt[N_FILLS] += 1
+    if liq == 1:
+        cnt[N_MAKER] += 1
+        cnt[MAKER_LOTS] += qty
+    else:
+        cnt[N_TAKER] += 1
+        cnt[TAKER_LOTS] += qty
+    nf = cnt[N_FILLS] - 1
+    if nf < fills.shape[1]:
+        fills[p, nf, F_EVENT] = e
+        fills[p, nf, F_TS] = t_x
+        fills[p, nf, F_INST] = inst
+        fills[p, nf, F_SIDE] = side
+        fills[p, nf, F_PRICE] = price
+        fills[p, nf, F_QTY] = qty
+        fills[p, nf, F_LIQ] = liq
+        fills[p, nf, F_QUEUE] = ordv[k, O_QENTRY]
+        fills[p, nf, F_ORDER] = ordv[k, O_ID]
+    else:
+        cnt[N_FILLS_DROPPED] += 1
+    if ordv[k, O_QTY] <= 0:
+        ordv[k, O_STATE] = S_FREE
+
+
+def take(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills, dry):  # pragma: no cover
+    """Walk the opposite side of book row ``row`` for order slot ``k`` up to its limit price.
+
+    Returns the lots available (``dry``) or filled (taker fills at each level's price).
+    """
+    side = ordv[k, O_SIDE]
+    limit = ordv[k, O_PRICE]
+    market = ordv[k, O_TYPE] == T_MARKET
+    want = ordv[k, O_QTY]
+    got = np.int64(0)
+    if row < 0:
+        return got
+    for m in range(nlev):
+        if side > 0:
+            q = aq[row, m]
+            px = ap[row, m]
+            if q <= 0 or (not market and px > limit):
+                break
+        else:
+            q = bq[row, m]
+            px = bp[row, m]
+            if q <= 0 or (not market and px < limit):
+                break
+        x = want - got
+        if q < x:
+            x = q
+        if x <= 0:
+            break
+        if not dry:
+            record_fill(p, e, t_x, ordv, k, x, px, 2, cfg, acct, pend, cnt, fills)
+        got += x
+    return got
+
+
+def arrive(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills):  # pragma: no cover
+    """Order slot ``k`` reaches the exchange; the book there is row ``row`` (-1: none yet)."""
+    typ = ordv[k, O_TYPE]
+    side = ordv[k, O_SIDE]
+    price = ordv[k, O_PRICE]
+    marketable = False
+    if row >= 0:
+        if side > 0:
+            marketable = aq[row, 0] > 0 and (typ == T_MARKET or ap[row, 0] <= price)
+        else:
+            marketable = bq[row, 0] > 0 and (typ == T_MARKET or bp[row, 0] >= price)
+    if typ == T_POST and marketable:
+        cnt[N_REJECTS] += 1
+        ordv[k, O_STATE] = S_FREE
+        return
+    if typ == T_FOK:
+        if take(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills, True) < ordv[k, O_QTY]:
+            cnt[N_REJECTS] += 1
+            ordv[k, O_STATE] = S_FREE
+            return
+    if marketable or typ == T_MARKET:
+        take(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills, False)
+        if ordv[k, O_STATE] == S_FREE:
+            return
+        if typ != T_GTC:
+            if typ == T_MARKET:
+                cnt[N_UNFILLED_MARKET] += 1
+            ordv[k, O_STATE] = S_FREE  # IOC / FOK / market: the rest is cancelled
+            return
+    elif typ == T_IOC or typ == T_MARKET:
+        ordv[k, O_STATE] = S_FREE
+        return
+    ordv[k, O_STATE] = S_RESTING
+    lq = level_qty(bp, bq, ap, aq, row, nlev, side, price)
+    ordv[k, O_LEVEL] = lq
+    ordv[k, O_QUEUE] = _UNKNOWN if lq < 0 else lq
+    ordv[k, O_QENTRY] = lq
+
+
+def on_trade(p, e, t_x, inst, agg_side, tprice, tqty, ordv, cfg, acct, pend, cnt, fills):  # pragma: no cover
+    """A trade at the exchange: fill our resting orders on the passive side that it reaches."""
+    for k in range(ordv.shape[0]):
+        if ordv[k, O_STATE] != S_RESTING or ordv[k, O_INST] != inst or ordv[k, O_SIDE] != -agg_side:
+            continue
+        side = ordv[k, O_SIDE]
+        price = ordv[k, O_PRICE]
+        through = (side > 0 and tprice < price) or (side < 0 and tprice > price)
+        if through:
+            record_fill(p, e, t_x, ordv, k, ordv[k, O_QTY], price, 1, cfg, acct, pend, cnt, fills)
+        elif tprice == price and ordv[k, O_QUEUE] != _UNKNOWN:
+            q = ordv[k, O_QUEUE] - tqty
+            if q < 0:
+                x = -q
+                if cfg[C_PARTIAL] == 0 or x > ordv[k, O_QTY]:
+                    x = ordv[k, O_QTY]
+                ordv[k, O_QUEUE] = 0
+                record_fill(p, e, t_x, ordv, k, x, price, 1, cfg, acct, pend, cnt, fills)
+            else:
+                ordv[k, O_QUEUE] = q
+
+
+def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills):  # pragma: no cover
+    """The book of ``inst`` changed (row ``row``): queue positions and crossing fills of resting orders."""
+    for k in range(ordv.shape[0]):
+        if ordv[k, O_STATE] != S_RESTING or ordv[k, O_INST] != inst:
+            continue
+        side = ordv[k, O_SIDE]
+        price = ordv[k, O_PRICE]
+        if side > 0:
+            crossed = aq[row, 0] > 0 and ap[row, 0] <= price
+        else:
+            crossed = bq[row, 0] > 0 and bp[row, 0] >= price
+        if crossed:
+            record_fill(p, e, t_x, ordv, k, ordv[k, O_QTY], price, 1, cfg, acct, pend, cnt, fills)
+            continue
+        lq = level_qty(bp, bq, ap, aq, row, nlev, side, price)
+        if lq < 0:
+            continue  # beyond the known levels: nothing to learn
+        q = ordv[k, O_QUEUE]
+        if q == _UNKNOWN:
+            ordv[k, O_QUEUE] = lq  # the level comes into view: join behind what is shown
+            ordv[k, O_QENTRY] = lq
+        else:
+            prev = ordv[k, O_LEVEL]
+            if cfg[C_QMODEL] == 1 and prev > lq and prev > 0:
+                d = prev - lq
+                back = prev - q
+                if back < 0:
+                    back = 0
+                q -= (d * q) // (q + back) if q + back > 0 else 0
+            if q > lq:
+                q = lq
+            if q < 0:
+                q = 0
+            ordv[k, O_QUEUE] = q
+        ordv[k, O_LEVEL] = lq
+
+
+def apply_actions(p, n_act, acts, t, ordv, cfg, cnt, n_inst):  # pragma: no cover - jitted
+    """Turn a strategy's actions into orders in flight and pending cancels."""
+    for a in range(n_act):
+        code = acts[a, AC_CODE]
+        inst = acts[a, AC_INST]
+        if code >= T_GTC and code <= T_MARKET or code == A_MODIFY:
+            if code == A_MODIFY:
+                k0 = acts[a, AC_SLOT]
+                if 0 <= k0 < ordv.shape[0] and ordv[k0, O_STATE] != S_FREE and ordv[k0, O_CANCEL] < 0:
+                    ordv[k0, O_CANCEL] = t + cfg[C_ENTRY]
+                    cnt[N_CANCELS] += 1
+                    inst = ordv[k0, O_INST]
+                code = ordv[k0, O_TYPE] if 0 <= k0 < ordv.shape[0] else T_GTC
+            qty = acts[a, AC_QTY]
+            side = acts[a, AC_SIDE]
+            if qty <= 0 or (side != 1 and side != -1) or inst < 0 or inst >= n_inst:
+                cnt[N_BAD_ACTIONS] += 1
+                continue
+            k = -1
+            for j in range(ordv.shape[0]):
+                if ordv[j, O_STATE] == S_FREE:
+                    k = j
+                    break
+            if k < 0:
+                cnt[N_REJECTS] += 1  # too many open orders
+                continue
+            ordv[k, O_STATE] = S_PENDING
+            ordv[k, O_SIDE] = side
+            ordv[k, O_PRICE] = acts[a, AC_PRICE]
+            ordv[k, O_QTY] = qty
+            ordv[k, O_ORIG] = qty
+            ordv[k, O_TYPE] = code
+            ordv[k, O_ARRIVE] = t + cfg[C_ENTRY]
+            ordv[k, O_CANCEL] = -1
+            ordv[k, O_INST] = inst
+            ordv[k, O_QUEUE] = _UNKNOWN
+            ordv[k, O_LEVEL] = -1
+            ordv[k, O_QENTRY] = -1
+            ordv[k, O_ID] = cnt[N_ORDER_ID]
+            cnt[N_ORDER_ID] += 1
+            cnt[N_ORDERS] += 1
+        elif code == A_CANCEL:
+            k = acts[a, AC_SLOT]
+            if 0 <= k < ordv.shape[0] and ordv[k, O_STATE] != S_FREE and ordv[k, O_CANCEL] < 0:
+                ordv[k, O_CANCEL] = t + cfg[C_ENTRY]
+                cnt[N_CANCELS] += 1
+        elif code == A_CANCEL_ALL:
+            for k in range(ordv.shape[0]):
+                if ordv[k, O_STATE] != S_FREE and ordv[k, O_CANCEL] < 0 and (inst < 0 or ordv[k, O_INST] == inst):
+                    ordv[k, O_CANCEL] = t + cfg[C_ENTRY]
+                    cnt[N_CANCELS] += 1
+        elif code != 0:
+            cnt[N_BAD_ACTIONS] += 1
+
+
+def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+             ordv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct,
+             out_sst):  # pragma: no cover - jitted
+    """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring)."""
+    n = ts.size
+    for k in range(ordv.shape[0]):
+        for c in range(NCOL):
+            ordv[k, c] = 0
+        ordv[k, O_CANCEL] = -1
+    for m in range(acct.shape[0]):
+        for c in range(4):
+            acct[m, c] = 0
+        seen[m] = 0
+        cur[m] = -1
+        mid2[m] = 0
+    for j in range(pend.shape[0]):
+        pend[j, 0] = -1
+    for c in range(cnt.size):
+        cnt[c] = 0
+    for c in range(sst.size):
+        sst[c] = 0.0
+    feed = cfg[C_FEED]
+    interval = cfg[C_INTERVAL]
+    sample = cfg[C_SAMPLE]
+    n_samples = eq2.shape[1]
+    next_decision = cfg[C_T0]
+    next_sample = cfg[C_T0] + sample
+    s_i = 0
+    for e in range(n):
+        t = ts[e]
+        t_x = t - feed
+        inst = ev_inst[e]
+        # equity samples due before this event (the state after the previous event)
+        while s_i < n_samples and next_sample <= t:
+            for m in range(n_inst):
+                eq2[p, s_i, m] = 2 * acct[m, 1] + acct[m, 0] * mid2[m]
+                eqfee[p, s_i, m] = acct[m, 2]
+            s_i += 1
+            next_sample += sample
+        # fill notices that have reached the strategy
+        for j in range(pend.shape[0]):
+            if pend[j, 0] >= 0 and pend[j, 0] <= t:
+                seen[pend[j, 1]] += pend[j, 2]
+                pend[j, 0] = -1
+        # orders and cancels reaching the exchange before this event: the book there is the current row
+        for k in range(ordv.shape[0]):
+            st = ordv[k, O_STATE]
+            if st == S_FREE:
+                continue
+            if ordv[k, O_CANCEL] >= 0 and ordv[k, O_CANCEL] <= t_x:
+                if st == S_PENDING and ordv[k, O_ARRIVE] <= ordv[k, O_CANCEL]:
+                    arrive(p, e, ordv[k, O_ARRIVE], ordv, k, cur[ordv[k, O_INST]], bp, bq, ap, aq, nlev, cfg, acct,
+                           pend, cnt, fills)
+                ordv[k, O_STATE] = S_FREE
+                continue
+            if st == S_PENDING and ordv[k, O_ARRIVE] <= t_x:
+                arrive(p, e, ordv[k, O_ARRIVE], ordv, k, cur[ordv[k, O_INST]], bp, bq, ap, aq, nlev, cfg, acct, pend,
+                       cnt, fills)
+        # the event itself
+        row = ev_row[e]
+        kd = kind[e]
+        if kd == _KIND_TRADE or kd == _KIND_EXECUTE:
+            agg = side[e] if kd == _KIND_TRADE else -side[e]
+            if agg != 0:
+                on_trade(p, e, t_x, inst, agg, price[e], qty[e], ordv, cfg, acct, pend, cnt, fills)
+        if row >= 0 and row != cur[inst]:
+            cur[inst] = row
+            if bq[row, 0] > 0 and aq[row, 0] > 0:
+                mid2[inst] = bp[row, 0] + ap[row, 0]
+            on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills)
+        # the strategy decides (it has seen every event with ts_local <= t)
+        if t >= next_decision:
+            if interval > 0:
+                next_decision = t + interval
+            for a in range(acts.shape[0]):
+                for c in range(6):
+                    acts[a, c] = 0
+            n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, ordv, acts)
+            cnt[N_DECISIONS] += 1
+            if n_act < 0:
+                cnt[N_NAN_ACTIONS] += 1
+                n_act = 0
+            if n_act > acts.shape[0]:
+                n_act = acts.shape[0]
+            apply_actions(p, n_act, acts, t, ordv, cfg, cnt, n_inst)
+    while s_i < n_samples:
+        for m in range(n_inst):
+            eq2[p, s_i, m] = 2 * acct[m, 1] + acct[m, 0] * mid2[m]
+            eqfee[p, s_i, m] = acct[m, 2]
+        s_i += 1
+    for c in range(cnt.size):
+        out_cnt[p, c] = cnt[c]
+    for m in range(n_inst):
+        for c in range(4):
+            out_acct[p, m, c] = acct[m, c]
+    for c in range(sst.size):
+        out_sst[p, c] = sst[c]
+
+
+# ----------------------------------------------------------------------------- kernels
+def run_cuda(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
+             eq2, eqfee, out_cnt, out_acct, out_sst):  # pragma: no cover - device code
+    """One thread per parameter set.  Twin: :func:`run_cpu`."""
+    p = cuda.grid(1)
+    if p < params.shape[0]:
+        ordv = cuda.local.array((MAX_ORDERS, NCOL), dtype=np.int64)
+        acct = cuda.local.array((MAX_INSTRUMENTS, 4), dtype=np.int64)
+        seen = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
+        pend = cuda.local.array((MAX_PENDING, 3), dtype=np.int64)
+        cnt = cuda.local.array(NCNT, dtype=np.int64)
+        sst = cuda.local.array(STATE_SIZE, dtype=np.float64)
+        acts = cuda.local.array((MAX_ACTIONS, 6), dtype=np.int64)
+        cur = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
+        mid2 = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
+        simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+                 ordv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct, out_sst)
+
+
+def run_cpu(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
+            eq2, eqfee, out_cnt, out_acct, out_sst):  # pragma: no cover - jitted
+    """The exact engine: every parameter set in turn on the CPU (``prange`` over sets)."""
+    for p in prange(params.shape[0]):
+        ordv = np.zeros((MAX_ORDERS, NCOL), dtype=np.int64)
+        acct = np.zeros((MAX_INSTRUMENTS, 4), dtype=np.int64)
+        seen = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
+        pend = np.zeros((MAX_PENDING, 3), dtype=np.int64)
+        cnt = np.zeros(NCNT, dtype=np.int64)
+        sst = np.zeros(STATE_SIZE, dtype=np.float64)
+        acts = np.zeros((MAX_ACTIONS, 6), dtype=np.int64)
+        cur = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
+        mid2 = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
+        simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+                 ordv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct, out_sst)
+
+
+_ENGINE_CORES = (level_qty, record_fill, take, arrive, on_trade, on_book, apply_actions, simulate)
+_PAIRS: dict[str, KernelPair] = {}
+
+
+def engine_pair(strategy: object) -> KernelPair:
+    """The engine compiled with ``strategy`` (a module or object with ``step``, ``CORES``, ``STATE_SIZE``).
+
+    ``strategy.step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts) -> int``
+    is called at each decision time; it reads the current book rows ``cur[inst]``,
+    its float64 ``params`` row and ``state``, the signals row ``sig[e]``, the
+    position it has been told of (``seen``) and its order table, writes up to
+    ``MAX_ACTIONS`` rows of ``acts`` and returns their number (-1: no valid
+    decision, e.g. a NaN; counted).  ``CORES`` lists the plain-Python helpers it calls.
+    """
+    name = getattr(strategy, "NAME", None) or getattr(strategy, "__name__", repr(strategy))
+    if name not in _PAIRS:
+        cores = [*_ENGINE_CORES, *getattr(strategy, "CORES", ()), ("strategy_step", strategy.step)]
+        tw = Twins(*cores)
+        size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
+        _PAIRS[name] = KernelPair(f"backtest[{name}]", tw.cuda(run_cuda, STATE_SIZE=size),
+                                  tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64)
+    return _PAIRS[name]
+
+
+def _with_state(fn: object, size: int) -> object:
+    """``run_cpu`` with its STATE_SIZE constant bound (a clone with its own globals)."""
+    import types
+
+    g = dict(fn.__globals__)
+    g["STATE_SIZE"] = size
+    return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)

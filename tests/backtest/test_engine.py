@@ -1,0 +1,153 @@
+"""The fill model on hand-built scenarios (expected fills written out), and sweep == exact parity."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuflow.backtest import BacktestConfig, prepare_market, run
+from gpuflow.backtest.engine import ConfigError
+from gpuflow.backtest.strategies import get_strategy
+from gpuflow.kernels import backtest as kb
+from gpuflow.schema import FLAG_EOM, KIND_SET, KIND_TRADE, Instrument, events_table
+
+INS = Instrument("test", "X", "1", "1")
+S, T = KIND_SET, KIND_TRADE
+SCRIPT = get_strategy("scripted")
+GTC, IOC, FOK, POST, MKT, CXL, CXL_ALL = 1, 2, 3, 4, 5, 6, 7
+
+
+def market(rows, actions, levels=3):
+    """rows: (ts, kind, side, price, qty); actions: {row index: (code, side, price, qty, slot)}."""
+    a = np.array(rows, dtype=np.int64)
+    ev = events_table({"ts_local": a[:, 0], "kind": a[:, 1], "side": a[:, 2], "price": a[:, 3], "qty": a[:, 4],
+                       "flags": np.full(len(rows), FLAG_EOM)}, INS)
+    sig = np.zeros((len(rows), 5))
+    for i, act in actions.items():
+        sig[i] = act
+    return prepare_market(ev, levels=levels, signals=sig)
+
+
+BOOK = [(0, S, 1, 99, 10), (1, S, 1, 98, 20), (2, S, -1, 101, 5), (3, S, -1, 102, 7)]
+
+
+def go(rows, actions, **cfg):
+    c = BacktestConfig(levels=3, sample_ns=1000, **cfg)
+    return run(SCRIPT, {}, market(rows, actions), c)
+
+
+def fills(r):
+    f = r.fills_of(0)
+    return [(int(x[kb.F_EVENT]), int(x[kb.F_SIDE]), int(x[kb.F_PRICE]), int(x[kb.F_QTY]), int(x[kb.F_LIQ]))
+            for x in f]
+
+
+def test_resting_bid_fills_when_trades_pass_its_queue():
+    # bid 4 lots at 99 joins behind 10; sells of 6 and 6 at 99 pass the queue by 2 -> partial fill of 2
+    rows = BOOK + [(10, T, -1, 99, 6), (11, T, -1, 99, 6), (12, T, -1, 99, 5)]
+    r = go(rows, {3: (GTC, 1, 99, 4, 0)})
+    assert fills(r) == [(5, 1, 99, 2, 1), (6, 1, 99, 2, 1)]
+    r = go(rows, {3: (GTC, 1, 99, 4, 0)}, partial_fills=False)
+    assert fills(r) == [(5, 1, 99, 4, 1)]
+    assert r.counters[0, kb.N_MAKER] == 1 and r.account[0, 0, 0] == 4 and r.account[0, 0, 1] == -396
+
+
+def test_trade_through_and_crossing_fill_whole_order():
+    rows = BOOK + [(10, T, -1, 97, 1)]  # a sell at 97 trades through our 99 bid
+    assert fills(go(rows, {3: (GTC, 1, 99, 4, 0)})) == [(4, 1, 99, 4, 1)]
+    rows = BOOK + [(10, S, -1, 99, 3)]  # the ask comes down to our bid
+    assert fills(go(rows, {3: (GTC, 1, 99, 4, 0)})) == [(4, 1, 99, 4, 1)]
+
+
+def test_market_order_walks_levels_and_pays_taker_fee():
+    rows = BOOK + [(10, S, 1, 97, 1)]
+    r = go(rows, {3: (MKT, 1, 0, 9, 0)}, taker_fee_bps=5, maker_fee_bps=-1)
+    assert fills(r) == [(4, 1, 101, 5, 2), (4, 1, 102, 4, 2)]
+    # cash = -(5*101 + 4*102) = -913; fee = 913 * 500 ppm
+    assert r.account[0, 0].tolist() == [9, -913, 913 * 500, 9]
+
+
+def test_ioc_fok_post_only():
+    rows = BOOK + [(10, S, 1, 97, 1)]
+    assert fills(go(rows, {3: (IOC, 1, 101, 9, 0)})) == [(4, 1, 101, 5, 2)]  # rest cancelled
+    r = go(rows, {3: (FOK, 1, 101, 9, 0)})
+    assert fills(r) == [] and r.counters[0, kb.N_REJECTS] == 1
+    assert fills(go(rows, {3: (FOK, 1, 102, 9, 0)})) == [(4, 1, 101, 5, 2), (4, 1, 102, 4, 2)]
+    r = go(rows, {3: (POST, 1, 101, 1, 0)})
+    assert fills(r) == [] and r.counters[0, kb.N_REJECTS] == 1
+
+
+def test_latency_order_and_cancel():
+    # order sent at ts 3 with 5 ns entry latency arrives at 8: the sell at 6 cannot fill it, the one at 9 can
+    rows = BOOK + [(6, T, -1, 97, 1), (9, T, -1, 97, 1)]
+    assert fills(go(rows, {3: (GTC, 1, 99, 4, 0)}, entry_latency_ns=5)) == [(5, 1, 99, 4, 1)]
+    # the order (sent at 3) arrives at 8; a cancel sent at 6 reaches the exchange at 11: the trade at 9
+    # still fills the order, one at 12 would not
+    rows = BOOK + [(6, S, 1, 90, 1), (9, T, -1, 97, 1), (12, T, -1, 97, 1)]
+    r = go(rows, {3: (GTC, 1, 99, 4, 0), 4: (CXL, 0, 0, 0, 0)}, entry_latency_ns=5)
+    assert fills(r) == [(5, 1, 99, 4, 1)]
+    rows = BOOK + [(6, S, 1, 90, 1), (12, T, -1, 97, 1)]
+    r = go(rows, {3: (GTC, 1, 99, 4, 0), 4: (CXL, 0, 0, 0, 0)}, entry_latency_ns=5)
+    assert fills(r) == [] and r.counters[0, kb.N_CANCELS] == 1
+
+
+def test_queue_models():
+    # we join behind 10 at 99; the level drops to 4 (cancels, no trade), then a sell of 5 at 99
+    rows = BOOK + [(10, S, 1, 99, 4), (11, T, -1, 99, 5)]
+    # risk-averse: queue ahead becomes min(10, 4) = 4 -> 1 lot filled
+    assert fills(go(rows, {3: (GTC, 1, 99, 4, 0)})) == [(5, 1, 99, 1, 1)]
+    # probabilistic: front 10, back 0 -> all 6 cancelled lots were ahead: 4 ahead, same fill here
+    assert fills(go(rows, {3: (GTC, 1, 99, 4, 0)}, queue_model="probabilistic")) == [(5, 1, 99, 1, 1)]
+    # with size behind us (level grows to 20 after we join, then drops to 14): risk-averse keeps 10 ahead,
+    # probabilistic removes 6 * 10 // (10 + 10) = 3 -> 7 ahead; a sell of 9 fills 0 vs 2
+    rows = BOOK + [(10, S, 1, 99, 20), (11, S, 1, 99, 14), (12, T, -1, 99, 9)]
+    assert fills(go(rows, {3: (GTC, 1, 99, 4, 0)})) == []
+    assert fills(go(rows, {3: (GTC, 1, 99, 4, 0)}, queue_model="probabilistic")) == [(6, 1, 99, 2, 1)]
+
+
+def test_bad_config_and_params_name_the_field():
+    with pytest.raises(ConfigError, match="unknown parameter.*'nope'"):
+        run(SCRIPT, {"nope": 1}, market(BOOK, {}), BacktestConfig(levels=3))
+    with pytest.raises(ConfigError, match="maker_fee_bps"):
+        BacktestConfig(maker_fee_bps="0.001").vector()
+    with pytest.raises(ConfigError, match="unknown engine setting"):
+        BacktestConfig.from_dict({"latency": 1})
+    # a NaN decision is counted, not silently ignored
+    r = go(BOOK, {2: (np.nan, 0, 0, 0, 0)})
+    assert r.counters[0, kb.N_NAN_ACTIONS] == 1
+    # an order with zero size is refused and counted
+    r = go(BOOK, {2: (GTC, 1, 99, 0, 0)})
+    assert r.counters[0, kb.N_BAD_ACTIONS] == 1 and r.counters[0, kb.N_ORDERS] == 0
+
+
+def _random_market(rng, n=300):
+    rows = []
+    t = 0
+    for i in range(n):
+        t += int(rng.integers(1, 5))
+        if rng.random() < 0.25:
+            rows.append((t, T, int(rng.choice([-1, 1])), int(rng.integers(95, 106)), int(rng.integers(1, 8))))
+        else:
+            sd = int(rng.choice([-1, 1]))
+            rows.append((t, S, sd, int(rng.integers(94, 100)) if sd > 0 else int(rng.integers(101, 107)),
+                         int(rng.integers(0, 15))))
+    return rows
+
+
+def test_sweep_engine_equals_exact_engine(device_backend):
+    # one seed only: the CUDA simulator runs each thread's loop in Python
+    mm = get_strategy("market_making")
+    a = np.array(_random_market(np.random.default_rng(5), n=160), dtype=np.int64)
+    ev = events_table({"ts_local": a[:, 0], "kind": a[:, 1], "side": a[:, 2], "price": a[:, 3], "qty": a[:, 4],
+                       "flags": np.full(len(a), FLAG_EOM)}, INS)
+    mk = prepare_market(ev, levels=3)
+    sets = [{"half_spread_ticks": h, "order_lots": q, "max_position_lots": 6, "skew_ticks_per_lot": sk}
+            for h in (0, 2) for q in (1, 3) for sk in (0.0, 0.5)]
+    cfg = BacktestConfig(levels=3, sample_ns=50, entry_latency_ns=3, response_latency_ns=2, maker_fee_bps=-0.25,
+                         taker_fee_bps=5, decision_interval_ns=7, queue_model="probabilistic")
+    ex = run(mm, sets, mk, cfg, engine="exact")
+    sw = run(mm, sets, mk, cfg, engine="sweep", backend=device_backend)
+    assert ex.counters[:, kb.N_FILLS].sum() > 0
+    np.testing.assert_array_equal(sw.counters, ex.counters)
+    np.testing.assert_array_equal(sw.account, ex.account)
+    np.testing.assert_array_equal(sw.equity2, ex.equity2)
+    np.testing.assert_array_equal(sw.fills, ex.fills)
