@@ -125,14 +125,19 @@ class Twins:
     [1, 2]
     """
 
-    def __init__(self, *cores: Callable[..., Any] | tuple[str, Callable[..., Any]], inline: bool = False) -> None:
+    def __init__(self, *cores: Callable[..., Any] | tuple[str, Callable[..., Any]], inline: bool = False,
+                 nrt: bool = True) -> None:
         from numba import njit
 
         if not cores:
             msg = "Twins needs at least one core function"
             raise ValueError(msg)
         cuda = cuda_module()
-        opts = {"inline": "always"} if inline else {}
+        opts: dict[str, Any] = {"inline": "always"} if inline else {}
+        if not nrt:
+            # cores that never allocate: without numba's runtime they skip the reference counting of
+            # every array argument at every call (atomic increments that can dominate a hot loop)
+            opts["_nrt"] = False
         items = [c if isinstance(c, tuple) else (c.__name__, c) for c in cores]
         # each core keeps its own module's globals; the compiled cores are visible to all of them by
         # name (numba resolves globals when it compiles, i.e. at the first call, after this loop)

@@ -82,6 +82,7 @@ MAX_ACTIONS = 8
 MAX_PENDING = 32
 MAX_INSTRUMENTS = 2
 _UNKNOWN = np.int64(1) << 60
+_BIG = np.int64(1) << 62
 _KIND_TRADE = KIND_TRADE
 _KIND_EXECUTE = KIND_EXECUTE
 
@@ -345,6 +346,32 @@ def apply_actions(p, n_act, acts, t, ordv, cfg, cnt, n_inst):  # pragma: no cove
             cnt[N_BAD_ACTIONS] += 1
 
 
+def order_schedule(ordv):  # pragma: no cover - jitted
+    """(resting orders, earliest pending arrival or cancel time at the exchange; BIG when none)."""
+    resting = 0
+    nxt = _BIG
+    for k in range(ordv.shape[0]):
+        st = ordv[k, O_STATE]
+        if st == S_FREE:
+            continue
+        if st == S_RESTING:
+            resting += 1
+        elif ordv[k, O_ARRIVE] < nxt:
+            nxt = ordv[k, O_ARRIVE]
+        if ordv[k, O_CANCEL] >= 0 and ordv[k, O_CANCEL] < nxt:
+            nxt = ordv[k, O_CANCEL]
+    return resting, nxt
+
+
+def pend_next(pend):  # pragma: no cover - jitted
+    """Earliest time a fill notice reaches the strategy (BIG when none is in flight)."""
+    nxt = _BIG
+    for j in range(pend.shape[0]):
+        if pend[j, 0] >= 0 and pend[j, 0] < nxt:
+            nxt = pend[j, 0]
+    return nxt
+
+
 def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct,
              out_sst):  # pragma: no cover - jitted
@@ -373,6 +400,9 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
     next_decision = cfg[C_T0]
     next_sample = cfg[C_T0] + sample
     s_i = 0
+    resting = 0  # orders resting at the exchange (the trade and book checks only run when > 0)
+    next_x = _BIG  # earliest pending order arrival or cancel at the exchange
+    next_p = _BIG  # earliest fill notice reaching the strategy
     for e in range(n):
         t = ts[e]
         t_x = t - feed
@@ -385,28 +415,33 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
             s_i += 1
             next_sample += sample
         # fill notices that have reached the strategy
-        for j in range(pend.shape[0]):
-            if pend[j, 0] >= 0 and pend[j, 0] <= t:
-                seen[pend[j, 1]] += pend[j, 2]
-                pend[j, 0] = -1
+        if next_p <= t:
+            for j in range(pend.shape[0]):
+                if pend[j, 0] >= 0 and pend[j, 0] <= t:
+                    seen[pend[j, 1]] += pend[j, 2]
+                    pend[j, 0] = -1
+            next_p = pend_next(pend)
+        nf0 = cnt[N_FILLS]
         # orders and cancels reaching the exchange before this event: the book there is the current row
-        for k in range(ordv.shape[0]):
-            st = ordv[k, O_STATE]
-            if st == S_FREE:
-                continue
-            if ordv[k, O_CANCEL] >= 0 and ordv[k, O_CANCEL] <= t_x:
-                if st == S_PENDING and ordv[k, O_ARRIVE] <= ordv[k, O_CANCEL]:
+        if next_x <= t_x:
+            for k in range(ordv.shape[0]):
+                st = ordv[k, O_STATE]
+                if st == S_FREE:
+                    continue
+                if ordv[k, O_CANCEL] >= 0 and ordv[k, O_CANCEL] <= t_x:
+                    if st == S_PENDING and ordv[k, O_ARRIVE] <= ordv[k, O_CANCEL]:
+                        arrive(p, e, ordv[k, O_ARRIVE], ordv, k, cur[ordv[k, O_INST]], bp, bq, ap, aq, nlev, cfg,
+                               acct, pend, cnt, fills)
+                    ordv[k, O_STATE] = S_FREE
+                    continue
+                if st == S_PENDING and ordv[k, O_ARRIVE] <= t_x:
                     arrive(p, e, ordv[k, O_ARRIVE], ordv, k, cur[ordv[k, O_INST]], bp, bq, ap, aq, nlev, cfg, acct,
                            pend, cnt, fills)
-                ordv[k, O_STATE] = S_FREE
-                continue
-            if st == S_PENDING and ordv[k, O_ARRIVE] <= t_x:
-                arrive(p, e, ordv[k, O_ARRIVE], ordv, k, cur[ordv[k, O_INST]], bp, bq, ap, aq, nlev, cfg, acct, pend,
-                       cnt, fills)
+            resting, next_x = order_schedule(ordv)
         # the event itself
         row = ev_row[e]
         kd = kind[e]
-        if kd == _KIND_TRADE or kd == _KIND_EXECUTE:
+        if resting > 0 and (kd == _KIND_TRADE or kd == _KIND_EXECUTE):
             agg = side[e] if kd == _KIND_TRADE else -side[e]
             if agg != 0:
                 on_trade(p, e, t_x, inst, agg, price[e], qty[e], ordv, cfg, acct, pend, cnt, fills)
@@ -414,7 +449,11 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
             cur[inst] = row
             if bq[row, 0] > 0 and aq[row, 0] > 0:
                 mid2[inst] = bp[row, 0] + ap[row, 0]
-            on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills)
+            if resting > 0:
+                on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills)
+        if cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
+            resting, next_x = order_schedule(ordv)
+            next_p = pend_next(pend)
         # the strategy decides (it has seen every event with ts_local <= t)
         if t >= next_decision:
             if interval > 0:
@@ -429,7 +468,9 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
                 n_act = 0
             if n_act > acts.shape[0]:
                 n_act = acts.shape[0]
-            apply_actions(p, n_act, acts, t, ordv, cfg, cnt, n_inst)
+            if n_act > 0:
+                apply_actions(p, n_act, acts, t, ordv, cfg, cnt, n_inst)
+                resting, next_x = order_schedule(ordv)
     while s_i < n_samples:
         for m in range(n_inst):
             eq2[p, s_i, m] = 2 * acct[m, 1] + acct[m, 0] * mid2[m]
@@ -480,7 +521,8 @@ def run_cpu(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, s
                  ordv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct, out_sst)
 
 
-_ENGINE_CORES = (level_qty, record_fill, take, arrive, on_trade, on_book, apply_actions, simulate)
+_ENGINE_CORES = (level_qty, record_fill, take, arrive, on_trade, on_book, apply_actions, order_schedule, pend_next,
+                 simulate)
 _PAIRS: dict[str, KernelPair] = {}
 
 
@@ -497,7 +539,7 @@ def engine_pair(strategy: object) -> KernelPair:
     name = getattr(strategy, "NAME", None) or getattr(strategy, "__name__", repr(strategy))
     if name not in _PAIRS:
         cores = [*_ENGINE_CORES, *getattr(strategy, "CORES", ()), ("strategy_step", strategy.step)]
-        tw = Twins(*cores)
+        tw = Twins(*cores, nrt=False)  # the cores never allocate: no per-call array reference counting
         size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
         _PAIRS[name] = KernelPair(f"backtest[{name}]", tw.cuda(run_cuda, STATE_SIZE=size),
                                   tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64)

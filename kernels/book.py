@@ -690,7 +690,7 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
 
 _TW = Twins(chunk_start_at, _op, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _apply, _bid_top_update, _ask_top_update, _top,
-            replay_chunk)
+            replay_chunk, nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 
 PREPARE = KernelPair("book.prepare", _TW.cuda(prepare_cuda), _TW.cpu(prepare_cpu, cache=True))
