@@ -25,7 +25,7 @@ if [ "${SMALL:-0}" = 1 ]; then
   TEST_SEL="tests/kernels/test_book_kernels.py"
 else
   BENCH_ARGS="--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 512,1024 --layouts 00,10 --threads 32,128 --configs every1_ofi,every64_ofi"
-  TEST_SEL="tests/kernels tests/test_book_gpu.py tests/test_book.py"
+  TEST_SEL="tests/kernels tests/test_book_gpu.py tests/test_book.py tests/test_book_properties.py tests/features tests/backtest"
 fi
 
 echo "== GPU benchmark: book rebuild + top-5 + OFI"
@@ -35,8 +35,9 @@ echo "bench exit: $?" >> "$OUT/bench_book_gpu.txt"
 grep -v '^{' "$OUT/bench_book_gpu.txt" | tail -20
 
 echo "== GPU tests ($TEST_SEL)"
-GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -q -p no:cacheprovider \
-  -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" \
+# CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one
+CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -q -p no:cacheprovider \
+  -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" -k "not slow" --tb=short \
   $(for t in $TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests.txt" 2>&1
 echo "pytest exit: $?" >> "$OUT/tests.txt"
 tail -25 "$OUT/tests.txt"
