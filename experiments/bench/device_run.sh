@@ -37,7 +37,7 @@ grep -v '^{' "$OUT/bench_book_gpu.txt" | tail -20
 echo "== GPU tests ($TEST_SEL)"
 # CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one
 CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -q -p no:cacheprovider \
-  -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" -k "not slow" --tb=short \
+  -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" --tb=short \
   $(for t in $TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests.txt" 2>&1
 echo "pytest exit: $?" >> "$OUT/tests.txt"
 tail -25 "$OUT/tests.txt"
