@@ -17,6 +17,9 @@ __all__ = ["STRATEGIES", "get_strategy"]
 STRATEGIES = {
     "market_making": "gpuflow.backtest.strategies.market_making",
     "scripted": "gpuflow.backtest.strategies.scripted",
+    "twap": "gpuflow.backtest.strategies.twap",
+    "vwap": "gpuflow.backtest.strategies.vwap",
+    "pov": "gpuflow.backtest.strategies.pov",
 }
 
 
