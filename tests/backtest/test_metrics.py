@@ -221,3 +221,26 @@ def test_table_and_atomic_parquet(tmp_path):
 def test_capital_must_be_positive():
     with pytest.raises(ConfigError, match="capital must be a positive finite amount"):
         compute_metrics(scenario(), capital=-1)
+
+
+def test_two_instruments_use_their_own_scales():
+    # instrument 0: tick 0.5, lot 0.1 (0.05 per tick x lot); instrument 1: tick 0.01, lot 2 (0.02)
+    ins1 = Instrument("test", "Y", "0.01", "2")
+    t0 = events_table({"ts_local": np.array([0, 1, 10]), "kind": np.array([S, S, S]), "side": np.array([1, -1, 1]),
+                       "price": np.array([99, 101, 100]), "qty": np.array([10, 10, 10]),
+                       "flags": np.full(3, FLAG_EOM)}, INS)
+    t1 = events_table({"ts_local": np.array([2, 3, 11]), "kind": np.array([S, S, S]), "side": np.array([1, -1, -1]),
+                       "price": np.array([500, 510, 505]), "qty": np.array([10, 10, 10]),
+                       "flags": np.full(3, FLAG_EOM)}, ins1)
+    sig = np.zeros((6, 6))
+    sig[3] = (MKT, 1, 0, 2, 0, 0)  # buy 2 of instrument 0 at 101
+    sig[4] = (MKT, -1, 0, 3, 0, 1)  # sell 3 of instrument 1 at 500
+    mk = prepare_market([t0, t1], levels=3, signals=sig)
+    mt = compute_metrics(run(SCRIPT, {}, mk, BacktestConfig(levels=3, sample_ns=5)))
+    # instrument 0: +2 @ 101, end mid (100 + 101) / 2 = 100.5: 2 * -0.5 * 0.05 = -0.05
+    # instrument 1: -3 @ 500, end mid (500 + 505) / 2 = 502.5: -3 * 2.5 * 0.02 = -0.15
+    assert mt["pnl"][0] == pytest.approx(-0.2, abs=1e-12)
+    assert mt["pnl_unrealized"][0] == pytest.approx(-0.2, abs=1e-12) and mt["pnl_realized"][0] == 0
+    # notional 2 * 101 * 0.05 + 3 * 500 * 0.02 = 10.1 + 30
+    assert mt["notional"][0] == pytest.approx(40.1)
+    assert (mt["position_lots_0"][0], mt["position_lots_1"][0]) == (2, -3)
