@@ -178,6 +178,58 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if summary.get("ok") else 1
 
 
+def _run_config(args: argparse.Namespace) -> Any:
+    """The run configuration with the command line's data and parameter overrides applied."""
+    from gpuflow.backtest.config import load_config
+
+    cfg = load_config(args.config)
+    overrides = dict(kv.split("=", 1) if "=" in kv else (kv, "") for kv in args.param or [])
+    if overrides:
+        cfg = cfg.with_params(overrides)
+    return cfg.with_data(args.data, format=args.format, symbol=args.symbol, venue=args.venue, start=args.start,
+                         end=args.end)
+
+
+def _say_warnings(args: argparse.Namespace, msgs: list[str]) -> None:
+    for m in msgs:
+        print(f"warning: {m}", file=sys.stderr, flush=True)
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from gpuflow.backtest.runner import run_backtest
+
+    cfg = _run_config(args)
+    rep = run_backtest(cfg, engine=args.engine, on_bad_actions="raise" if args.strict else None, warn=False)
+    _say_warnings(args, rep.warnings)
+    if args.fills:
+        import pyarrow.parquet as pq
+
+        pq.write_table(rep.fills(), args.fills)
+    if args.json:
+        _emit_json(rep.to_dict())
+    else:
+        _print(args, rep.to_text())
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from gpuflow.backtest.runner import sweep
+
+    cfg = _run_config(args)
+    out = args.out or f"sweep-{os.path.splitext(os.path.basename(args.config))[0]}"
+    echo = None if args.json else (lambda b, t: print(f"batch {b}: {t.num_rows} sets written", file=sys.stderr,
+                                                       flush=True))
+    rep = sweep(cfg, out=out, search=args.search, trials=args.trials, batch_size=args.batch_size,
+                resume=args.resume, ray=args.ray, engine=args.engine,
+                on_bad_actions="raise" if args.strict else None, warn=False, on_batch=echo)
+    _say_warnings(args, rep.warnings)
+    if args.json:
+        _emit_json(rep.to_dict())
+    else:
+        _print(args, rep.to_text())
+    return 0
+
+
 # ------------------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gpuflow", description="GPU-first limit-order-book research framework")
@@ -220,6 +272,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--store", required=True)
     sp.add_argument("--mode", choices=["l2", "l3"], default="l2")
     sp.add_argument("--seed", type=int, default=0)
+
+    def add_run(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("config", help="YAML run configuration (see gpuflow.backtest.config)")
+        sp.add_argument("--data", action="append", metavar="PATH",
+                        help="raw file or gpuflow store folder (repeat for a second instrument); "
+                             "default: the config's data")
+        sp.add_argument("--format", choices=fmts, default=None, help="raw format (default: detected)")
+        sp.add_argument("--symbol", default=None, help="instrument of a store or multi-instrument file")
+        sp.add_argument("--venue", default=None)
+        sp.add_argument("--start", default=None, help="first ts_local (ISO time UTC or int ns)")
+        sp.add_argument("--end", default=None, help="end of the ts_local range (exclusive)")
+        sp.add_argument("--param", action="append", metavar="NAME=VALUE", help="override a parameter")
+        sp.add_argument("--strict", action="store_true",
+                        help="fail on NaN decisions or malformed orders instead of warning")
+
+    sp = add("backtest", cmd_backtest, "run one parameter set of a strategy; print its metrics and fills")
+    add_run(sp)
+    sp.add_argument("--engine", choices=["exact", "sweep"], default="exact",
+                    help="exact: the CPU reference engine; sweep: the GPU sweep engine (CPU twin without a GPU)")
+    sp.add_argument("--fills", metavar="PARQUET", default=None, help="write the fills to this Parquet file")
+
+    sp = add("sweep", cmd_sweep, "evaluate a parameter space in batches; results appended to Parquet files")
+    add_run(sp)
+    sp.add_argument("--out", default=None, help="results folder (default: sweep-<config name>)")
+    sp.add_argument("--search", choices=["grid", "random", "optuna"], default=None,
+                    help="default: the config's sweep.search (grid)")
+    sp.add_argument("--trials", type=int, default=None, help="parameter sets for random / optuna")
+    sp.add_argument("--batch-size", type=int, default=None, help="parameter sets per engine launch and file")
+    sp.add_argument("--resume", action="store_true", help="continue the sweep in --out (missing batches only)")
+    sp.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run batches as Ray tasks: a local Ray instance, or the cluster at ADDRESS")
+    sp.add_argument("--engine", choices=["sweep", "exact"], default="sweep")
 
     sp = add("demo", cmd_demo, "ingest, clean, store and check the bundled sample (no network, no GPU)")
     sp.add_argument("--store", default=None, help="store root (default: a new temporary directory)")
