@@ -51,7 +51,8 @@ __all__ = [
     "A_CANCEL_ALL", "A_MODIFY", "C_ENTRY", "C_RESP", "C_FEED", "C_MAKER", "C_TAKER", "C_QMODEL", "C_PARTIAL",
     "C_INTERVAL", "C_SAMPLE", "C_T0", "NCFG", "N_ORDERS", "N_CANCELS", "N_FILLS", "N_MAKER", "N_TAKER",
     "MAKER_LOTS", "TAKER_LOTS", "N_REJECTS", "N_FILLS_DROPPED", "N_UNFILLED_MARKET", "N_BAD_ACTIONS",
-    "N_NAN_ACTIONS", "N_DECISIONS", "NCNT", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
+    "N_NAN_ACTIONS", "N_DECISIONS", "N_NOTICES_DROPPED", "ORDERED_LOTS", "NCNT", "ACC_POS", "ACC_CASH", "ACC_FEE",
+    "ACC_LOTS", "ACC_NOTIONAL", "NACC", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
     "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS", "MAX_ACTIONS", "MAX_PENDING", "engine_pair",
 ]
 
@@ -71,15 +72,20 @@ C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SA
 NCFG = 10
 # counters
 (N_ORDERS, N_CANCELS, N_FILLS, N_MAKER, N_TAKER, MAKER_LOTS, TAKER_LOTS, N_REJECTS, N_FILLS_DROPPED,
- N_UNFILLED_MARKET, N_BAD_ACTIONS, N_NAN_ACTIONS, N_DECISIONS, MAX_ABS_POS, N_ORDER_ID) = range(15)
-NCNT = 16
+ N_UNFILLED_MARKET, N_BAD_ACTIONS, N_NAN_ACTIONS, N_DECISIONS, MAX_ABS_POS, N_ORDER_ID, N_NOTICES_DROPPED,
+ ORDERED_LOTS) = range(17)
+NCNT = 20
+#: account columns per instrument: position (lots), cash (ticks x lots), fees (ticks x lots x 1e-6),
+#: traded lots, traded notional (ticks x lots)
+ACC_POS, ACC_CASH, ACC_FEE, ACC_LOTS, ACC_NOTIONAL = range(5)
+NACC = 5
 # fill record columns
 F_EVENT, F_TS, F_INST, F_SIDE, F_PRICE, F_QTY, F_LIQ, F_QUEUE, F_ORDER = range(9)
 NFILL = 9
 #: per-set capacities (local arrays on the GPU)
 MAX_ORDERS = 16
 MAX_ACTIONS = 8
-MAX_PENDING = 32
+MAX_PENDING = 64
 MAX_INSTRUMENTS = 2
 _UNKNOWN = np.int64(1) << 60
 _BIG = np.int64(1) << 62
@@ -115,25 +121,35 @@ def level_qty(bp, bq, ap, aq, row, nlev, side, price):  # pragma: no cover - jit
     return np.int64(-1)
 
 
+def notice(pend, cnt, ts, inst, dq, k, done):  # pragma: no cover - jitted
+    """Queue a report to the strategy, delivered at local time ``ts``: ``dq`` signed lots filled on order
+    slot ``k``; ``done``: the order is over (filled, cancelled, rejected or expired)."""
+    for j in range(pend.shape[0]):
+        if pend[j, 0] < 0:
+            pend[j, 0] = ts
+            pend[j, 1] = inst
+            pend[j, 2] = dq
+            pend[j, 3] = k
+            pend[j, 4] = done
+            return
+    cnt[N_NOTICES_DROPPED] += 1
+
+
 def record_fill(p, e, t_x, ordv, k, qty, price, liq, cfg, acct, pend, cnt, fills):  # pragma: no cover - jitted
     """Book a fill of ``qty`` lots of order slot ``k`` at ``price``: account, fee, notice, counters, record."""
     side = ordv[k, O_SIDE]
     inst = ordv[k, O_INST]
     notional = price * qty
-    acct[inst, 0] += side * qty
-    acct[inst, 1] -= side * notional
-    acct[inst, 2] += notional * (cfg[C_MAKER] if liq == 1 else cfg[C_TAKER])
-    acct[inst, 3] += qty
+    acct[inst, ACC_POS] += side * qty
+    acct[inst, ACC_CASH] -= side * notional
+    acct[inst, ACC_FEE] += notional * (cfg[C_MAKER] if liq == 1 else cfg[C_TAKER])
+    acct[inst, ACC_LOTS] += qty
+    acct[inst, ACC_NOTIONAL] += notional
     ap = acct[inst, 0] if acct[inst, 0] >= 0 else -acct[inst, 0]
     if ap > cnt[MAX_ABS_POS]:
         cnt[MAX_ABS_POS] = ap
     # the strategy learns of the fill after the response latency
-    for j in range(pend.shape[0]):
-        if pend[j, 0] < 0:
-            pend[j, 0] = t_x + cfg[C_RESP]
-            pend[j, 1] = inst
-            pend[j, 2] = side * qty
-            break
+    notice(pend, cnt, t_x + cfg[C_RESP], inst, side * qty, k, 1 if ordv[k, O_QTY] - qty <= 0 else 0)
     ordv[k, O_QTY] -= qty
     cnt[N_FILLS] += 1
     if liq == 1:
@@ -204,14 +220,17 @@ def arrive(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, 
             marketable = aq[row, 0] > 0 and (typ == T_MARKET or ap[row, 0] <= price)
         else:
             marketable = bq[row, 0] > 0 and (typ == T_MARKET or bp[row, 0] >= price)
+    inst = ordv[k, O_INST]
     if typ == T_POST and marketable:
         cnt[N_REJECTS] += 1
         ordv[k, O_STATE] = S_FREE
+        notice(pend, cnt, t_x + cfg[C_RESP], inst, 0, k, 1)
         return
     if typ == T_FOK:
         if take(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills, True) < ordv[k, O_QTY]:
             cnt[N_REJECTS] += 1
             ordv[k, O_STATE] = S_FREE
+            notice(pend, cnt, t_x + cfg[C_RESP], inst, 0, k, 1)
             return
     if marketable or typ == T_MARKET:
         take(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills, False)
@@ -221,9 +240,11 @@ def arrive(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, 
             if typ == T_MARKET:
                 cnt[N_UNFILLED_MARKET] += 1
             ordv[k, O_STATE] = S_FREE  # IOC / FOK / market: the rest is cancelled
+            notice(pend, cnt, t_x + cfg[C_RESP], inst, 0, k, 1)
             return
     elif typ == T_IOC or typ == T_MARKET:
         ordv[k, O_STATE] = S_FREE
+        notice(pend, cnt, t_x + cfg[C_RESP], inst, 0, k, 1)
         return
     ordv[k, O_STATE] = S_RESTING
     lq = level_qty(bp, bq, ap, aq, row, nlev, side, price)
@@ -291,19 +312,37 @@ def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, c
         ordv[k, O_LEVEL] = lq
 
 
-def apply_actions(p, n_act, acts, t, ordv, cfg, cnt, n_inst):  # pragma: no cover - jitted
-    """Turn a strategy's actions into orders in flight and pending cancels."""
+def send_cancel(k, t, ordv, lv, cfg, cnt):  # pragma: no cover - jitted
+    """The strategy cancels slot ``k`` (as it knows it); the exchange acts on it after the entry latency."""
+    if lv[k, O_STATE] == 0 or lv[k, O_CANCEL] >= 0:
+        return False
+    lv[k, O_CANCEL] = t + cfg[C_ENTRY]
+    cnt[N_CANCELS] += 1
+    if ordv[k, O_STATE] != S_FREE and ordv[k, O_CANCEL] < 0:
+        ordv[k, O_CANCEL] = t + cfg[C_ENTRY]  # else: already over at the exchange, its report is on its way
+    return True
+
+
+def apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst):  # pragma: no cover - jitted
+    """Turn a strategy's actions into orders in flight and pending cancels.
+
+    ``lv`` is the strategy's view of its orders (same columns as ``ordv``): O_STATE 1 while the order is
+    live as far as the strategy has been told, O_QTY the size not yet reported filled, O_CANCEL the
+    time its cancel reaches the exchange (-1: none sent).  A slot is reused only when both the exchange
+    and the strategy's view are done with it.
+    """
     for a in range(n_act):
         code = acts[a, AC_CODE]
         inst = acts[a, AC_INST]
         if code >= T_GTC and code <= T_MARKET or code == A_MODIFY:
             if code == A_MODIFY:
                 k0 = acts[a, AC_SLOT]
-                if 0 <= k0 < ordv.shape[0] and ordv[k0, O_STATE] != S_FREE and ordv[k0, O_CANCEL] < 0:
-                    ordv[k0, O_CANCEL] = t + cfg[C_ENTRY]
-                    cnt[N_CANCELS] += 1
-                    inst = ordv[k0, O_INST]
-                code = ordv[k0, O_TYPE] if 0 <= k0 < ordv.shape[0] else T_GTC
+                if not (0 <= k0 < ordv.shape[0]) or lv[k0, O_STATE] == 0:
+                    cnt[N_BAD_ACTIONS] += 1
+                    continue
+                send_cancel(k0, t, ordv, lv, cfg, cnt)
+                inst = lv[k0, O_INST]
+                code = lv[k0, O_TYPE]
             qty = acts[a, AC_QTY]
             side = acts[a, AC_SIDE]
             if qty <= 0 or (side != 1 and side != -1) or inst < 0 or inst >= n_inst:
@@ -311,7 +350,7 @@ def apply_actions(p, n_act, acts, t, ordv, cfg, cnt, n_inst):  # pragma: no cove
                 continue
             k = -1
             for j in range(ordv.shape[0]):
-                if ordv[j, O_STATE] == S_FREE:
+                if ordv[j, O_STATE] == S_FREE and lv[j, O_STATE] == 0:
                     k = j
                     break
             if k < 0:
@@ -330,20 +369,44 @@ def apply_actions(p, n_act, acts, t, ordv, cfg, cnt, n_inst):  # pragma: no cove
             ordv[k, O_LEVEL] = -1
             ordv[k, O_QENTRY] = -1
             ordv[k, O_ID] = cnt[N_ORDER_ID]
+            for c in range(NCOL):
+                lv[k, c] = ordv[k, c]
+            lv[k, O_STATE] = 1
+            lv[k, O_QUEUE] = -1  # the strategy does not see its queue position
             cnt[N_ORDER_ID] += 1
             cnt[N_ORDERS] += 1
+            cnt[ORDERED_LOTS] += qty
         elif code == A_CANCEL:
             k = acts[a, AC_SLOT]
-            if 0 <= k < ordv.shape[0] and ordv[k, O_STATE] != S_FREE and ordv[k, O_CANCEL] < 0:
-                ordv[k, O_CANCEL] = t + cfg[C_ENTRY]
-                cnt[N_CANCELS] += 1
+            if not (0 <= k < ordv.shape[0]) or not send_cancel(k, t, ordv, lv, cfg, cnt):
+                cnt[N_BAD_ACTIONS] += 1
         elif code == A_CANCEL_ALL:
             for k in range(ordv.shape[0]):
-                if ordv[k, O_STATE] != S_FREE and ordv[k, O_CANCEL] < 0 and (inst < 0 or ordv[k, O_INST] == inst):
-                    ordv[k, O_CANCEL] = t + cfg[C_ENTRY]
-                    cnt[N_CANCELS] += 1
+                if lv[k, O_STATE] != 0 and (inst < 0 or lv[k, O_INST] == inst):
+                    send_cancel(k, t, ordv, lv, cfg, cnt)
         elif code != 0:
             cnt[N_BAD_ACTIONS] += 1
+
+
+def exchange_until(p, e, limit, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills):  # pragma: no cover
+    """Process every order arrival and cancel at the exchange up to time ``limit`` (ts_local clock);
+    the book there is each instrument's current row (no market event happens in between)."""
+    for k in range(ordv.shape[0]):
+        st = ordv[k, O_STATE]
+        if st == S_FREE:
+            continue
+        c = ordv[k, O_CANCEL]
+        if c >= 0 and c <= limit:
+            if st == S_PENDING and ordv[k, O_ARRIVE] <= c:
+                arrive(p, e, ordv[k, O_ARRIVE], ordv, k, cur[ordv[k, O_INST]], bp, bq, ap, aq, nlev, cfg, acct,
+                       pend, cnt, fills)
+            if ordv[k, O_STATE] != S_FREE:
+                ordv[k, O_STATE] = S_FREE
+                notice(pend, cnt, c + cfg[C_RESP], ordv[k, O_INST], 0, k, 1)
+            continue
+        if st == S_PENDING and ordv[k, O_ARRIVE] <= limit:
+            arrive(p, e, ordv[k, O_ARRIVE], ordv, k, cur[ordv[k, O_INST]], bp, bq, ap, aq, nlev, cfg, acct, pend,
+                   cnt, fills)
 
 
 def order_schedule(ordv):  # pragma: no cover - jitted
@@ -373,16 +436,18 @@ def pend_next(pend):  # pragma: no cover - jitted
 
 
 def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-             ordv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct,
+             ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct,
              out_sst):  # pragma: no cover - jitted
     """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring)."""
     n = ts.size
     for k in range(ordv.shape[0]):
         for c in range(NCOL):
             ordv[k, c] = 0
+            lv[k, c] = 0
         ordv[k, O_CANCEL] = -1
+        lv[k, O_CANCEL] = -1
     for m in range(acct.shape[0]):
-        for c in range(4):
+        for c in range(NACC):
             acct[m, c] = 0
         seen[m] = 0
         cur[m] = -1
@@ -407,37 +472,37 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
         t = ts[e]
         t_x = t - feed
         inst = ev_inst[e]
-        # equity samples due before this event (the state after the previous event)
+        # equity samples due before this event; orders reaching the exchange before a sample time are
+        # processed first (against the current book: no market event happens in between)
         while s_i < n_samples and next_sample <= t:
+            if next_x <= next_sample - feed:
+                exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
+                               fills)
+                resting, next_x = order_schedule(ordv)
+                next_p = pend_next(pend)
             for m in range(n_inst):
-                eq2[p, s_i, m] = 2 * acct[m, 1] + acct[m, 0] * mid2[m]
-                eqfee[p, s_i, m] = acct[m, 2]
+                eq2[p, s_i, m] = 2 * acct[m, ACC_CASH] + acct[m, ACC_POS] * mid2[m]
+                eqfee[p, s_i, m] = acct[m, ACC_FEE]
             s_i += 1
             next_sample += sample
-        # fill notices that have reached the strategy
+        # orders and cancels reaching the exchange before this event
+        if next_x <= t_x:
+            exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
+            resting, next_x = order_schedule(ordv)
+            next_p = pend_next(pend)
+        # reports (fills, ends of orders) that have reached the strategy
         if next_p <= t:
             for j in range(pend.shape[0]):
                 if pend[j, 0] >= 0 and pend[j, 0] <= t:
-                    seen[pend[j, 1]] += pend[j, 2]
+                    k = pend[j, 3]
+                    dq = pend[j, 2]
+                    seen[pend[j, 1]] += dq
+                    lv[k, O_QTY] -= dq if dq >= 0 else -dq
+                    if pend[j, 4] != 0:
+                        lv[k, O_STATE] = 0
                     pend[j, 0] = -1
             next_p = pend_next(pend)
         nf0 = cnt[N_FILLS]
-        # orders and cancels reaching the exchange before this event: the book there is the current row
-        if next_x <= t_x:
-            for k in range(ordv.shape[0]):
-                st = ordv[k, O_STATE]
-                if st == S_FREE:
-                    continue
-                if ordv[k, O_CANCEL] >= 0 and ordv[k, O_CANCEL] <= t_x:
-                    if st == S_PENDING and ordv[k, O_ARRIVE] <= ordv[k, O_CANCEL]:
-                        arrive(p, e, ordv[k, O_ARRIVE], ordv, k, cur[ordv[k, O_INST]], bp, bq, ap, aq, nlev, cfg,
-                               acct, pend, cnt, fills)
-                    ordv[k, O_STATE] = S_FREE
-                    continue
-                if st == S_PENDING and ordv[k, O_ARRIVE] <= t_x:
-                    arrive(p, e, ordv[k, O_ARRIVE], ordv, k, cur[ordv[k, O_INST]], bp, bq, ap, aq, nlev, cfg, acct,
-                           pend, cnt, fills)
-            resting, next_x = order_schedule(ordv)
         # the event itself
         row = ev_row[e]
         kd = kind[e]
@@ -461,7 +526,7 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
             for a in range(acts.shape[0]):
                 for c in range(6):
                     acts[a, c] = 0
-            n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, ordv, acts)
+            n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, lv, acts)
             cnt[N_DECISIONS] += 1
             if n_act < 0:
                 cnt[N_NAN_ACTIONS] += 1
@@ -469,17 +534,21 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
             if n_act > acts.shape[0]:
                 n_act = acts.shape[0]
             if n_act > 0:
-                apply_actions(p, n_act, acts, t, ordv, cfg, cnt, n_inst)
+                apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
                 resting, next_x = order_schedule(ordv)
     while s_i < n_samples:
+        if next_x <= next_sample - feed:
+            exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
+            resting, next_x = order_schedule(ordv)
         for m in range(n_inst):
-            eq2[p, s_i, m] = 2 * acct[m, 1] + acct[m, 0] * mid2[m]
-            eqfee[p, s_i, m] = acct[m, 2]
+            eq2[p, s_i, m] = 2 * acct[m, ACC_CASH] + acct[m, ACC_POS] * mid2[m]
+            eqfee[p, s_i, m] = acct[m, ACC_FEE]
         s_i += 1
+        next_sample += sample
     for c in range(cnt.size):
         out_cnt[p, c] = cnt[c]
     for m in range(n_inst):
-        for c in range(4):
+        for c in range(NACC):
             out_acct[p, m, c] = acct[m, c]
     for c in range(sst.size):
         out_sst[p, c] = sst[c]
@@ -492,16 +561,17 @@ def run_cuda(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, 
     p = cuda.grid(1)
     if p < params.shape[0]:
         ordv = cuda.local.array((MAX_ORDERS, NCOL), dtype=np.int64)
-        acct = cuda.local.array((MAX_INSTRUMENTS, 4), dtype=np.int64)
+        lv = cuda.local.array((MAX_ORDERS, NCOL), dtype=np.int64)
+        acct = cuda.local.array((MAX_INSTRUMENTS, NACC), dtype=np.int64)
         seen = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
-        pend = cuda.local.array((MAX_PENDING, 3), dtype=np.int64)
+        pend = cuda.local.array((MAX_PENDING, 5), dtype=np.int64)
         cnt = cuda.local.array(NCNT, dtype=np.int64)
         sst = cuda.local.array(STATE_SIZE, dtype=np.float64)
         acts = cuda.local.array((MAX_ACTIONS, 6), dtype=np.int64)
         cur = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
         simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-                 ordv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct, out_sst)
+                 ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct, out_sst)
 
 
 def run_cpu(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
@@ -509,20 +579,21 @@ def run_cpu(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, s
     """The exact engine: every parameter set in turn on the CPU (``prange`` over sets)."""
     for p in prange(params.shape[0]):
         ordv = np.zeros((MAX_ORDERS, NCOL), dtype=np.int64)
-        acct = np.zeros((MAX_INSTRUMENTS, 4), dtype=np.int64)
+        lv = np.zeros((MAX_ORDERS, NCOL), dtype=np.int64)
+        acct = np.zeros((MAX_INSTRUMENTS, NACC), dtype=np.int64)
         seen = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
-        pend = np.zeros((MAX_PENDING, 3), dtype=np.int64)
+        pend = np.zeros((MAX_PENDING, 5), dtype=np.int64)
         cnt = np.zeros(NCNT, dtype=np.int64)
         sst = np.zeros(STATE_SIZE, dtype=np.float64)
         acts = np.zeros((MAX_ACTIONS, 6), dtype=np.int64)
         cur = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-                 ordv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct, out_sst)
+                 ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct, out_sst)
 
 
-_ENGINE_CORES = (level_qty, record_fill, take, arrive, on_trade, on_book, apply_actions, order_schedule, pend_next,
-                 simulate)
+_ENGINE_CORES = (level_qty, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
+                 exchange_until, order_schedule, pend_next, simulate)
 _PAIRS: dict[str, KernelPair] = {}
 
 
@@ -532,7 +603,10 @@ def engine_pair(strategy: object) -> KernelPair:
     ``strategy.step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts) -> int``
     is called at each decision time; it reads the current book rows ``cur[inst]``,
     its float64 ``params`` row and ``state``, the signals row ``sig[e]``, the
-    position it has been told of (``seen``) and its order table, writes up to
+    position it has been told of (``seen``) and its view of its orders
+    (``orders``: O_STATE 1 = live as far as it has been told, O_QTY = size not yet
+    reported filled, O_CANCEL = when its cancel reaches the exchange or -1; never
+    the exchange's own state, which would be look-ahead), writes up to
     ``MAX_ACTIONS`` rows of ``acts`` and returns their number (-1: no valid
     decision, e.g. a NaN; counted).  ``CORES`` lists the plain-Python helpers it calls.
     """

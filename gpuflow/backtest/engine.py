@@ -313,7 +313,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     eq2 = be.zeros((P, n_samples, M), xp.int64)
     eqfee = be.zeros((P, n_samples, M), xp.int64)
     out_cnt = be.zeros((P, kb.NCNT), xp.int64)
-    out_acct = be.zeros((P, M, 4), xp.int64)
+    out_acct = be.zeros((P, M, kb.NACC), xp.int64)
     size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
     out_sst = be.zeros((P, size), xp.float64)
     d = {k: be.asarray(getattr(market, k)) for k in ("ts", "inst", "row", "kind", "side", "price", "qty",

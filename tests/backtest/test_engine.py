@@ -63,7 +63,7 @@ def test_market_order_walks_levels_and_pays_taker_fee():
     r = go(rows, {3: (MKT, 1, 0, 9, 0)}, taker_fee_bps=5, maker_fee_bps=-1)
     assert fills(r) == [(4, 1, 101, 5, 2), (4, 1, 102, 4, 2)]
     # cash = -(5*101 + 4*102) = -913; fee = 913 * 500 ppm
-    assert r.account[0, 0].tolist() == [9, -913, 913 * 500, 9]
+    assert r.account[0, 0].tolist() == [9, -913, 913 * 500, 9, 913]  # pos, cash, fee (ppm), lots, notional
 
 
 def test_ioc_fok_post_only():
@@ -151,3 +151,40 @@ def test_sweep_engine_equals_exact_engine(device_backend):
     np.testing.assert_array_equal(sw.account, ex.account)
     np.testing.assert_array_equal(sw.equity2, ex.equity2)
     np.testing.assert_array_equal(sw.fills, ex.fills)
+
+
+class _Watcher:
+    """A test strategy: sends one bid at event 3 and records what it sees of it at each decision."""
+
+    NAME = "test_watcher"
+    PARAMS = {"unused": (0.0, (0.0, 1.0))}
+    STATE_SIZE = 4
+    CORES = ()
+
+    @staticmethod
+    def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts):  # pragma: no cover
+        live = 0
+        for k in range(orders.shape[0]):
+            if orders[k, 0] != 0:
+                live += 1
+        if live > 0:
+            state[0] = t  # last decision that still saw the order live
+        state[1] = seen[0]
+        if e == 3:
+            acts[0, 0] = 1
+            acts[0, 2] = 1
+            acts[0, 3] = 99
+            acts[0, 4] = 4
+            return 1
+        return 0
+
+
+def test_strategy_sees_its_orders_only_after_the_response_latency():
+    """No look-ahead through the order table: a fill is reported after the response latency."""
+    rows = BOOK + [(10, T, -1, 97, 1), (12, S, 1, 90, 1), (30, S, 1, 91, 1)]
+    # the bid sent at ts 3 rests; the trade through at ts 10 fills it; the report reaches the strategy at 25
+    r = run(_Watcher, {}, market(rows, {}), BacktestConfig(levels=3, sample_ns=1000, response_latency_ns=15))
+    assert fills(r) == [(4, 1, 99, 4, 1)]
+    assert r.account[0, 0, 0] == 4 and r.counters[0, kb.ORDERED_LOTS] == 4
+    # decisions at ts 10 and 12 still see the order live and no position; the one at 30 sees the fill
+    assert r.state[0, 0] == 12 and r.state[0, 1] == 4
