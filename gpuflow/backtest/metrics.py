@@ -326,8 +326,9 @@ def compute_metrics(result: BacktestResult, *, capital: float = 1.0, periods_per
         ``expected_fill_lots``, ``fill_gap_lots = filled_lots - expected_fill_lots`` and
         ``fill_realisation = filled_lots / expected_fill_lots``.
     ordered_lots : float array-like (n_sets,) or scalar, optional
+        Overrides the engine's count of ordered lots (``ORDERED_LOTS``) in ``fill_ratio_lots``.
         Lots sent in orders, when the caller knows it: adds ``fill_ratio_lots = filled_lots /
-        ordered_lots``.  (The engine counts orders, not their lots.)
+        ordered_lots``.
 
     Returns
     -------
@@ -395,7 +396,9 @@ def compute_metrics(result: BacktestResult, *, capital: float = 1.0, periods_per
         fl, nrec.astype(np.int64), M, tick_lot, max_id)
     nan = np.where(complete, 1.0, np.nan)
     realized = (realized_i * tick_lot).sum(axis=1) * nan
-    notional = (notional_i * tick_lot).sum(axis=1) * nan
+    # traded notional from the engine's own account (exact even when fills were not all recorded)
+    notional = (acct[:, :, kb.ACC_NOTIONAL] * tick_lot).sum(axis=1)
+    del notional_i
     cols["pnl"] = gross - fees
     cols["pnl_gross"] = gross
     cols["pnl_realized"] = realized
@@ -435,8 +438,9 @@ def compute_metrics(result: BacktestResult, *, capital: float = 1.0, periods_per
         cols["expected_fill_lots"] = exp
         cols["fill_gap_lots"] = filled - exp
         cols["fill_realisation"] = _safe_div(filled, exp)
-    if ordered_lots is not None:
-        cols["fill_ratio_lots"] = _safe_div(filled, _per_set(ordered_lots, P, "ordered_lots"))
+    ordered = cnt[:, kb.ORDERED_LOTS] if ordered_lots is None else _per_set(ordered_lots, P, "ordered_lots")
+    cols["ordered_lots"] = ordered
+    cols["fill_ratio_lots"] = _safe_div(filled, ordered)
     meta = {"engine": result.engine, "backend": result.backend, "sample_ns": str(sample_ns),
             "instruments": ",".join(f"{i.venue}:{i.symbol}" for i in result.instruments)}
     return MetricsTable(result.strategy, list(result.param_names), np.asarray(result.params), cols, sample_ts,

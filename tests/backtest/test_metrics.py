@@ -68,11 +68,12 @@ def scenario(scales=(1.0,), **cfg):
 #   10: pos 4, cash -404, mid2 200: eq2 = -808 + 800 = -8  -> -0.2   - 0.0101  = -0.2101
 #   20: pos 4, cash -404, mid2 202: eq2 = 0                -> 0      - 0.0101  = -0.0101
 #   30: pos 0, cash 4:              eq2 = 8                -> 0.2    - 0.00806 = 0.19194
-#   40 .. 70: pos 0, cash 2:        eq2 = 4                -> 0.1    - 0.01821 = 0.08179
-#   80: end state:                  eq2 = 1                -> 0.025  - 0.02586 = -0.00086
-EQUITY = [-0.2101, -0.0101, 0.19194, 0.08179, 0.08179, 0.08179, 0.08179, -0.00086]
+#   40 .. 80: the last market buy, sent at 37 with no latency, reached the exchange at 37 (before the
+#             sample at 40, which books it first): pos 3, cash -304, mid2 203:
+#             eq2 = -608 + 609 = 1  -> 0.025  - 0.02586 = -0.00086
+EQUITY = [-0.2101, -0.0101, 0.19194, -0.00086, -0.00086, -0.00086, -0.00086, -0.00086]
 # PnL increments from E_{-1} = 0
-INCR = [-0.2101, 0.2, 0.20204, -0.11015, 0.0, 0.0, 0.0, -0.08265]
+INCR = [-0.2101, 0.2, 0.20204, -0.1928, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_currency_scales_are_exact_decimals():
@@ -110,7 +111,7 @@ def test_hand_worked_returns_sharpe_sortino():
     r = [x / 100 for x in INCR]  # returns on capital 100
     mean = -0.00086 / 100 / 8  # = sum(INCR) / capital / K
     sd = math.sqrt(sum((x - mean) ** 2 for x in r) / 7)  # ddof = 1
-    down = math.sqrt((0.2101 ** 2 + 0.11015 ** 2 + 0.08265 ** 2) / 100 ** 2 / 8)  # negative returns only
+    down = math.sqrt((0.2101 ** 2 + 0.1928 ** 2) / 100 ** 2 / 8)  # negative returns only
     assert mt["mean_return"][0] == pytest.approx(-1.075e-6, rel=1e-12)
     assert mt["volatility"][0] == pytest.approx(sd, rel=1e-12)
     assert mt["sharpe"][0] == pytest.approx(mean / sd * math.sqrt(8), rel=1e-12)
@@ -189,9 +190,9 @@ def test_unrecorded_fills_leave_fifo_metrics_undefined():
     r2 = run(SCRIPT, {}, prepare_market(ev, levels=3, signals=sig), BacktestConfig(**CFG), record_fills=False)
     mt = compute_metrics(r2)
     assert not mt["fills_complete"][0]
-    assert np.isnan(mt["pnl_realized"][0]) and np.isnan(mt["win_rate"][0]) and np.isnan(mt["turnover"][0])
-    # what the account and the equity samples give is still there
-    for k in ("pnl", "fees", "sharpe", "max_drawdown", "filled_lots"):
+    assert np.isnan(mt["pnl_realized"][0]) and np.isnan(mt["win_rate"][0])
+    # what the account and the equity samples give is still there (notional is counted by the engine)
+    for k in ("pnl", "fees", "sharpe", "max_drawdown", "filled_lots", "notional", "turnover"):
         assert mt[k][0] == full[k][0], k
 
 
