@@ -205,11 +205,16 @@ def _hbt_loop() -> Any:
 
 
 def hbt_asset(hb: np.ndarray, s: dict[str, Any] = SETTINGS) -> Any:
-    """hftbacktest's asset for ``hb`` with the run's settings."""
+    """hftbacktest's asset for ``hb`` with the run's settings.
+
+    The ROI (price range ``ROIVectorMarketDepth`` keeps as a dense vector; HashMap ignores it) is the
+    traded price range +- 5%: the recording holds an ask level at 621,368.7 USDT, ten times the price,
+    and a ROI reaching it would make the ROI vector 5.6 M ticks per side (90 MB to allocate per run).
+    """
     from hftbacktest import BacktestAsset
 
-    px = hb["px"]
-    lo, hi = float(px[px > 0].min()) - 1000, float(px.max()) + 1000
+    trade = (hb["ev"] & 0xFF) == 2
+    lo, hi = float(hb["px"][trade].min()) * 0.95, float(hb["px"][trade].max()) * 1.05
     return (BacktestAsset().data(hb).linear_asset(1.0)
             .constant_order_latency(s["entry_latency_ns"], s["response_latency_ns"])
             .risk_adverse_queue_model().no_partial_fill_exchange()
@@ -229,8 +234,10 @@ def run_hftbacktest(hb: np.ndarray, *, offset_ns: int, start_local_ns: int = 0, 
 
     cls = HashMapMarketDepthBacktest if depth == "hashmap" else ROIVectorMarketDepthBacktest
     hbt = cls([hbt_asset(hb, s)])
-    fills = np.zeros((200_000, 5), np.int64)
-    dec = np.zeros(10_000_000, np.int64)
+    span = int(hb["local_ts"].max() - min(hb["exch_ts"].min(), hb["local_ts"].min()))
+    n_dec = span // s["interval_ns"] + 2
+    fills = np.empty((2 * n_dec + 16, 5), np.int64)  # at most two orders per decision
+    dec = np.empty(n_dec, np.int64)
     start = start_local_ns + offset_ns if start_local_ns else 0
     interval = s["interval_ns"]
     first_step = interval
