@@ -1,0 +1,274 @@
+"""Sweep engine throughput on the GPU: event x parameter-set updates per second for market making.
+
+Prepared to run in one go on a GPU machine (about 4 minutes at most; ``--time-budget``)::
+
+    python experiments/bench/bench_backtest_gpu.py --json-out bench_backtest_gpu.json
+    NUMBA_ENABLE_CUDASIM=1 python experiments/bench/bench_backtest_gpu.py --small   # plumbing check, no GPU
+
+Strategy: ``gpuflow.backtest.strategies.market_making``, a grid over ``half_spread_ticks`` (0..19),
+``order_lots`` (1..500, 10 values) and ``skew_ticks_per_lot`` (0..0.5), ``max_position_lots`` 100;
+engine settings as in the hftbacktest cross-check (10 ms entry/response latency, 2 / 5 bp fees,
+risk-averse queue, no partial fills, a decision every 100 ms).
+
+Markets (``--source``): the Binance USD-M BTCUSDT recording (605,301 events, when the shared data
+is present) and a seeded zero-intelligence L2 stream (``gpuflow.synthetic``, ``--synthetic-events``).
+``prepare_market`` runs on the CPU and is not timed.
+
+For each market:
+
+1. JIT warm-up of both engines on a few events (not timed).
+2. CPU exact engine (numba ``prange`` over sets, all cores of this machine) on the first
+   ``--cpu-sets`` sets of the grid: the CPU reference rate, in event x set updates per second.
+   The speed-ups of step 4 compare with this rate; the CPU time for N sets is *extrapolated*
+   linearly from it (labelled ``cpu_extrapolated_s``), never measured for the large N.
+3. Equality: the sweep engine with fills recorded on the first ``--check-sets`` sets must equal the
+   exact engine (counters, accounts, equity samples, every fill), and the counters of the first
+   ``--cpu-sets`` sets of every sweep below must equal step 2's.
+4. Sweep engine (one CUDA thread per set, fills not recorded) on 1,000 / 10,000 / 100,000 sets
+   (``--sets``).  ``kernel_s`` is the launch to device synchronisation (``BacktestResult.seconds``);
+   ``wall_s`` adds the host->device copies of the market and the output allocation / copy back.
+   A size whose predicted time (from the previous one) does not fit the remaining budget is skipped
+   and reported as such.
+
+Prints one JSON object at the end and writes it to ``--json-out``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+BINANCE = HERE.parents[3] / "shared" / "data" / "binance" / "usdm" / "btcusdt_20240808.gz"
+SETTINGS = {"entry_latency_ns": 10_000_000, "response_latency_ns": 10_000_000, "feed_latency_ns": 4_111_826,
+            "maker_fee_bps": 2, "taker_fee_bps": 5, "queue_model": "risk_averse", "partial_fills": False,
+            "decision_interval_ns": 100_000_000, "levels": 5}
+
+
+def _versions() -> dict[str, Any]:
+    import numba
+
+    v: dict[str, Any] = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+                         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                         "numba_threads": numba.get_num_threads(),
+                         "cudasim": os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"}
+    try:
+        import cupy
+
+        v["cupy"] = cupy.__version__
+        p = cupy.cuda.runtime.getDeviceProperties(0)
+        v["device"] = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])
+        v["device_memory_gb"] = round(p["totalGlobalMem"] / 2**30, 1)
+        v["sms"] = p["multiProcessorCount"]
+    except Exception as exc:  # noqa: BLE001 - report whatever is missing
+        v["cupy"] = f"unavailable: {type(exc).__name__}"
+    try:
+        import numba_cuda
+
+        v["numba_cuda"] = numba_cuda.__version__
+    except Exception as exc:  # noqa: BLE001
+        v["numba_cuda"] = f"unavailable: {type(exc).__name__}"
+    return v
+
+
+def param_grid(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` market-making parameter sets (rows in ``market_making.PARAMS`` order).
+
+    A regular grid over half spread x order size x skew, its rows in a seeded random order so that
+    every prefix (the CPU subset, the equality check) samples the whole grid.
+    """
+    hs = np.arange(20, dtype=np.float64)
+    lots = np.array([1, 2, 3, 5, 10, 20, 50, 100, 200, 500], np.float64)
+    n_skew = max(1, -(-n // (hs.size * lots.size)))
+    skew = np.linspace(0.0, 0.5, n_skew)
+    g = np.stack(np.meshgrid(hs, lots, skew, indexing="ij"), axis=-1).reshape(-1, 3)
+    g = g[np.random.default_rng(seed).permutation(g.shape[0])[:n]]
+    out = np.empty((n, 4), np.float64)
+    out[:, 0] = g[:, 0]
+    out[:, 1] = g[:, 1]
+    out[:, 2] = 100.0
+    out[:, 3] = g[:, 2]
+    return out
+
+
+def window(market: Any, start: int, n: int) -> Any:
+    """Events ``start .. start + n`` of ``market`` (book rows kept whole: events index into them)."""
+    sl = slice(start, start + n)
+    return replace(market, ts=market.ts[sl], inst=market.inst[sl], row=market.row[sl], kind=market.kind[sl],
+                   side=market.side[sl], price=market.price[sl], qty=market.qty[sl],
+                   signals=np.ascontiguousarray(market.signals[sl]))
+
+
+def load_market(source: str, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The prepared market (host arrays) and a description of it."""
+    from gpuflow.backtest import prepare_market
+
+    t = time.perf_counter()
+    if source == "binance":
+        from gpuflow.io.binance import read_binance
+
+        table = read_binance(args.path).tables[0]
+        market = prepare_market(table, levels=SETTINGS["levels"], backend="cpu")
+        if args.max_events:
+            # start a little after the snapshot so that the book is complete in a short window
+            first = int(np.nonzero((market.bid_qty[market.row, 0] > 0) & (market.ask_qty[market.row, 0] > 0))[0][0])
+            market = window(market, first, int(args.max_events))
+        desc = {"source": "binance usdm btcusdt_20240808 (recording)", "path": str(args.path)}
+    else:
+        from gpuflow.synthetic import generate
+
+        table = generate(int(args.synthetic_events), seed=args.seed, mode="l2")
+        market = prepare_market(table, levels=SETTINGS["levels"], backend="cpu")
+        desc = {"source": f"gpuflow.synthetic ZI l2, seed {args.seed}"}
+    desc["events"] = market.n_events
+    desc["span_s"] = round((int(market.ts[-1]) - int(market.ts[0])) / 1e9, 3)
+    desc["prepare_s"] = round(time.perf_counter() - t, 3)
+    return market, desc
+
+
+def _config(market: Any, decision_interval_ns: int) -> Any:
+    from gpuflow.backtest import BacktestConfig
+
+    span = int(market.ts[-1]) - int(market.ts[0])
+    sample = max(1_000_000, span // 256 + 1)  # about 256 equity samples per set
+    return BacktestConfig(sample_ns=sample, max_fills=20_000,
+                          **dict(SETTINGS, decision_interval_ns=int(decision_interval_ns)))
+
+
+def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Namespace, deadline: float
+                 ) -> dict[str, Any]:
+    from gpuflow.backtest import run
+    from gpuflow.backtest.strategies import get_strategy
+
+    mm = get_strategy("market_making")
+    cfg = _config(market, args.decision_interval_ns)
+    n_ev = market.n_events
+    sizes = [int(float(x)) for x in args.sets.split(",")]
+    grid = param_grid(max(sizes + [args.cpu_sets, args.check_sets]), seed=args.seed)
+    out: dict[str, Any] = dict(desc)
+    out["sample_ns"] = cfg.sample_ns
+    out["decision_interval_ns"] = cfg.decision_interval_ns
+
+    # 1. warm-up (JIT) on a few events, same argument types as the timed runs
+    tiny = window(market, 0, min(n_ev, 64))
+    t = time.perf_counter()
+    run(mm, grid[:2], tiny, cfg, engine="exact", record_fills=True)
+    run(mm, grid[:2], tiny, cfg, engine="exact", record_fills=False)
+    run(mm, grid[:2], tiny, cfg, engine="sweep", backend=be, record_fills=True)
+    run(mm, grid[:2], tiny, cfg, engine="sweep", backend=be, record_fills=False)
+    out["jit_warmup_s"] = round(time.perf_counter() - t, 2)
+    print(f"[{desc['source']}] {n_ev:,} events; JIT warm-up {out['jit_warmup_s']} s", flush=True)
+
+    # 2. CPU exact engine on a subset
+    kc = args.cpu_sets
+    t = time.perf_counter()
+    cpu = run(mm, grid[:kc], market, cfg, engine="exact", record_fills=False)
+    cpu_wall = time.perf_counter() - t
+    cpu_rate = n_ev * kc / cpu.seconds
+    out["cpu"] = {"sets": kc, "kernel_s": cpu.seconds, "wall_s": cpu_wall, "event_set_updates_per_s": cpu_rate,
+                  "per_set_s": cpu.seconds / kc, "threads": _versions()["numba_threads"],
+                  "fills_total": int(cpu.counters[:, 2].sum())}
+    print(f"  CPU exact, {kc} sets: {cpu.seconds:.3f} s -> {cpu_rate:.3e} event x set updates/s", flush=True)
+
+    # 3. equality on the first K sets, fills included
+    k = args.check_sets
+    ex = run(mm, grid[:k], market, cfg, engine="exact", record_fills=True)
+    sw = run(mm, grid[:k], market, cfg, engine="sweep", backend=be, record_fills=True)
+    fields = {}
+    for name in ("counters", "account", "equity2", "equity_fee", "fills"):
+        fields[name] = bool(np.array_equal(getattr(ex, name), getattr(sw, name)))
+    out["check"] = {"sets": k, "equal": all(fields.values()), "fields": fields,
+                    "fills_per_set": ex.counters[:, 2].tolist()}
+    print(f"  sweep == exact on {k} sets (fills recorded): {out['check']['equal']} {fields}", flush=True)
+
+    # 4. sweeps
+    runs, prev = [], None
+    for p in sizes:
+        left = deadline - time.perf_counter()
+        if prev is not None:
+            p0, t0 = prev
+            predicted = t0 * max(1.0, p / max(p0, 65_536)) * 1.5 + 5.0
+            if predicted > left:
+                runs.append({"sets": p, "skipped": f"predicted {predicted:.0f} s > {left:.0f} s left in the budget"})
+                print(f"  {p:,} sets: skipped (predicted {predicted:.0f} s, {left:.0f} s left)", flush=True)
+                continue
+        t = time.perf_counter()
+        r = run(mm, grid[:p], market, cfg, engine="sweep", backend=be, record_fills=False)
+        wall = time.perf_counter() - t
+        m = min(kc, p)
+        same = bool(np.array_equal(r.counters[:m], cpu.counters[:m]))
+        rate = n_ev * p / r.seconds
+        row = {"sets": p, "kernel_s": r.seconds, "wall_s": wall, "event_set_updates_per_s": rate,
+               "cpu_extrapolated_s": p * cpu.seconds / kc, "speedup_vs_cpu_extrapolated": rate / cpu_rate,
+               "counters_equal_cpu_first_sets": m if same else f"DIFFERENT in the first {m}",
+               "fills_total": int(r.counters[:, 2].sum())}
+        runs.append(row)
+        prev = (p, wall)
+        print(f"  sweep {p:,} sets: kernel {r.seconds:.3f} s (wall {wall:.3f} s) -> {rate:.3e} event x set "
+              f"updates/s, {rate / cpu_rate:.1f}x the CPU rate; first {m} sets' counters == CPU: {same}", flush=True)
+        del r
+    out["gpu"] = runs
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", choices=("binance", "synthetic", "both"), default="both")
+    ap.add_argument("--path", default=str(BINANCE))
+    ap.add_argument("--synthetic-events", type=float, default=2e6)
+    ap.add_argument("--max-events", type=float, default=0, help="use only this many events (0: all)")
+    ap.add_argument("--sets", default="1000,10000,100000")
+    ap.add_argument("--cpu-sets", type=int, default=32)
+    ap.add_argument("--check-sets", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--decision-interval-ns", type=float, default=SETTINGS["decision_interval_ns"])
+    ap.add_argument("--time-budget", type=float, default=220.0, help="seconds for the whole script")
+    ap.add_argument("--small", action="store_true", help="tiny sizes (for NUMBA_ENABLE_CUDASIM=1)")
+    ap.add_argument("--backend", default="gpu", help="sweep engine backend (gpu; cpu for a dry run of the plumbing)")
+    ap.add_argument("--json-out", default=None)
+    args = ap.parse_args(argv)
+    start = time.perf_counter()
+    if args.small:
+        # a few thousand events (the simulator runs each thread in Python); decisions every 2 ms so that
+        # these short windows hold fills for the equality check
+        args.synthetic_events, args.max_events, args.sets = 3000, 3000, "4,8"
+        args.cpu_sets, args.check_sets, args.decision_interval_ns = 4, 4, 2_000_000
+    deadline = start + args.time_budget
+
+    from gpuflow.backend import get_backend
+
+    be = get_backend(args.backend)
+    res: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                           "command": " ".join([sys.executable, *sys.argv]), "backend": be.name,
+                           "versions": _versions(), "settings": SETTINGS, "markets": []}
+    sources = ["binance", "synthetic"] if args.source == "both" else [args.source]
+    for src in sources:
+        if src == "binance" and not Path(args.path).is_file():
+            res["markets"].append({"source": "binance", "skipped": f"{args.path} not found"})
+            print(f"binance: {args.path} not found, skipped", flush=True)
+            continue
+        market, desc = load_market(src, args)
+        if args.small and src == "synthetic":
+            market = window(market, 0, int(args.max_events))
+            desc["events"] = market.n_events
+        res["markets"].append(bench_market(market, desc, be, args, deadline))
+    res["total_s"] = round(time.perf_counter() - start, 1)
+    text = json.dumps(res, default=str)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(res, indent=2, default=str))
+    print(text)
+    ok = all(m.get("check", {}).get("equal", True) for m in res["markets"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
