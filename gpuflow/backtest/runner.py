@@ -737,6 +737,12 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
             m = _action_messages(mod.NAME, counters, market, first)
             _apply_policy(m, "raise" if policy == "raise" else "report")
             msgs.extend(m)
+            dropped = np.asarray(table.column("fills_dropped")) if "fills_dropped" in table.column_names else []
+            if len(dropped) and (dropped > 0).any():
+                msgs.append(f"batch {b}: {int((dropped > 0).sum())} parameter set(s) filled more than the {max_fills} "
+                            f"fills recorded per set in a sweep (FILL_BUFFER_BYTES / batch_size); their FIFO metrics "
+                            "(win_rate, notional, fill_ratio, ...) are NaN (fills_complete is False); PnL, fees and "
+                            "counters are exact; use a smaller batch_size to record more fills per set")
             name = _write_batch(outp, b, table)
             manifest["completed"][str(b)] = {"file": name, "rows": table.num_rows, "first_set": first}
             _write_json(mpath, manifest)
