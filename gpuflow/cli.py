@@ -302,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-size", type=int, default=None, help="parameter sets per engine launch and file")
     sp.add_argument("--resume", action="store_true", help="continue the sweep in --out (missing batches only)")
     sp.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                    help="run batches as Ray tasks: a local Ray instance, or the cluster at ADDRESS")
+                    help="run batches as Ray tasks: a local Ray instance, or the cluster at ADDRESS "
+                         "(give --ray after CONFIG, or as --ray=ADDRESS)")
     sp.add_argument("--engine", choices=["sweep", "exact"], default="sweep")
 
     sp = add("demo", cmd_demo, "ingest, clean, store and check the bundled sample (no network, no GPU)")

@@ -546,7 +546,11 @@ def load_results(out: str | os.PathLike[str]) -> Any:
 # ----------------------------------------------------------------------------------------- sweep
 @dataclass
 class SweepReport:
-    """What a sweep did; the rows are in ``out`` (:func:`load_results`)."""
+    """What a sweep did; the rows are in ``out`` (:func:`load_results`).
+
+    ``seconds`` is the wall time of the batches run here, including the engine's JIT compile on its
+    first use in the process (and in each Ray worker).
+    """
 
     out: str
     strategy: str
@@ -663,6 +667,10 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
         raise ConfigError(msg)
     base = cfg.resolved_params(market.instruments)
     names = list(space)
+    if search == "grid" and trials is not None:
+        msg = (f"{where}: trials={trials} applies to random and optuna searches; a grid runs every combination "
+               "of the space's values")
+        raise ConfigError(msg)
     trials = trials if trials is not None else cfg.sweep.trials
     if search == "grid":
         axes = _grid_axes(space, where)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpuflow.kernels import backtest as kb
 
 from gpuflow.backtest.config import (
     DataSpec,
@@ -23,7 +24,6 @@ from gpuflow.backtest.engine import ConfigError, prepare_market
 from gpuflow.backtest.runner import StrategyError, StrategyWarning, run_backtest
 from gpuflow.cli import main
 from gpuflow.demo import sample_path
-from gpuflow.kernels import backtest as kb
 from gpuflow.schema import FLAG_EOM, KIND_SET, KIND_TRADE, Instrument, events_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -122,8 +122,8 @@ def test_no_data_and_missing_data_are_clear_errors(tmp_path, capsys):
     ("strategy: market_making\nengine: {latency_ns: 5}\n",
      r"run.yaml: unknown key 'latency_ns' in engine; valid keys: \['entry_latency_ns'"),
     ("strategy: market_making\nparams: {half_spread: 2}\n",
-     r"run.yaml: unknown parameter 'half_spread' in params for strategy 'market_making'; valid parameters: "
-     r"\['half_spread_ticks'"),
+     (r"run.yaml: unknown parameter 'half_spread' in params for strategy 'market_making'; valid parameters: "
+     r"\['half_spread_ticks'")),
     ("strategy: market_making\nspace: {spread: [1, 2]}\n", r"unknown parameter 'spread' in space"),
     ("strategy: market_making\ndata: {path: x.gz, fmt: binance}\n", r"unknown key 'fmt' in data; valid keys"),
     ("strategy: market_making\nsignals: [{feature: ofi, window: 5}]\n", r"unknown key 'window' in signals\[0\]"),
@@ -138,8 +138,8 @@ def test_no_data_and_missing_data_are_clear_errors(tmp_path, capsys):
     ("strategy: market_making\nsignals: [{feature: mid, window_ns: 1s}]\n", r"a trailing window sums a flow"),
     ("strategy: market_making\nspace: {skew_ticks_per_lot: {low: 1, high: 0}}\n", r"low \(1.0\) must be below high"),
     ("strategy: market_making\nparams: {max_position_lots: {price: '0.1'}}\n",
-     r"params.max_position_lots: \{price: ...\} converts a currency value to ticks, but parameter "
-     r"'max_position_lots' is not in ticks"),
+     (r"params.max_position_lots: \{price: ...\} converts a currency value to ticks, but parameter "
+     r"'max_position_lots' is not in ticks")),
     ("strategy: market_making\n: [\n", r"run.yaml: not valid YAML"),
 ])
 def test_config_errors_name_the_file_and_the_field(tmp_path, text, match):

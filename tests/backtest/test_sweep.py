@@ -131,6 +131,8 @@ def test_random_search_is_seeded_and_stays_in_the_space(tmp_path, sample_market)
     # a grid needs values (or num:) for every swept parameter
     with pytest.raises(ConfigError, match=r"space.half_spread_ticks is a range .* a grid needs values"):
         sweep(cfg, sample_market, out=tmp_path / "c", search="grid")
+    with pytest.raises(ConfigError, match=r"trials=3 applies to random and optuna searches"):
+        sweep(_cfg(), sample_market, out=tmp_path / "g", trials=3)
     with pytest.raises(ConfigError, match=r"search 'random' needs the number of parameter sets: sweep.trials"):
         sweep(_cfg(space=space), sample_market, out=tmp_path / "d", search="random")
     # an unknown objective is named with the metrics one can choose
