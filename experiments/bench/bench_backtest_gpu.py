@@ -48,7 +48,20 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve()
-BINANCE = HERE.parents[3] / "shared" / "data" / "binance" / "usdm" / "btcusdt_20240808.gz"
+
+
+def _shared_data() -> Path:
+    """GPUFLOW_SHARED_DATA, else shared/data inside the checkout, else next to it."""
+    env = os.environ.get("GPUFLOW_SHARED_DATA")
+    if env:
+        return Path(env)
+    for cand in (HERE.parents[2] / "shared" / "data", HERE.parents[3] / "shared" / "data"):
+        if cand.is_dir():
+            return cand
+    return HERE.parents[3] / "shared" / "data"
+
+
+BINANCE = _shared_data() / "binance" / "usdm" / "btcusdt_20240808.gz"
 SETTINGS = {"entry_latency_ns": 10_000_000, "response_latency_ns": 10_000_000, "feed_latency_ns": 4_111_826,
             "maker_fee_bps": 2, "taker_fee_bps": 5, "queue_model": "risk_averse", "partial_fills": False,
             "decision_interval_ns": 100_000_000, "levels": 5}
