@@ -13,12 +13,12 @@ import types
 
 import numpy as np
 import pytest
+from gpuflow.kernels import backtest as kb
 
 from gpuflow.backtest import BacktestConfig, prepare_market, run
 from gpuflow.backtest.engine import ConfigError, param_matrix
 from gpuflow.backtest.strategies import STRATEGIES, get_strategy
 from gpuflow.backtest.strategies import _common as cm
-from gpuflow.kernels import backtest as kb
 from gpuflow.schema import FLAG_EOM, KIND_SET, KIND_TRADE, Instrument, events_table
 
 INS = Instrument("test", "X", "1", "1")
@@ -133,6 +133,17 @@ def test_state_int64_round_trip_and_book_helpers():
     assert cm.depth_of(bq, 0, 3, 3) == 30 and cm.depth_of(aq, 0, 2, 3) == 12 and cm.depth_of(aq, 0, 9, 3) == 21
     assert cm.imbalance_of(bq, aq, 0, 2, 3) == (30 - 12) / 42
     assert cm.ceil_i64(2.0) == 2 and cm.ceil_i64(2.25) == 3 and cm.ceil_i64(-2.5) == -2
+    # order view: slot 0 live bid, slot 1 bid being cancelled, slot 2 live ask of instrument 1
+    orders = np.zeros((4, kb.NCOL), np.int64)
+    orders[:, kb.O_CANCEL] = -1
+    orders[0, [kb.O_STATE, kb.O_SIDE, kb.O_PRICE]] = (1, 1, 99)
+    orders[1, [kb.O_STATE, kb.O_SIDE, kb.O_PRICE, kb.O_CANCEL]] = (1, 1, 98, 7)
+    orders[2, [kb.O_STATE, kb.O_SIDE, kb.O_PRICE, kb.O_INST]] = (1, -1, 101, 1)
+    assert cm.find_order(orders, 0, 1) == 0 and cm.find_order(orders, 0, -1) == -1
+    assert cm.find_order_at(orders, 0, 1, 98) == -1 and cm.find_order_at(orders, 1, -1, 101) == 2
+    assert cm.count_live(orders, 0) == 1 and cm.count_live(orders, -1) == 2
+    assert cm.count_cancelling(orders, 0, 1) == 1 and cm.count_cancelling(orders, 0, -1) == 0
+    assert cm.count_cancelling(orders, 0, 0) == 1 and cm.count_cancelling(orders, 1, 0) == 0
 
 
 def test_zscore_update_by_hand():
@@ -172,6 +183,20 @@ def test_glft_mm_quotes_skew_and_requotes(device_backend):
     assert ex.account[0, 0, :2].tolist() == [0, 2]
     # constants: 2 c1 and c2^2
     assert ex.state[0, 1] == pytest.approx(2 * math.log(2), rel=1e-15) and ex.state[0, 2] == pytest.approx(1.0)
+
+
+def test_glft_mm_waits_for_cancel_reports(device_backend):
+    # entry latency 5 ns: a side whose cancel is not yet confirmed is left alone; sigma fixed at sigma0 = 1
+    rows = [(0, S, 1, 99, 10), (0, S, -1, 101, 5),  # e1 post bid 98 (slot 0), ask 102 (slot 1); arrive at 5
+            (1, S, -1, 103, 5),                      # e2 quotes unchanged
+            (10, S, 1, 100, 3),                      # e3 mid2 201: bid 99: move slot 0 (cancel at 15; new slot 2)
+            (12, S, -1, 101, 0),                     # e4 mid2 203: bid 100 but slot 0's cancel is unconfirmed:
+                                                     #    wait; ask 103: move slot 1 (new slot 3)
+            (20, S, -1, 104, 1)]                     # e5 reports in: move the bid (slot 2) to 100 (new slot 0)
+    ex, acts = both("glft_mm", dict(GLFT, vol_window=0), market(rows), device_backend, entry_latency_ns=5)
+    assert acts[0] == [(1, POST, 0, 1, 98, 1, 0), (1, POST, 0, -1, 102, 1, 0), (3, MOD, 0, 1, 99, 1, 0),
+                       (4, MOD, 0, -1, 103, 1, 1), (5, MOD, 0, 1, 100, 1, 2)]
+    assert ex.counters[0, kb.N_REJECTS] == 0 and fills(ex) == []
 
 
 def test_glft_mm_online_volatility():
@@ -255,11 +280,12 @@ def test_ofi_signal_rolling_window_by_hand():
     from gpuflow.backtest.strategies.ofi_momentum import ofi_signal
 
     rows = [(0, S, 1, 99, 10), (1, S, -1, 101, 5), (2, S, 1, 99, 12), (3, S, -1, 101, 3), (4, T, 1, 101, 1)]
-    # best-level OFI per complete message: +10 (bid appears), -5 (ask appears), +2, +2, 0
-    # rolling sum over (t - 2, t]: 10, 5, -3, 4, 2
-    assert ofi_signal(table(rows), 2).tolist() == [10, 5, -3, 4, 2]
-    # e2 not the end of its message: rows e0, e1, e3 (+4), e4; e2 sees the book of e1
-    assert ofi_signal(table(rows, eom=[1, 1, 0, 1, 1]), 2).tolist() == [10, 5, 5, 4, 4]
+    # best-level OFI per complete message: 0 (the first book), -5 (ask appears), +2, +2, 0
+    # rolling sum over (t - 2, t]: 0, -5, -3, 4, 2
+    assert ofi_signal(table(rows), 2).tolist() == [0, -5, -3, 4, 2]
+    # e2 not the end of its message: books after e0, e1, e3 (+2 +2 = 4), e4; e2 sees e1's book, and at t=2
+    # the window (0, 2] holds only e1's -5
+    assert ofi_signal(table(rows, eom=[1, 1, 0, 1, 1]), 2).tolist() == [0, -5, -5, 4, 4]
     with pytest.raises(ConfigError, match="window_ns"):
         ofi_signal(table(rows), 0)
 
@@ -374,8 +400,8 @@ def _random_rows(rng, n, lo=95, hi=106, t0=0):
 
 PARITY = {
     # timestamps here are a few ns apart, so sigma is ~1e4 ticks/sqrt(s): a large A keeps the quotes near the touch
-    "glft_mm": [{"gamma": g, "kappa": 0.5, "arrival_a": 1e8, "vol_window": 20, "max_position_lots": 3,
-                 "requote_ticks": rq} for g in (0.05, 1.0) for rq in (1, 2)],
+    "glft_mm": [{"gamma": g, "kappa": 0.5, "arrival_a": 1e8, "vol_window": vw, "sigma0": 1e4, "max_position_lots": 3,
+                 "requote_ticks": rq} for g in (0.05, 1.0) for rq, vw in ((1, 20), (2, 0))],
     "grid_mm": [{"levels": lv, "step_ticks": s, "recenter_ticks": 1, "max_position_lots": 4}
                 for lv in (2, 4) for s in (1, 2)],
     "mean_reversion": [{"window": 10, "warmup": 5, "entry_z": z, "exit_z": 0.2, "use_micro": u,
@@ -430,3 +456,68 @@ def test_stat_arb_sweep_equals_exact(device_backend):
     for a in ("counters", "account", "equity2", "fills", "state"):
         np.testing.assert_array_equal(getattr(sw, a), getattr(ex, a), err_msg=a)
     assert ex.counters[:, kb.N_FILLS].sum() > 0
+
+
+# ----------------------------------------------------------------------------- real data
+REAL = {  # name: (market, params); exact engine, 2 ms latencies, Binance VIP0 fees
+    "glft_mm": ("usdm", {"max_position_lots": 5}),
+    "grid_mm": ("usdm", {"levels": 3, "step_ticks": 2, "recenter_ticks": 4, "max_position_lots": 6}),
+    "mean_reversion": ("usdm", {"aggress_ticks": 1}),
+    "ofi_momentum": ("usdm", {"signal_col": 0, "threshold": 20_000, "hold_ns": 2e9, "aggress_ticks": 1}),
+    "liquidity_provision": ("usdm", {}),
+    "model_driven": ("usdm", {"signal_col": 1, "threshold": 0.4, "aggress_ticks": 1}),
+    "stop_loss_overlay": ("usdm", {"signal_col": 2}),
+    "stat_arb": ("pair", {"tick_ratio": 10, "order_lots_0": 100_000, "order_lots_1": 1, "aggress_ticks": 1}),
+}
+
+
+@pytest.fixture(scope="module")
+def real_markets(shared_data):
+    from gpuflow.backtest.strategies.ofi_momentum import ofi_signal
+    from gpuflow.backtest.strategies.stat_arb import tick_ratio
+    from gpuflow.io.binance import read_binance
+
+    fut = read_binance(shared_data / "binance" / "usdm" / "btcusdt_20240808.gz").tables[0]
+    spot = read_binance(shared_data / "binance" / "spot" / "btcusdt_20240808.gz").tables[0]
+    base = prepare_market(fut, levels=5)
+    r = base.row
+    bp, bq, ap, aq = base.bid_price[r, 0], base.bid_qty[r, 0], base.ask_price[r, 0], base.ask_qty[r, 0]
+    ok = (bq > 0) & (aq > 0) & (bp < ap)
+    # signals: 0 = 1 s best-level OFI (lots); 1 = a causal "prediction": microprice - mid (ticks);
+    # 2 = scripted entries for the stop-loss overlay: the sign of the 1 s OFI beyond 20 BTC (20000 lots)
+    ofi = ofi_signal(fut, 1_000_000_000)
+    micro = np.zeros(base.n_events)
+    micro[ok] = (bp[ok] * aq[ok] + ap[ok] * bq[ok]) / (bq[ok] + aq[ok]) - (bp[ok] + ap[ok]) / 2
+    entries = np.where(ofi > 20_000, 1.0, np.where(ofi < -20_000, -1.0, 0.0))
+    usdm = prepare_market(fut, levels=5, signals=np.column_stack([ofi, micro, entries]),
+                          signal_names=["ofi_1s", "micro_minus_mid", "ofi_entries"])
+    pair = prepare_market([spot, fut], levels=5)
+    assert tick_ratio(pair) == 10.0
+    return {"usdm": usdm, "pair": pair}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_strategies_on_binance_usdm_recording(name, real_markets):
+    which, params = REAL[name]
+    mk = real_markets[which]
+    cfg = BacktestConfig(levels=5, entry_latency_ns=2_000_000, response_latency_ns=2_000_000, maker_fee_bps=2,
+                         taker_fee_bps=5, queue_model="probabilistic", sample_ns=1_000_000_000)
+    st = get_strategy(name)
+    r = run(st, params, mk, cfg)
+    c = r.counters[0]
+    m = r.metrics()
+    print(f"\n{name}: fills {c[kb.N_FILLS]} (maker {c[kb.N_MAKER]}, taker {c[kb.N_TAKER]}), orders {c[kb.N_ORDERS]}, "
+          f"cancels {c[kb.N_CANCELS]}, rejects {c[kb.N_REJECTS]}, max |pos| {c[kb.MAX_ABS_POS]}, end pos "
+          f"{r.account[0, :, 0].tolist()}, pnl gross {m['pnl_gross'][0]:.4f} fees {m['fees'][0]:.4f} "
+          f"net {m['pnl'][0]:.4f} USDT")
+    assert c[kb.N_DECISIONS] == mk.n_events
+    assert c[kb.N_BAD_ACTIONS] == 0 and c[kb.N_NAN_ACTIONS] == 0
+    assert c[kb.N_FILLS] > 0 and c[kb.N_FILLS_DROPPED] == 0 and c[kb.N_NOTICES_DROPPED] == 0
+    assert np.isfinite(m["pnl"][0]) and np.isfinite(m["pnl_gross"][0])
+    p = param_matrix(st, params)[0]
+    names = list(st.PARAMS)
+    if "max_position_lots" in names:
+        lots = p[names.index("order_lots")]
+        # makers: one order per side, plus one being cancelled that can still fill
+        assert c[kb.MAX_ABS_POS] <= p[names.index("max_position_lots")] + 2 * lots

@@ -25,7 +25,6 @@ import math
 import numpy as np
 
 from gpuflow.kernels.backtest import (
-    A_CANCEL,
     AC_CODE,
     AC_INST,
     AC_PRICE,
@@ -42,9 +41,27 @@ from gpuflow.kernels.backtest import (
 )
 
 __all__ = [
-    "book_ok", "mid2_of", "micro_of", "depth_of", "imbalance_of", "ewma_update", "zscore_update", "det_log1p",
-    "det_exp", "ceil_i64", "set_i64", "get_i64", "is_live", "find_order", "find_order_at", "count_live",
-    "add_action", "add_taker", "COMMON_CORES", "FX_SCALE",
+    "COMMON_CORES",
+    "FX_SCALE",
+    "add_action",
+    "add_taker",
+    "book_ok",
+    "ceil_i64",
+    "count_cancelling",
+    "count_live",
+    "depth_of",
+    "det_exp",
+    "det_log1p",
+    "ewma_update",
+    "find_order",
+    "find_order_at",
+    "get_i64",
+    "imbalance_of",
+    "is_live",
+    "micro_of",
+    "mid2_of",
+    "set_i64",
+    "zscore_update",
 ]
 
 #: Fixed-point scale of deviations in :func:`zscore_update` (1/1024 tick; a power of two, so exact).
@@ -77,7 +94,7 @@ def micro_of(bp, bq, ap, aq, r):  # pragma: no cover - jitted
 def depth_of(q, r, k, nlev):  # pragma: no cover - jitted
     """Size (lots) over the first ``min(k, nlev)`` levels of one side (``q`` = bid_qty or ask_qty)."""
     s = np.int64(0)
-    m = k if k < nlev else nlev
+    m = min(nlev, k)
     for j in range(m):
         if q[r, j] > 0:
             s += q[r, j]
@@ -235,6 +252,20 @@ def find_order_at(orders, inst, side, price):  # pragma: no cover - jitted
     return -1
 
 
+def count_cancelling(orders, inst, side):  # pragma: no cover - jitted
+    """Orders of ``inst`` on ``side`` (0: both) whose cancel is sent but not yet confirmed.
+
+    Market makers wait for these before quoting that side again: the old order can still
+    fill until the cancel reaches the exchange, and its slot stays taken until the report.
+    """
+    c = 0
+    for k in range(orders.shape[0]):
+        if (orders[k, O_STATE] != 0 and orders[k, O_CANCEL] >= 0 and orders[k, O_INST] == inst
+                and (side == 0 or orders[k, O_SIDE] == side)):
+            c += 1
+    return c
+
+
 def count_live(orders, inst):  # pragma: no cover - jitted
     """Live orders of ``inst`` (every instrument when ``inst < 0``)."""
     c = 0
@@ -273,5 +304,6 @@ def add_taker(acts, n, inst, side, qty, market, aggress, bp, ap, r):  # pragma: 
 
 #: Every helper above, in dependency order (a strategy may list just the ones it calls, with their callees).
 COMMON_CORES = (book_ok, mid2_of, micro_of, depth_of, imbalance_of, ewma_update, zscore_update, det_log1p,
-                det_exp, ceil_i64, set_i64, get_i64, is_live, find_order, find_order_at, count_live, add_action,
+                det_exp, ceil_i64, set_i64, get_i64, is_live, find_order, find_order_at, count_cancelling, count_live,
+                add_action,
                 add_taker)

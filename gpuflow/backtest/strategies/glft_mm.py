@@ -22,7 +22,8 @@ sigma is estimated online from the mid changes between decisions (EWMA with weig
 
     sigma^2 = EWMA[(dmid2)^2] / EWMA[dt]  * 1e9 / 4       (dmid2 in half-ticks, dt in ns)
 
-``sigma0`` is used until the first elapsed time has been seen.
+``sigma0`` is used until the first elapsed time has been seen, and always with ``vol_window = 0``
+(a fixed sigma, e.g. to sweep it).
 
 Quotes in integers (S2 = best bid + best ask, half-ticks)::
 
@@ -33,7 +34,9 @@ Quotes in integers (S2 = best bid + best ask, half-ticks)::
 then clipped so a post-only quote does not cross (bid <= best ask - 1, ask >= best bid + 1).
 No bid while ``position >= max_position_lots``, no ask while ``position <= -max_position_lots``.
 Each side holds one post-only order; it is moved (``A_MODIFY``) only when the wanted price
-differs from its price by at least ``requote_ticks`` (queue priority is kept otherwise).
+differs from its price by at least ``requote_ticks`` (queue priority is kept otherwise), and
+a side is left alone while a cancel of ours on it is unconfirmed (the old order may still
+fill; at most two order slots per side).
 
 c1 and c2^2 are computed once per parameter set with :func:`det_log1p` / :func:`det_exp`
 so that the exact (CPU) and sweep (GPU) engines agree to the bit.
@@ -56,6 +59,7 @@ from gpuflow.backtest.strategies._common import (
     add_action,
     book_ok,
     ceil_i64,
+    count_cancelling,
     det_exp,
     det_log1p,
     ewma_update,
@@ -66,7 +70,7 @@ from gpuflow.backtest.strategies._common import (
 )
 from gpuflow.kernels.backtest import A_CANCEL, A_MODIFY, O_INST, O_PRICE, O_SIDE, T_POST
 
-__all__ = ["NAME", "PARAMS", "STATE_SIZE", "CORES", "step"]
+__all__ = ["CORES", "NAME", "PARAMS", "STATE_SIZE", "step"]
 
 NAME = "glft_mm"
 PARAMS = {
@@ -76,7 +80,7 @@ PARAMS = {
     "order_lots": (1.0, (1.0, 1e12)),
     "max_position_lots": (10.0, (0.0, 1e15)),
     "requote_ticks": (1.0, (1.0, 1e9)),
-    "vol_window": (100.0, (1.0, 1e12)),
+    "vol_window": (100.0, (0.0, 1e12)),
     "sigma0": (1.0, (0.0, 1e9)),
 }
 _GAMMA, _KAPPA, _A, _LOTS, _MAXP, _REQ, _VOLN, _SIG0 = range(8)
@@ -85,6 +89,8 @@ _S_INIT, _S_C1X2, _S_C2SQ, _S_M2, _S_T, _S_D2, _S_DT, _S_N = 0, 1, 2, 3, 4, 6, 7
 STATE_SIZE = 9
 def _side(acts, n, orders, side, want, allowed, lots, requote):  # pragma: no cover - jitted
     """Keep, move, place or cancel our one order on ``side`` (instrument 0)."""
+    if count_cancelling(orders, 0, side) > 0:
+        return n  # wait for the cancel's report
     k = find_order(orders, 0, side)
     if k >= 0:
         # a second live order on this side (should not happen): cancel it
@@ -103,7 +109,7 @@ def _side(acts, n, orders, side, want, allowed, lots, requote):  # pragma: no co
     return n
 
 
-CORES = (book_ok, ceil_i64, det_log1p, det_exp, ewma_update, set_i64, get_i64, is_live, find_order, add_action,
+CORES = (book_ok, ceil_i64, count_cancelling, det_log1p, det_exp, ewma_update, set_i64, get_i64, is_live, find_order, add_action,
          _side)
 
 
@@ -119,7 +125,7 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
         state[_S_C1X2] = (l1 + l1) / g
         state[_S_C2SQ] = g / (2.0 * kap * params[_A]) * det_exp((1.0 + kap / g) * l1)
         state[_S_INIT] = 1.0
-    else:
+    elif params[_VOLN] > 0.0:
         d = m2 - np.int64(state[_S_M2])
         dt = t - get_i64(state, _S_T)
         if state[_S_N] == 0.0:
@@ -131,7 +137,7 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
         state[_S_N] = state[_S_N] + 1.0
     state[_S_M2] = np.float64(m2)
     set_i64(state, _S_T, t)
-    if state[_S_DT] > 0.0:
+    if state[_S_DT] > 0.0 and params[_VOLN] > 0.0:
         s2 = state[_S_D2] / state[_S_DT] * 2.5e8  # half-tick^2 / ns -> tick^2 / s
     else:
         s2 = params[_SIG0] * params[_SIG0]
@@ -146,10 +152,8 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
     k2 = np.int64(k2f)
     bid = (m2 - h2 - k2) // 2
     ask = -((k2 - m2 - h2) // 2)
-    if bid > ap[r, 0] - 1:
-        bid = ap[r, 0] - 1
-    if ask < bp[r, 0] + 1:
-        ask = bp[r, 0] + 1
+    bid = min(bid, ap[r, 0] - 1)
+    ask = max(ask, bp[r, 0] + 1)
     maxp = np.int64(params[_MAXP])
     req = np.int64(params[_REQ])
     n = _side(acts, 0, orders, 1, bid, seen[0] < maxp, lots, req)

@@ -14,25 +14,26 @@ At every decision the strategy (instrument 0):
 2. places the missing grid orders (``order_lots`` each), nearest levels first, bid and ask
    alternately, skipping prices that would cross the current book (a post-only order
    there would be rejected) and stopping when the action table is full (the rest follow
-   at the next decision).
+   at the next decision); a side gets no new order while a cancel of ours on it is
+   unconfirmed.
 
 A filled level is therefore re-posted at the next decision: the classic grid, which
 sells what it bought one step higher while the price oscillates inside the grid.
-Capacity: 2 x ``levels`` orders plus those being cancelled must fit the engine's
-``MAX_ORDERS`` (16) slots, hence ``levels <= 5``.
+Capacity: 2 x ``levels`` live orders plus at most as many being cancelled must fit the
+engine's ``MAX_ORDERS`` (16) slots, hence ``levels <= 4``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from gpuflow.backtest.strategies._common import add_action, book_ok, find_order_at, is_live
+from gpuflow.backtest.strategies._common import add_action, book_ok, count_cancelling, find_order_at, is_live
 from gpuflow.kernels.backtest import A_CANCEL, O_INST, O_PRICE, O_SIDE, T_POST
 
-__all__ = ["NAME", "PARAMS", "STATE_SIZE", "CORES", "step"]
+__all__ = ["CORES", "NAME", "PARAMS", "STATE_SIZE", "step"]
 
 NAME = "grid_mm"
 PARAMS = {
-    "levels": (3.0, (1.0, 5.0)),
+    "levels": (3.0, (1.0, 4.0)),
     "step_ticks": (1.0, (1.0, 1e9)),
     "recenter_ticks": (2.0, (0.0, 1e12)),
     "order_lots": (1.0, (1.0, 1e12)),
@@ -48,7 +49,7 @@ def _on_grid(off, step, levels):  # pragma: no cover - jitted
     return off > 0 and off % step == 0 and off // step <= levels
 
 
-CORES = (add_action, book_ok, find_order_at, is_live, _on_grid)
+CORES = (add_action, book_ok, count_cancelling, find_order_at, is_live, _on_grid)
 
 
 def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts):  # pragma: no cover
@@ -70,6 +71,9 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
     pos = seen[0]
     bid_on = pos < maxp
     ask_on = pos > -maxp
+    # cancels sent before this decision and not yet confirmed: no new order on that side
+    bid_new = bid_on and count_cancelling(orders, 0, 1) == 0
+    ask_new = ask_on and count_cancelling(orders, 0, -1) == 0
     n = 0
     for k in range(orders.shape[0]):
         if not is_live(orders, k) or orders[k, O_INST] != 0:
@@ -81,11 +85,11 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
         if not keep:
             n = add_action(acts, n, A_CANCEL, 0, 0, 0, 0, k)
     for i in range(1, levels + 1):
-        if bid_on:
+        if bid_new:
             p = hi - i * stp
             if p < ap[r, 0] and find_order_at(orders, 0, 1, p) < 0:
                 n = add_action(acts, n, T_POST, 0, 1, p, lots, 0)
-        if ask_on:
+        if ask_new:
             p = lo + i * stp
             if p > bp[r, 0] and find_order_at(orders, 0, -1, p) < 0:
                 n = add_action(acts, n, T_POST, 0, -1, p, lots, 0)

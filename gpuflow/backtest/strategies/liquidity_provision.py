@@ -12,7 +12,8 @@ with post-only orders of ``order_lots``.  An order is cancelled when the imbalan
 flips past ``exit_imbalance`` (bid: ``I < exit_imbalance``; ask: ``I > -exit_imbalance``)
 or the position limit is reached (no bid while ``position >= max_position_lots``, no
 ask while ``position <= -max_position_lots``), and moved (``A_MODIFY``) to the new touch
-when the best price on its side has moved away from it.
+when the best price on its side has moved away from it.  A side is left alone while a
+cancel of ours on it is unconfirmed.
 
 References
 ----------
@@ -25,10 +26,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpuflow.backtest.strategies._common import add_action, book_ok, depth_of, find_order, imbalance_of, is_live
+from gpuflow.backtest.strategies._common import (
+    add_action,
+    book_ok,
+    count_cancelling,
+    depth_of,
+    find_order,
+    imbalance_of,
+    is_live,
+)
 from gpuflow.kernels.backtest import A_CANCEL, A_MODIFY, O_PRICE, T_POST
 
-__all__ = ["NAME", "PARAMS", "STATE_SIZE", "CORES", "step"]
+__all__ = ["CORES", "NAME", "PARAMS", "STATE_SIZE", "step"]
 
 NAME = "liquidity_provision"
 PARAMS = {
@@ -44,6 +53,8 @@ STATE_SIZE = 1
 
 def _quote(acts, n, orders, side, touch, want, keep, lots):  # pragma: no cover - jitted
     """Our one post-only order on ``side``: place it at ``touch`` (want), keep / re-peg it (keep), or cancel."""
+    if count_cancelling(orders, 0, side) > 0:
+        return n  # wait for the cancel's report
     k = find_order(orders, 0, side)
     if k >= 0:
         if not keep:
@@ -56,7 +67,7 @@ def _quote(acts, n, orders, side, touch, want, keep, lots):  # pragma: no cover 
     return n
 
 
-CORES = (add_action, book_ok, depth_of, find_order, imbalance_of, is_live, _quote)
+CORES = (add_action, book_ok, count_cancelling, depth_of, find_order, imbalance_of, is_live, _quote)
 
 
 def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts):  # pragma: no cover

@@ -28,6 +28,8 @@ ch. 2-3); microprice: S. Stoikov, "The micro-price", Quantitative Finance 18(12)
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gpuflow.backtest.strategies._common import (
@@ -40,7 +42,7 @@ from gpuflow.backtest.strategies._common import (
     zscore_update,
 )
 
-__all__ = ["NAME", "PARAMS", "STATE_SIZE", "CORES", "step"]
+__all__ = ["CORES", "NAME", "PARAMS", "STATE_SIZE", "step"]
 
 NAME = "mean_reversion"
 PARAMS = {
@@ -71,7 +73,7 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
     z = zscore_update(state, _S_Z, x, params[_WIN])
     if state[_S_Z + 2] <= params[_WARM]:
         return 0
-    if z != z:
+    if math.isnan(z):
         return -1
     pos = seen[0]
     if count_live(orders, 0) > 0:
@@ -91,6 +93,5 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
     side = 1 if diff > 0 else -1
     qty = diff if diff > 0 else -diff
     lots = np.int64(params[_LOTS])
-    if qty > lots:
-        qty = lots
+    qty = min(qty, lots)
     return add_taker(acts, 0, 0, side, qty, params[_MKT], np.int64(params[_AGG]), bp, ap, r)

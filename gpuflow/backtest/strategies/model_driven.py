@@ -19,6 +19,8 @@ horizon, e.g. from :mod:`gpuflow.research`, is a target, never a signal).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from gpuflow.backtest.strategies._common import (
@@ -29,7 +31,7 @@ from gpuflow.backtest.strategies._common import (
     is_live,
 )
 
-__all__ = ["NAME", "PARAMS", "STATE_SIZE", "CORES", "step"]
+__all__ = ["CORES", "NAME", "PARAMS", "STATE_SIZE", "step"]
 
 NAME = "model_driven"
 PARAMS = {
@@ -54,7 +56,7 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
     if col >= sig.shape[1]:
         return -1
     x = sig[e, col] - params[_CENTER]
-    if x != x:
+    if math.isnan(x):
         return -1
     r = cur[0]
     if not book_ok(bp, bq, ap, aq, r):
@@ -77,10 +79,8 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
         target = np.int64(0)
     else:
         target = pos
-    if target > maxp:
-        target = maxp
-    if target < -maxp:
-        target = -maxp
+    target = min(target, maxp)
+    target = max(target, -maxp)
     diff = target - pos
     if diff == 0:
         return 0

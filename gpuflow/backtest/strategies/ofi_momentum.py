@@ -5,9 +5,11 @@ event, known at that event's ``ts_local``); :func:`ofi_signal` builds the usual 
 best-level OFI ``e(i)`` of Cont, Kukanov and Stoikov (2014) (:func:`gpuflow.features.ofi.ofi`
 on the book after every complete message) summed over the last ``window_ns``::
 
-    s(e) = sum of e(i) over the complete messages i with  ts(e) - window_ns < ts(i) <= ts(e)
+    s(e) = sum of e(i) over the complete messages i seen by event e with  ts(e) - window_ns < ts(i) <= ts(e)
 
-Pass it to :func:`gpuflow.backtest.prepare_market` as ``signals=``.  Rules (instrument 0):
+(the first complete book counts as no flow).  Pass it to :func:`gpuflow.backtest.prepare_market`
+as ``signals=``; a run configuration gets the same column from
+``signals: [{name: ofi_1s, feature: ofi, levels: 1, window_ns: 1s}]``.  Rules (instrument 0):
 
 * flat: ``s > threshold`` -> buy ``order_lots``; ``s < -threshold`` -> sell ``order_lots``;
 * holding: flatten when ``hold_ns`` has passed since the entry order was sent, or when the
@@ -25,6 +27,7 @@ strategy bets that the price impact of a burst of order flow continues).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -40,7 +43,7 @@ from gpuflow.backtest.strategies._common import (
     set_i64,
 )
 
-__all__ = ["NAME", "PARAMS", "STATE_SIZE", "CORES", "step", "ofi_signal"]
+__all__ = ["CORES", "NAME", "PARAMS", "STATE_SIZE", "ofi_signal", "step"]
 
 NAME = "ofi_momentum"
 PARAMS = {
@@ -62,7 +65,7 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
     if col >= sig.shape[1]:
         return -1
     s = sig[e, col]
-    if s != s:
+    if math.isnan(s):
         return -1
     r = cur[0]
     if not book_ok(bp, bq, ap, aq, r):
@@ -88,29 +91,29 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
     return n
 
 
-def ofi_signal(events: pa.Table, window_ns: int, *, levels: int = 1, sync: bool = True,
-               backend: Any = "cpu") -> np.ndarray:
+def ofi_signal(events: pa.Table, window_ns: int, *, levels: int = 1, backend: Any = "cpu") -> np.ndarray:
     """Rolling best-level (or multi-level summed) OFI per event, aligned with :func:`prepare_market`.
+
+    The same values as a config signal ``{feature: ofi, levels: L, window_ns: W}``
+    (:func:`gpuflow.backtest.config.build_signals` on the complete books, which this calls).
 
     Parameters
     ----------
     events : pyarrow.Table
-        Schema events of one instrument (the table given to ``prepare_market``).
+        Schema events of one instrument (the table given to ``prepare_market``; Binance diff
+        streams are put in synced order, as ``prepare_market`` does).
     window_ns : int
         Rolling window (ns, ``ts_local`` clock).
     levels : int
         OFI levels summed (1: Cont-Kukanov-Stoikov best-level OFI).
-    sync : bool
-        As ``prepare_market(sync=...)``: Binance diff streams are put in synced order first,
-        so the rows line up with the merged events.
     backend : {"cpu", "gpu"} or Backend
 
     Returns
     -------
     float64 array (n_events,), host
-        ``s(e)`` (lots): OFI summed over the complete messages (rows with ``FLAG_EOM``) whose
-        ``ts_local`` lies in ``(ts(e) - window_ns, ts(e)]`` and that end at or before event e.
-        Events before the first complete message get 0.
+        ``s(e)`` (lots): OFI of the complete books (rows ending a message) seen up to event e, summed
+        over those that became known in ``(ts(e) - window_ns, ts(e)]``.  The first complete book
+        counts as no flow (not as the build-up from an empty book).
 
     Raises
     ------
@@ -123,32 +126,13 @@ def ofi_signal(events: pa.Table, window_ns: int, *, levels: int = 1, sync: bool 
     >>> s = ofi_signal(events, 1_000_000_000)                                # doctest: +SKIP
     >>> market = prepare_market(events, signals=s, signal_names=["ofi_1s"])  # doctest: +SKIP
     """
-    from gpuflow.backtest.engine import ConfigError
-    from gpuflow.book import rebuild_book
-    from gpuflow.features.ofi import ofi
-    from gpuflow.schema import FLAG_EOM, KIND_DIFF
-    from gpuflow.sync import synced_events
+    from gpuflow.backtest.config import SignalSpec, build_signals, complete_rows
+    from gpuflow.backtest.engine import ConfigError, prepare_market
 
-    if not isinstance(window_ns, (int, np.integer)) or window_ns <= 0:
+    if not isinstance(window_ns, (int, np.integer)) or isinstance(window_ns, bool) or window_ns <= 0:
         msg = f"ofi_signal: window_ns must be a positive integer of ns, got {window_ns!r}"
         raise ConfigError(msg)
-    if sync and (events.column("kind").to_numpy() == KIND_DIFF).any():
-        events, _ = synced_events(events)
-    n = events.num_rows
-    book = rebuild_book(events, levels=levels, every=0, backend=backend).to_host()
-    e = np.asarray(ofi(book, levels, backend="cpu")).sum(axis=1)
-    ts = events.column("ts_local").to_numpy()
-    # the time each row became known (running maximum, as the OFI features use)
-    ts_rows = np.maximum.accumulate(ts[np.asarray(book.index)]) if n else ts
-    cs = np.concatenate([[0], np.cumsum(e)])
-    # rolling sum over rows j with ts_rows[j] > ts_rows[i] - window_ns, j <= i
-    start = np.searchsorted(ts_rows, ts_rows - window_ns, side="right")
-    roll = cs[1:] - cs[start]
-    # event -> last complete message ending at or before it
-    flags = events.column("flags").to_numpy()
-    last_row = np.cumsum((flags & FLAG_EOM) != 0) - 1
-    out = np.zeros(n, np.float64)
-    ok = last_row >= 0
-    out[ok] = roll[last_row[ok]]
-    # prepare_market merges events by a stable sort on ts_local: follow it
-    return np.ascontiguousarray(out[np.argsort(ts, kind="stable")])
+    market = prepare_market(events, levels=levels, backend=backend)
+    spec = SignalSpec(name=f"ofi_{levels}", feature="ofi", levels=levels, window_ns=int(window_ns))
+    return np.ascontiguousarray(build_signals(market, [spec], complete=complete_rows([events]),
+                                              backend=backend)[:, 0])

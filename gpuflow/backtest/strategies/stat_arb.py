@@ -32,6 +32,7 @@ divergence / convergence rule, here on an EWMA z-score of the spot-perpetual bas
 """
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -46,7 +47,7 @@ from gpuflow.backtest.strategies._common import (
     zscore_update,
 )
 
-__all__ = ["NAME", "PARAMS", "STATE_SIZE", "CORES", "step", "tick_ratio"]
+__all__ = ["CORES", "NAME", "PARAMS", "STATE_SIZE", "step", "tick_ratio"]
 
 NAME = "stat_arb"
 PARAMS = {
@@ -78,7 +79,7 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
     z = zscore_update(state, _S_Z, basis, params[_WIN])
     if state[_S_Z + 2] <= params[_WARM]:
         return 0
-    if z != z:
+    if math.isnan(z):
         return -1
     p0 = seen[0]
     p1 = seen[1]

@@ -39,7 +39,7 @@ from gpuflow.backtest.strategies._common import (
     is_live,
 )
 
-__all__ = ["NAME", "PARAMS", "STATE_SIZE", "CORES", "step"]
+__all__ = ["CORES", "NAME", "PARAMS", "STATE_SIZE", "step"]
 
 NAME = "stop_loss_overlay"
 PARAMS = {
