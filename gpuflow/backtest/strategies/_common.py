@@ -78,7 +78,7 @@ def book_ok(bp, bq, ap, aq, r):  # pragma: no cover - jitted
 
 
 def mid2_of(bp, ap, r):  # pragma: no cover - jitted
-    """Twice the mid price, ``bp[r, 0] + ap[r, 0]`` (half-ticks, exact integer); check :func:`book_ok` first."""
+    """Twice the mid, ``bp[r, 0] + ap[r, 0]`` (half-ticks, an exact integer); check :func:`book_ok` first."""
     return bp[r, 0] + ap[r, 0]
 
 
@@ -227,7 +227,7 @@ def get_i64(state, i):  # pragma: no cover - jitted
 
 # ----------------------------------------------------------------------------- orders and actions
 def is_live(orders, k):  # pragma: no cover - jitted
-    """Order slot ``k`` is live as far as the strategy has been told (no final report yet), with no cancel sent.
+    """Order slot ``k`` is live as far as the strategy knows (no final report yet) and not being cancelled.
 
     ``orders`` is the strategy's view of its orders (see :func:`gpuflow.kernels.backtest.engine_pair`):
     an order stays live until its last fill / cancel / reject report has reached the strategy.
@@ -304,6 +304,5 @@ def add_taker(acts, n, inst, side, qty, market, aggress, bp, ap, r):  # pragma: 
 
 #: Every helper above, in dependency order (a strategy may list just the ones it calls, with their callees).
 COMMON_CORES = (book_ok, mid2_of, micro_of, depth_of, imbalance_of, ewma_update, zscore_update, det_log1p,
-                det_exp, ceil_i64, set_i64, get_i64, is_live, find_order, find_order_at, count_cancelling, count_live,
-                add_action,
-                add_taker)
+                det_exp, ceil_i64, set_i64, get_i64, is_live, find_order, find_order_at, count_cancelling,
+                count_live, add_action, add_taker)

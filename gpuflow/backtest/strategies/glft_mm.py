@@ -87,6 +87,8 @@ _GAMMA, _KAPPA, _A, _LOTS, _MAXP, _REQ, _VOLN, _SIG0 = range(8)
 # state: init flag, 2*c1 (half-ticks), c2^2, last mid2, last t (2 slots), EWMA dmid2^2, EWMA dt, samples
 _S_INIT, _S_C1X2, _S_C2SQ, _S_M2, _S_T, _S_D2, _S_DT, _S_N = 0, 1, 2, 3, 4, 6, 7, 8
 STATE_SIZE = 9
+
+
 def _side(acts, n, orders, side, want, allowed, lots, requote):  # pragma: no cover - jitted
     """Keep, move, place or cancel our one order on ``side`` (instrument 0)."""
     if count_cancelling(orders, 0, side) > 0:
@@ -109,8 +111,8 @@ def _side(acts, n, orders, side, want, allowed, lots, requote):  # pragma: no co
     return n
 
 
-CORES = (book_ok, ceil_i64, count_cancelling, det_log1p, det_exp, ewma_update, set_i64, get_i64, is_live, find_order, add_action,
-         _side)
+CORES = (book_ok, ceil_i64, count_cancelling, det_log1p, det_exp, ewma_update, set_i64, get_i64, is_live,
+         find_order, add_action, _side)
 
 
 def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts):  # pragma: no cover

@@ -62,7 +62,8 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
     rec2 = 2 * np.int64(params[_RECENTER])
     lots = np.int64(params[_LOTS])
     maxp = np.int64(params[_MAXP])
-    if state[_S_INIT] == 0.0 or m2 - np.int64(state[_S_ANCHOR]) > rec2 or np.int64(state[_S_ANCHOR]) - m2 > rec2:
+    drift = m2 - np.int64(state[_S_ANCHOR])
+    if state[_S_INIT] == 0.0 or drift > rec2 or -drift > rec2:
         state[_S_ANCHOR] = np.float64(m2)
         state[_S_INIT] = 1.0
     a2 = np.int64(state[_S_ANCHOR])

@@ -52,7 +52,7 @@ STATE_SIZE = 1
 
 
 def _quote(acts, n, orders, side, touch, want, keep, lots):  # pragma: no cover - jitted
-    """Our one post-only order on ``side``: place it at ``touch`` (want), keep / re-peg it (keep), or cancel."""
+    """Our one post-only order on ``side``: place it at ``touch`` (want), keep or re-peg it (keep), cancel."""
     if count_cancelling(orders, 0, side) > 0:
         return n  # wait for the cancel's report
     k = find_order(orders, 0, side)

@@ -106,7 +106,7 @@ def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders
 
 
 def tick_ratio(market: Any) -> float:
-    """``tick_size_1 / tick_size_0`` of a two-instrument :class:`~gpuflow.backtest.MarketData` (exact decimals).
+    """``tick_size_1 / tick_size_0`` of a two-instrument :class:`~gpuflow.backtest.MarketData` (exact).
 
     Raises
     ------
