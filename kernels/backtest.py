@@ -43,13 +43,13 @@ import numpy as np
 from numba import prange
 
 from gpuflow.backend import KernelPair, Twins, cuda
-from gpuflow.schema import KIND_EXECUTE, KIND_TRADE
+from gpuflow.schema import KIND_ADD, KIND_CANCEL, KIND_DELETE, KIND_EXECUTE, KIND_SET, KIND_TRADE
 
 __all__ = [
     "O_STATE", "O_SIDE", "O_PRICE", "O_QTY", "O_TYPE", "O_ARRIVE", "O_QUEUE", "O_ID", "O_CANCEL", "O_INST",
     "O_ORIG", "O_LEVEL", "O_QENTRY", "NCOL", "T_GTC", "T_IOC", "T_FOK", "T_POST", "T_MARKET", "A_CANCEL",
     "A_CANCEL_ALL", "A_MODIFY", "C_ENTRY", "C_RESP", "C_FEED", "C_MAKER", "C_TAKER", "C_QMODEL", "C_PARTIAL",
-    "C_INTERVAL", "C_SAMPLE", "C_T0", "NCFG", "N_ORDERS", "N_CANCELS", "N_FILLS", "N_MAKER", "N_TAKER",
+    "C_INTERVAL", "C_SAMPLE", "C_T0", "C_GRID", "NCFG", "N_ORDERS", "N_CANCELS", "N_FILLS", "N_MAKER", "N_TAKER",
     "MAKER_LOTS", "TAKER_LOTS", "N_REJECTS", "N_FILLS_DROPPED", "N_UNFILLED_MARKET", "N_BAD_ACTIONS",
     "N_NAN_ACTIONS", "N_DECISIONS", "N_NOTICES_DROPPED", "ORDERED_LOTS", "NCNT", "ACC_POS", "ACC_CASH", "ACC_FEE",
     "ACC_LOTS", "ACC_NOTIONAL", "NACC", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
@@ -57,8 +57,9 @@ __all__ = [
 ]
 
 # order table columns
-O_STATE, O_SIDE, O_PRICE, O_QTY, O_TYPE, O_ARRIVE, O_QUEUE, O_ID, O_CANCEL, O_INST, O_ORIG, O_LEVEL, O_QENTRY = range(13)
-NCOL = 13
+(O_STATE, O_SIDE, O_PRICE, O_QTY, O_TYPE, O_ARRIVE, O_QUEUE, O_ID, O_CANCEL, O_INST, O_ORIG, O_LEVEL, O_QENTRY,
+ O_OUT) = range(14)
+NCOL = 14
 #: order states
 S_FREE, S_PENDING, S_RESTING = 0, 1, 2
 #: order types (= action codes 1..5)
@@ -68,8 +69,8 @@ A_CANCEL, A_CANCEL_ALL, A_MODIFY = 6, 7, 8
 #: action columns: code, instrument, side, price (ticks), qty (lots), slot
 AC_CODE, AC_INST, AC_SIDE, AC_PRICE, AC_QTY, AC_SLOT = range(6)
 # config vector
-C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0 = range(10)
-NCFG = 10
+C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0, C_GRID = range(11)
+NCFG = 11
 # counters
 (N_ORDERS, N_CANCELS, N_FILLS, N_MAKER, N_TAKER, MAKER_LOTS, TAKER_LOTS, N_REJECTS, N_FILLS_DROPPED,
  N_UNFILLED_MARKET, N_BAD_ACTIONS, N_NAN_ACTIONS, N_DECISIONS, MAX_ABS_POS, N_ORDER_ID, N_NOTICES_DROPPED,
@@ -91,6 +92,10 @@ _UNKNOWN = np.int64(1) << 60
 _BIG = np.int64(1) << 62
 _KIND_TRADE = KIND_TRADE
 _KIND_EXECUTE = KIND_EXECUTE
+_KIND_SET = KIND_SET
+_KIND_ADD = KIND_ADD
+_KIND_CANCEL = KIND_CANCEL
+_KIND_DELETE = KIND_DELETE
 
 
 # ----------------------------------------------------------------------------- scalar cores
@@ -248,6 +253,7 @@ def arrive(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, 
         return
     ordv[k, O_STATE] = S_RESTING
     lq = level_qty(bp, bq, ap, aq, row, nlev, side, price)
+    ordv[k, O_OUT] = 1 if lq < 0 else 0
     ordv[k, O_LEVEL] = lq
     ordv[k, O_QUEUE] = _UNKNOWN if lq < 0 else lq
     ordv[k, O_QENTRY] = lq
@@ -275,13 +281,25 @@ def on_trade(p, e, t_x, inst, agg_side, tprice, tqty, ordv, cfg, acct, pend, cnt
                 ordv[k, O_QUEUE] = q
 
 
-def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills):  # pragma: no cover
-    """The book of ``inst`` changed (row ``row``): queue positions and crossing fills of resting orders."""
+def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills, ekind, eside,
+            eprice):  # pragma: no cover
+    """The book of ``inst`` changed (row ``row``) by an event of kind ``ekind`` at (``eside``, ``eprice``):
+    queue positions and crossing fills of resting orders."""
+    single = ekind == _KIND_SET or ekind == _KIND_ADD or ekind == _KIND_CANCEL or ekind == _KIND_DELETE \
+        or ekind == _KIND_EXECUTE
     for k in range(ordv.shape[0]):
         if ordv[k, O_STATE] != S_RESTING or ordv[k, O_INST] != inst:
             continue
         side = ordv[k, O_SIDE]
         price = ordv[k, O_PRICE]
+        # a change of one level elsewhere can neither change our level, nor cross us, nor (when our
+        # level is in view) change what we know of it: skip the checks (most events of a thick book)
+        if single and ordv[k, O_QUEUE] != _UNKNOWN and ordv[k, O_OUT] == 0:
+            if eside == side:
+                if eprice != price:
+                    continue
+            elif (side > 0 and eprice > price) or (side < 0 and eprice < price):
+                continue
         if side > 0:
             crossed = aq[row, 0] > 0 and ap[row, 0] <= price
         else:
@@ -291,7 +309,9 @@ def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, c
             continue
         lq = level_qty(bp, bq, ap, aq, row, nlev, side, price)
         if lq < 0:
+            ordv[k, O_OUT] = 1
             continue  # beyond the known levels: nothing to learn
+        ordv[k, O_OUT] = 0
         q = ordv[k, O_QUEUE]
         if q == _UNKNOWN:
             ordv[k, O_QUEUE] = lq  # the level comes into view: join behind what is shown
@@ -515,14 +535,19 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
             if bq[row, 0] > 0 and aq[row, 0] > 0:
                 mid2[inst] = bp[row, 0] + ap[row, 0]
             if resting > 0:
-                on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills)
+                on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills, kd, side[e],
+                        price[e])
         if cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
             resting, next_x = order_schedule(ordv)
             next_p = pend_next(pend)
-        # the strategy decides (it has seen every event with ts_local <= t)
-        if t >= next_decision:
+        # the strategy decides after a complete message (the last event of its receive time: it has seen
+        # every event with ts_local <= t), at the first one at or after each decision time
+        if t >= next_decision and (e == n - 1 or ts[e + 1] > t):
             if interval > 0:
-                next_decision = t + interval
+                if cfg[C_GRID] != 0:
+                    next_decision += ((t - next_decision) // interval + 1) * interval  # fixed clock from t0
+                else:
+                    next_decision = t + interval
             for a in range(acts.shape[0]):
                 for c in range(6):
                     acts[a, c] = 0

@@ -358,81 +358,10 @@ def run_gpuflow(table: Any, *, feed_latency_ns: int, timer_ns: np.ndarray | None
 
 
 def _merged_flags(table: Any, synced: np.ndarray, timer: np.ndarray) -> np.ndarray:
-    """Timer flags aligned with prepare_market's merged events (synced order, then stable ts sort)."""
-    ts = table.column("ts_local").to_numpy()[synced]
-    order = np.argsort(ts, kind="stable")
-    return timer[synced][order].astype(np.float64)[:, None]
+    """Timer flags aligned with prepare_market's events (one instrument: the synced order, unsorted)."""
+    return timer[synced].astype(np.float64)[:, None]
 
 
-def clock_study(table: Any, feed_latency_ns: int, grid_ns: np.ndarray, s: dict[str, Any] = SETTINGS
-                ) -> dict[str, dict[str, Any]]:
-    """Fills of market_making under several decision rules (flags on prepare_market's events).
-
-    * ``engine``: the engine's rule (the first event at least 100 ms after the previous decision);
-    * ``engine-msg-end``: the same rule, counting only the last row of a message (rows of one
-      depthUpdate share their ts_local and are applied one by one: a decision at a message's first
-      row sees a half-applied diff);
-    * ``grid-first-event`` / ``grid-first-msg-end``: the first event (message end) at or after each of
-      hftbacktest's decision times ``grid_ns``.
-    The exact-time decisions (timer rows) are the ``gpuflow-timer`` row of :func:`compare`.
-    """
-    from gpuflow.kernels import backtest as kb
-
-    from gpuflow.backtest import BacktestConfig, prepare_market, run
-    from gpuflow.schema import FLAG_EOM
-    from gpuflow.sync import synced_order
-
-    order, _, _ = synced_order(table)
-    ts = table.column("ts_local").to_numpy()[order]
-    srt = np.argsort(ts, kind="stable")
-    ts = ts[srt]
-    end = (table.column("flags").to_numpy()[order][srt] & FLAG_EOM) != 0
-    market = prepare_market(table, levels=s["levels"])
-    if not np.array_equal(market.ts, ts):
-        msg = "clock_study: merged events do not line up with prepare_market's"
-        raise RuntimeError(msg)
-
-    def drift(ok: np.ndarray) -> np.ndarray:
-        flags = np.zeros(ts.size)
-        nxt = ts[0]
-        for e in np.nonzero(ok)[0]:
-            if ts[e] >= nxt:
-                flags[e] = 1
-                nxt = ts[e] + s["interval_ns"]
-        return flags
-
-    def grid(ok: np.ndarray) -> np.ndarray:
-        cand = np.nonzero(ok)[0]
-        j = np.searchsorted(ts[cand], grid_ns, side="left")
-        flags = np.zeros(ts.size)
-        flags[cand[j[j < cand.size]]] = 1
-        return flags
-
-    every = np.ones(ts.size, bool)
-    rules = {"engine": drift(every), "engine-msg-end": drift(end), "grid-first-event": grid(every),
-             "grid-first-msg-end": grid(end)}
-    cfg = BacktestConfig(entry_latency_ns=s["entry_latency_ns"], response_latency_ns=s["response_latency_ns"],
-                         feed_latency_ns=int(feed_latency_ns), maker_fee_bps=s["maker_fee_bps"],
-                         taker_fee_bps=s["taker_fee_bps"], queue_model="risk_averse", partial_fills=False,
-                         decision_interval_ns=0, levels=s["levels"])
-    params = {"half_spread_ticks": s["half_spread_ticks"], "order_lots": s["order_lots"],
-              "max_position_lots": s["max_position_lots"]}
-    out = {}
-    for name, flags in rules.items():
-        market.signals = flags[:, None]
-        r = run(TIMER_STRATEGY, params, market, cfg)
-        f = r.fills_of(0)
-        fills = np.stack([f[:, kb.F_TS], f[:, kb.F_SIDE], f[:, kb.F_PRICE], f[:, kb.F_QTY], f[:, kb.F_LIQ]], axis=1)
-        row = summary(fills, position_lots=int(r.account[0, 0, 0]), best_bid=int(market.bid_price[-1, 0]),
-                      best_ask=int(market.ask_price[-1, 0]), s=s)
-        dt = ts[flags != 0]
-        out[name] = {"decisions": int(flags.sum()), "fills": row["fills"], "post_only_rejects":
-                     int(r.counters[0, kb.N_REJECTS]), "pnl_net_usdt": row["pnl_net_usdt"],
-                     "mean_gap_ms": round(float(np.diff(dt).mean()) / 1e6, 2) if dt.size > 1 else 0.0}
-    return out
-
-
-# ----------------------------------------------------------------------------- comparison
 def summary(fills: np.ndarray, *, position_lots: int, best_bid: int, best_ask: int,
             s: dict[str, Any] = SETTINGS) -> dict[str, Any]:
     """Counts and PnL from a fill list (columns ts, side, price ticks, qty lots, liquidity 1 maker / 2 taker).
@@ -500,9 +429,8 @@ def compare(path: str | Path = DEFAULT, *, feed_ns: int | None = None) -> dict[s
         rows[name]["common_with_hftbacktest_100ms"] = match_fills(r["fills"], runs["hftbacktest"]["fills"],
                                                                   100_000_000)
         rows[name]["identical_to_constlat"] = match_fills(r["fills"], runs["hftbacktest-constlat"]["fills"], 0)
-    clocks = clock_study(table, F, dec)
     return {"file": data["path"], "feed_latency_ns": F, "offset_ns": off, "snapshot_local_ns": snap,
-            "grid_origin_ns": origin, "clock_study": clocks, "hftbacktest_from_start_fills": int(h_any["fills"].shape[0]),
+            "grid_origin_ns": origin, "hftbacktest_from_start_fills": int(h_any["fills"].shape[0]),
             "same_decisions": bool(np.array_equal(dec, runs["hftbacktest-constlat"]["decision_ts"])),
             "rows": rows, "runs": runs}
 
@@ -529,9 +457,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"file {out['file']}; feed latency F = {out['feed_latency_ns']} ns; hftbacktest local offset "
           f"{out['offset_ns']} ns; hftbacktest trading from the start: {out['hftbacktest_from_start_fills']} fills")
     print(_table(out["rows"]))
-    print("\ndecision rules (our engine, feed latency F):")
-    for name, r in out["clock_study"].items():
-        print(f"  {name:20} " + ", ".join(f"{k} {v}" for k, v in r.items()))
     if args.json:
         Path(args.json).write_text(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1))
     return 0

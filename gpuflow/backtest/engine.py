@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from gpuflow.backend import Backend, get_backend
 from gpuflow.errors import GpuflowError, SchemaError
-from gpuflow.schema import KIND_DIFF, Instrument, instrument_of
+from gpuflow.schema import (KIND_ADD, KIND_CANCEL, KIND_CLEAR, KIND_DELETE, KIND_DIFF, KIND_EXECUTE, KIND_MODIFY,
+                            KIND_SET, KIND_SNAPSHOT, Instrument, instrument_of)
 
 __all__ = ["BacktestConfig", "MarketData", "BacktestResult", "ConfigError", "prepare_market", "run",
            "param_matrix"]
@@ -60,8 +61,11 @@ class BacktestConfig:
         A queue passed partly fills partly (True) or the whole order (False, as hftbacktest's
         ``no_partial_fill_exchange``).
     decision_interval_ns : int
-        The strategy decides at the first event at least this long after its previous decision
-        (0: at every event).
+        Time between decisions (0: after every message).  A decision is taken after a complete
+        message (the last event of a receive time), the first one at or after its decision time.
+    decision_clock : {"grid", "event"}
+        ``grid``: decision times on a fixed clock ``t0 + k * interval`` (as hftbacktest's
+        ``elapse``); ``event``: ``interval`` after the previous decision.
     sample_ns : int
         Equity sampling interval (for Sharpe, drawdown and the equity curve).
     levels : int
@@ -78,6 +82,7 @@ class BacktestConfig:
     queue_model: str = "risk_averse"
     partial_fills: bool = True
     decision_interval_ns: int = 0
+    decision_clock: str = "grid"
     sample_ns: int = 1_000_000_000
     levels: int = 5
     max_fills: int = 100_000
@@ -102,6 +107,9 @@ class BacktestConfig:
             if not isinstance(v, (int, np.integer)) or v < 0 or (name == "sample_ns" and v <= 0):
                 msg = f"BacktestConfig.{name}: expected a non-negative integer of ns, got {v!r}"
                 raise ConfigError(msg)
+        if self.decision_clock not in ("grid", "event"):
+            msg = f"BacktestConfig.decision_clock: expected 'grid' or 'event', got {self.decision_clock!r}"
+            raise ConfigError(msg)
         c = np.zeros(kb.NCFG, np.int64)
         c[kb.C_ENTRY] = self.entry_latency_ns
         c[kb.C_RESP] = self.response_latency_ns
@@ -112,6 +120,7 @@ class BacktestConfig:
         c[kb.C_PARTIAL] = 1 if self.partial_fills else 0
         c[kb.C_INTERVAL] = self.decision_interval_ns
         c[kb.C_SAMPLE] = self.sample_ns
+        c[kb.C_GRID] = 1 if self.decision_clock == "grid" else 0
         return c
 
 
@@ -169,22 +178,35 @@ def prepare_market(tables: pa.Table | Sequence[pa.Table], *, levels: int = 5, si
         raise ConfigError(msg)
     parts, books, insts = [], [], []
     offset = 0
+    book_kinds = np.zeros(256, bool)
+    book_kinds[[KIND_SET, KIND_SNAPSHOT, KIND_CLEAR, KIND_ADD, KIND_MODIFY, KIND_CANCEL, KIND_DELETE,
+                KIND_EXECUTE]] = True
     for m, t in enumerate(tables):
         ins = instrument_of(t)
         if sync and (t.column("kind").to_numpy() == KIND_DIFF).any():
             t, _ = synced_events(t)
         f = rebuild_book(t, levels=levels, every=1, backend=backend).to_host()
         n = t.num_rows
-        parts.append({"ts": t.column("ts_local").to_numpy(), "inst": np.full(n, m, np.int64),
-                      "row": np.arange(n, dtype=np.int64) + offset, "kind": t.column("kind").to_numpy(),
-                      "side": t.column("side").to_numpy(), "price": t.column("price").to_numpy(),
+        # synced order applies the diffs buffered before a snapshot after it: the book they give is
+        # known at the snapshot's time at the earliest, so receive times are made non-decreasing
+        ts = np.maximum.accumulate(t.column("ts_local").to_numpy())
+        kind = t.column("kind").to_numpy()
+        # an event that does not change the book points at the row of the last one that did (the
+        # engine then skips its book checks)
+        idx = np.arange(n, dtype=np.int64)
+        last = np.maximum.accumulate(np.where(book_kinds[kind], idx, -1))
+        parts.append({"ts": ts, "inst": np.full(n, m, np.int64), "row": np.where(last >= 0, last, idx) + offset,
+                      "kind": kind, "side": t.column("side").to_numpy(), "price": t.column("price").to_numpy(),
                       "qty": t.column("qty").to_numpy()})
         books.append(f)
         insts.append(ins)
         offset += n
-    cat = {k: np.concatenate([p_[k] for p_ in parts]) for k in parts[0]}
-    order = np.argsort(cat["ts"], kind="stable")
-    cat = {k: np.ascontiguousarray(v[order]) for k, v in cat.items()}
+    if len(parts) == 1:
+        cat = parts[0]
+    else:
+        cat = {k: np.concatenate([p_[k] for p_ in parts]) for k in parts[0]}
+        order = np.argsort(cat["ts"], kind="stable")
+        cat = {k: np.ascontiguousarray(v[order]) for k, v in cat.items()}
     n = cat["ts"].size
     if signals is None:
         sig = np.zeros((n, 1), np.float64)
@@ -197,10 +219,13 @@ def prepare_market(tables: pa.Table | Sequence[pa.Table], *, levels: int = 5, si
             msg = f"prepare_market: signals have {sig.shape[0]} rows, expected one per merged event ({n})"
             raise SchemaError(msg)
         names = list(signal_names or [f"signal_{i}" for i in range(sig.shape[1])])
+    def stack(name: str) -> np.ndarray:
+        arrs = [getattr(b, name) for b in books]
+        return arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
+
     return MarketData(cat["ts"].astype(np.int64), cat["inst"], cat["row"], cat["kind"].astype(np.uint8),
                       cat["side"].astype(np.int8), cat["price"].astype(np.int64), cat["qty"].astype(np.int64),
-                      np.concatenate([b.bid_price for b in books]), np.concatenate([b.bid_qty for b in books]),
-                      np.concatenate([b.ask_price for b in books]), np.concatenate([b.ask_qty for b in books]),
+                      stack("bid_price"), stack("bid_qty"), stack("ask_price"), stack("ask_qty"),
                       insts, np.ascontiguousarray(sig), names)
 
 
