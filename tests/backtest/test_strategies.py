@@ -162,18 +162,18 @@ GLFT = {"gamma": 1.0, "kappa": 1.0, "arrival_a": 2.0, "sigma0": 1.0, "order_lots
 
 
 def test_glft_mm_quotes_skew_and_requotes(device_backend):
-    # gamma = kappa = 1, A = 2: c1 = ln 2, c2 = sqrt(1 / (2*1*2) * 2^2) = 1; all events at t = 0, so sigma = sigma0 = 1:
+    # gamma = kappa = 1, A = 2: c1 = ln 2, c2 = sqrt(1 / (2*1*2) * 2^2) = 1; sigma fixed at sigma0 = 1:
     # h2 = ceil(2 ln 2 + 1) = 3 half-ticks; skew k2 = trunc(2 q) half-ticks.
     # q = 0, mid2 = 200: bid = (200 - 3) // 2 = 98, ask = ceil(203 / 2) = 102
     rows = [(0, S, 1, 99, 10),   # e0 one-sided: nothing
-            (0, S, -1, 101, 5),  # e1 -> post bid 98 (slot 0), ask 102 (slot 1)
-            (0, S, 1, 98, 4),    # e2 orders arrive (new levels: queue 0); quotes unchanged
-            (0, S, 1, 99, 0),    # e3 mid2 = 199: bid (199-3)//2 = 98 kept, ask ceil(202/2) = 101: move slot 1 (-> 2)
-            (0, T, -1, 98, 5),   # e4 sell at 98 fills our bid (queue 0); not reported yet: nothing
-            (0, S, -1, 101, 6),  # e5 told q = 1 = max: no bid; ask = ceil((199 + 3 - 2) / 2) = 100: move (-> 0)
-            (0, T, 1, 100, 1),   # e6 buy at 100 fills our ask at the new level (queue 0)
-            (0, S, 1, 97, 1)]    # e7 told q = 0: bid 98, ask 101 again
-    ex, acts = both("glft_mm", GLFT, market(rows), device_backend)
+            (1, S, -1, 101, 5),  # e1 -> post bid 98 (slot 0), ask 102 (slot 1)
+            (2, S, 1, 98, 4),    # e2 orders arrive (new levels: queue 0); quotes unchanged
+            (3, S, 1, 99, 0),    # e3 mid2 199: bid (199-3)//2 = 98 kept, ask ceil(202/2) = 101: move slot 1 (-> 2)
+            (4, T, -1, 98, 5),   # e4 sell at 98 fills our bid (queue 0); not reported yet: nothing
+            (5, S, -1, 101, 6),  # e5 told q = 1 = max: no bid; ask = ceil((199 + 3 - 2) / 2) = 100: move (-> 0)
+            (6, T, 1, 100, 1),   # e6 buy at 100 fills our ask at the new level (queue 0)
+            (7, S, 1, 97, 1)]    # e7 told q = 0: bid 98, ask 101 again
+    ex, acts = both("glft_mm", dict(GLFT, vol_window=0), market(rows), device_backend)
     assert acts[0] == [(1, POST, 0, 1, 98, 1, 0), (1, POST, 0, -1, 102, 1, 0),
                        (3, MOD, 0, -1, 101, 1, 1),
                        (5, MOD, 0, -1, 100, 1, 2),
@@ -511,7 +511,7 @@ def test_strategies_on_binance_usdm_recording(name, real_markets):
           f"cancels {c[kb.N_CANCELS]}, rejects {c[kb.N_REJECTS]}, max |pos| {c[kb.MAX_ABS_POS]}, end pos "
           f"{r.account[0, :, 0].tolist()}, pnl gross {m['pnl_gross'][0]:.4f} fees {m['fees'][0]:.4f} "
           f"net {m['pnl'][0]:.4f} USDT")
-    assert c[kb.N_DECISIONS] == mk.n_events
+    assert 0 < c[kb.N_DECISIONS] <= mk.n_events  # one per complete message (decision_interval_ns = 0)
     assert c[kb.N_BAD_ACTIONS] == 0 and c[kb.N_NAN_ACTIONS] == 0
     assert c[kb.N_FILLS] > 0 and c[kb.N_FILLS_DROPPED] == 0 and c[kb.N_NOTICES_DROPPED] == 0
     assert np.isfinite(m["pnl"][0]) and np.isfinite(m["pnl_gross"][0])
