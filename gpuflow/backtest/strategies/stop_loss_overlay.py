@@ -14,7 +14,9 @@ two-sided book (instrument 0)::
 
 Entries are scripted, so that the overlay can be tested and combined with any signal:
 ``sig[e, signal_col] = +1`` buys ``order_lots``, ``-1`` sells them, when flat (0 or NaN
-does nothing; use ``decision_interval_ns = 0`` so the strategy sees every scripted row).
+does nothing).  The strategy reads the row of the event it decides at, the last event of
+a receive time: put each entry there, and use ``decision_interval_ns = 0`` so that it
+decides after every message.
 No order is sent while one of ours is live (until its final report).
 
 References
