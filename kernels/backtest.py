@@ -32,8 +32,9 @@ Fill model (the market data is not changed by our orders: no impact):
   size ahead of us: cancels are spread over the queue in proportion).
 * Fees: maker / taker rates in parts per million of notional (negative = rebate).
 
-Accounting is integer: position (lots), cash (ticks x lots), fees (ticks x lots x
-1e-6), equity samples per instrument ``2 * cash + pos * (best bid + best ask)``
+Accounting is integer: position (lots), cash (ticks x lots), fees (ticks x lots, with
+the fraction kept exactly in millionths), equity samples per instrument
+``2 * cash + pos * (best bid + best ask)`` and the whole fees paid so far
 (half-tick x lots, at every ``sample`` ns from ``t0``; the last sample is the end
 state); metrics convert to prices at the end with each instrument's steps.
 """
@@ -52,7 +53,7 @@ __all__ = [
     "C_INTERVAL", "C_SAMPLE", "C_T0", "C_GRID", "NCFG", "N_ORDERS", "N_CANCELS", "N_FILLS", "N_MAKER", "N_TAKER",
     "MAKER_LOTS", "TAKER_LOTS", "N_REJECTS", "N_FILLS_DROPPED", "N_UNFILLED_MARKET", "N_BAD_ACTIONS",
     "N_NAN_ACTIONS", "N_DECISIONS", "N_NOTICES_DROPPED", "ORDERED_LOTS", "NCNT", "ACC_POS", "ACC_CASH", "ACC_FEE",
-    "ACC_LOTS", "ACC_NOTIONAL", "NACC", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
+    "ACC_LOTS", "ACC_NOTIONAL", "ACC_FEE_REM", "NACC", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
     "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS", "MAX_ACTIONS", "MAX_PENDING", "engine_pair",
 ]
 
@@ -76,10 +77,11 @@ NCFG = 11
  N_UNFILLED_MARKET, N_BAD_ACTIONS, N_NAN_ACTIONS, N_DECISIONS, MAX_ABS_POS, N_ORDER_ID, N_NOTICES_DROPPED,
  ORDERED_LOTS) = range(17)
 NCNT = 20
-#: account columns per instrument: position (lots), cash (ticks x lots), fees (ticks x lots x 1e-6),
-#: traded lots, traded notional (ticks x lots)
-ACC_POS, ACC_CASH, ACC_FEE, ACC_LOTS, ACC_NOTIONAL = range(5)
-NACC = 5
+#: account columns per instrument: position (lots), cash (ticks x lots), fees (whole ticks x lots, plus
+#: the remainder in millionths in ACC_FEE_REM, 0..999,999), traded lots, traded notional (ticks x lots)
+ACC_POS, ACC_CASH, ACC_FEE, ACC_LOTS, ACC_NOTIONAL, ACC_FEE_REM = range(6)
+NACC = 6
+_MILLION = np.int64(1_000_000)
 # fill record columns
 F_EVENT, F_TS, F_INST, F_SIDE, F_PRICE, F_QTY, F_LIQ, F_QUEUE, F_ORDER = range(9)
 NFILL = 9
@@ -126,6 +128,20 @@ def level_qty(bp, bq, ap, aq, row, nlev, side, price):  # pragma: no cover - jit
     return np.int64(-1)
 
 
+def add_fee(acct, inst, notional, ppm):  # pragma: no cover - jitted
+    """Add ``notional * ppm / 1e6`` ticks x lots to the fees exactly (whole part and millionths kept
+    apart, so the running sum does not overflow int64 where ``notional * ppm`` would)."""
+    q = notional // _MILLION
+    r = notional - q * _MILLION
+    part = r * ppm  # |r| < 1e6 and |ppm| <= 1e6 (a 100 % fee)
+    pq = part // _MILLION
+    acct[inst, ACC_FEE] += q * ppm + pq
+    acct[inst, ACC_FEE_REM] += part - pq * _MILLION
+    if acct[inst, ACC_FEE_REM] >= _MILLION:
+        acct[inst, ACC_FEE] += 1
+        acct[inst, ACC_FEE_REM] -= _MILLION
+
+
 def notice(pend, cnt, ts, inst, dq, k, done):  # pragma: no cover - jitted
     """Queue a report to the strategy, delivered at local time ``ts``: ``dq`` signed lots filled on order
     slot ``k``; ``done``: the order is over (filled, cancelled, rejected or expired)."""
@@ -147,7 +163,7 @@ def record_fill(p, e, t_x, ordv, k, qty, price, liq, cfg, acct, pend, cnt, fills
     notional = price * qty
     acct[inst, ACC_POS] += side * qty
     acct[inst, ACC_CASH] -= side * notional
-    acct[inst, ACC_FEE] += notional * (cfg[C_MAKER] if liq == 1 else cfg[C_TAKER])
+    add_fee(acct, inst, notional, cfg[C_MAKER] if liq == 1 else cfg[C_TAKER])
     acct[inst, ACC_LOTS] += qty
     acct[inst, ACC_NOTIONAL] += notional
     ap = acct[inst, 0] if acct[inst, 0] >= 0 else -acct[inst, 0]
@@ -456,8 +472,8 @@ def pend_next(pend):  # pragma: no cover - jitted
 
 
 def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-             ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct,
-             out_sst):  # pragma: no cover - jitted
+             ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt,
+             out_acct, out_sst):  # pragma: no cover - jitted
     """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring)."""
     n = ts.size
     for k in range(ordv.shape[0]):
@@ -503,6 +519,7 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
             for m in range(n_inst):
                 eq2[p, s_i, m] = 2 * acct[m, ACC_CASH] + acct[m, ACC_POS] * mid2[m]
                 eqfee[p, s_i, m] = acct[m, ACC_FEE]
+                eqfrem[p, s_i, m] = acct[m, ACC_FEE_REM]
             s_i += 1
             next_sample += sample
         # orders and cancels reaching the exchange before this event
@@ -568,6 +585,7 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
         for m in range(n_inst):
             eq2[p, s_i, m] = 2 * acct[m, ACC_CASH] + acct[m, ACC_POS] * mid2[m]
             eqfee[p, s_i, m] = acct[m, ACC_FEE]
+            eqfrem[p, s_i, m] = acct[m, ACC_FEE_REM]
         s_i += 1
         next_sample += sample
     for c in range(cnt.size):
@@ -581,7 +599,7 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
 
 # ----------------------------------------------------------------------------- kernels
 def run_cuda(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
-             eq2, eqfee, out_cnt, out_acct, out_sst):  # pragma: no cover - device code
+             eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst):  # pragma: no cover - device code
     """One thread per parameter set.  Twin: :func:`run_cpu`."""
     p = cuda.grid(1)
     if p < params.shape[0]:
@@ -596,11 +614,12 @@ def run_cuda(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, 
         cur = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
         simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-                 ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct, out_sst)
+                 ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
+                 out_sst)
 
 
 def run_cpu(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
-            eq2, eqfee, out_cnt, out_acct, out_sst):  # pragma: no cover - jitted
+            eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst):  # pragma: no cover - jitted
     """The exact engine: every parameter set in turn on the CPU (``prange`` over sets)."""
     for p in prange(params.shape[0]):
         ordv = np.zeros((MAX_ORDERS, NCOL), dtype=np.int64)
@@ -614,10 +633,11 @@ def run_cpu(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, s
         cur = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-                 ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, out_cnt, out_acct, out_sst)
+                 ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
+                 out_sst)
 
 
-_ENGINE_CORES = (level_qty, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
+_ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
                  exchange_until, order_schedule, pend_next, simulate)
 _PAIRS: dict[str, KernelPair] = {}
 

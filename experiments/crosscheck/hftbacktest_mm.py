@@ -353,7 +353,7 @@ def run_gpuflow(table: Any, *, feed_latency_ns: int, timer_ns: np.ndarray | None
     a = res.account[0, 0]
     return {"seconds": res.seconds, "decisions": int(c[kb.N_DECISIONS]) if timer_ns is None else int(timer_ns.size),
             "fills": fills, "best_bid": int(market.bid_price[-1, 0]), "best_ask": int(market.ask_price[-1, 0]),
-            "position_lots": int(a[0]), "cash_ticks_lots": int(a[1]), "fee_ppm_ticks_lots": int(a[2]),
+            "position_lots": int(a[0]), "cash_ticks_lots": int(a[1]), "fee_ppm_ticks_lots": int(a[2]) * 1_000_000 + int(a[5]),
             "orders": int(c[kb.N_ORDERS]), "rejects": int(c[kb.N_REJECTS]), "result": res, "market": market}
 
 

@@ -273,6 +273,7 @@ class BacktestResult:
     account: np.ndarray
     equity2: np.ndarray
     equity_fee: np.ndarray
+    equity_fee_rem: np.ndarray
     sample_ts: np.ndarray
     fills: np.ndarray
     instruments: list[Instrument]
@@ -337,6 +338,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
         fills = fills[:, :0]
     eq2 = be.zeros((P, n_samples, M), xp.int64)
     eqfee = be.zeros((P, n_samples, M), xp.int64)
+    eqfrem = be.zeros((P, n_samples, M), xp.int64)
     out_cnt = be.zeros((P, kb.NCNT), xp.int64)
     out_acct = be.zeros((P, M, kb.NACC), xp.int64)
     size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
@@ -347,12 +349,12 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     start = time.perf_counter()
     be.launch(pair, P, d["ts"], d["inst"], d["row"], d["kind"], d["side"], d["price"], d["qty"], d["bid_price"],
               d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm),
-              be.asarray(cv), np.int64(M), fills, eq2, eqfee, out_cnt, out_acct, out_sst)
+              be.asarray(cv), np.int64(M), fills, eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst)
     be.synchronize()
     secs = time.perf_counter() - start
     h = be.to_host
     return BacktestResult(getattr(strategy, "NAME", "strategy"), pm, list(strategy.PARAMS), h(out_cnt), h(out_acct),
-                          h(eq2), h(eqfee), t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64),
+                          h(eq2), h(eqfee), h(eqfrem), t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64),
                           h(fills), list(market.instruments), cfg, engine, be.name, h(out_sst), secs)
 
 

@@ -382,9 +382,11 @@ def compute_metrics(result: BacktestResult, *, capital: float = 1.0, periods_per
     if periods_per_year is None:
         periods_per_year = YEAR_NS / sample_ns
     # net equity curve (currency): mark-to-mid equity less the fees paid so far
-    equity = (eq2 * half_tl).sum(axis=2) - (eqf * fee_unit).sum(axis=2)
+    # sampled fees: whole ticks x lots and the remainder in millionths (the engine keeps them apart)
+    eqr = np.asarray(result.equity_fee_rem, np.int64)
+    equity = (eq2 * half_tl).sum(axis=2) - (eqf * tick_lot).sum(axis=2) - (eqr * fee_unit).sum(axis=2)
     cols: dict[str, np.ndarray] = {}
-    fees = (acct[:, :, 2] * fee_unit).sum(axis=1)
+    fees = (acct[:, :, kb.ACC_FEE] * tick_lot + acct[:, :, kb.ACC_FEE_REM] * fee_unit).sum(axis=1)
     gross = (eq2[:, -1, :] * half_tl).sum(axis=1) if sample_ts.size else np.zeros(P)
     # FIFO round trips from the recorded fills
     n_fills = cnt[:, kb.N_FILLS]

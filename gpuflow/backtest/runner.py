@@ -190,7 +190,7 @@ class BacktestReport:
         return {"command": "backtest", "strategy": self.strategy, "params": self.params, "engine": self.engine,
                 "backend": self.backend, "fills": self.n_fills, "metrics": self.metrics,
                 "account": [{"instrument": f"{i.venue}/{i.symbol}", "position_lots": int(acct[m, 0]),
-                             "cash_ticks_lots": int(acct[m, 1]), "fees_ppm_ticks_lots": int(acct[m, 2]),
+                             "cash_ticks_lots": int(acct[m, 1]), "fees_ppm_ticks_lots": int(acct[m, 2]) * 1_000_000 + int(acct[m, 5]),
                              "volume_lots": int(acct[m, 3])} for m, i in enumerate(self.result.instruments)],
                 "counters": {n: int(self.result.counters[0, getattr(kb, n)]) for n in _COUNTERS},
                 "seconds": round(float(self.result.seconds), 6), "warnings": list(self.warnings),

@@ -63,7 +63,8 @@ def test_market_order_walks_levels_and_pays_taker_fee():
     r = go(rows, {3: (MKT, 1, 0, 9, 0)}, taker_fee_bps=5, maker_fee_bps=-1)
     assert fills(r) == [(4, 1, 101, 5, 2), (4, 1, 102, 4, 2)]
     # cash = -(5*101 + 4*102) = -913; fee = 913 * 500 ppm
-    assert r.account[0, 0].tolist() == [9, -913, 913 * 500, 9, 913]  # pos, cash, fee (ppm), lots, notional
+    # pos, cash, fee (whole ticks x lots, then millionths), lots, notional: 913 * 500 / 1e6 = 0.4565
+    assert r.account[0, 0].tolist() == [9, -913, 0, 9, 913, 456_500]
 
 
 def test_ioc_fok_post_only():
@@ -188,3 +189,13 @@ def test_strategy_sees_its_orders_only_after_the_response_latency():
     assert r.account[0, 0, 0] == 4 and r.counters[0, kb.ORDERED_LOTS] == 4
     # decisions at ts 10 and 12 still see the order live and no position; the one at 30 sees the fill
     assert r.state[0, 0] == 12 and r.state[0, 1] == 4
+
+
+def test_fees_do_not_overflow_where_notional_times_rate_would():
+    # notional 1e12 ticks x 1e4 lots = 1e16; 50 bp = 5000 ppm: the product 5e19 exceeds int64,
+    # the fee 1e16 * 5000 / 1e6 = 5e13 ticks x lots does not
+    big = 10**12
+    rows = [(0, S, 1, big - 1, 10**6), (1, S, -1, big, 10**6), (5, S, 1, big - 2, 1)]
+    r = go(rows, {1: (MKT, 1, 0, 10**4, 0)}, taker_fee_bps=50)
+    assert fills(r) == [(2, 1, big, 10**4, 2)]
+    assert r.account[0, 0, kb.ACC_FEE] == 5 * 10**13 and r.account[0, 0, kb.ACC_FEE_REM] == 0
