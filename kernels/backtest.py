@@ -7,7 +7,9 @@ are one broadcast).  A strategy is a plain-Python ``step`` function compiled int
 the engine (see :func:`engine_pair`); every integer result is identical on both.
 
 Time and latency (all in the ``ts_local`` clock, ns).  Event e happened at the
-exchange at ``tx = ts_local[e] - feed_latency``.  An order sent at local time t
+exchange at ``tx[e]``: ``ts_local[e] - feed_latency`` for a constant feed latency, or
+each event's own latency taken from the data (``ts_local - ts_exch``, less its minimum,
+which removes the offset between the two clocks, as hftbacktest does).  An order sent at local time t
 reaches the exchange at ``t + entry_latency`` and takes part in every exchange
 event with ``tx >= t + entry_latency``; a cancel likewise.  The report of a fill
 at exchange time tx reaches the strategy at ``tx + response_latency``: the
@@ -471,7 +473,7 @@ def pend_next(pend):  # pragma: no cover - jitted
     return nxt
 
 
-def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt,
              out_acct, out_sst):  # pragma: no cover - jitted
     """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring)."""
@@ -506,7 +508,7 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
     next_p = _BIG  # earliest fill notice reaching the strategy
     for e in range(n):
         t = ts[e]
-        t_x = t - feed
+        t_x = tx[e]
         inst = ev_inst[e]
         # equity samples due before this event; orders reaching the exchange before a sample time are
         # processed first (against the current book: no market event happens in between)
@@ -598,7 +600,7 @@ def simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
 
 
 # ----------------------------------------------------------------------------- kernels
-def run_cuda(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
+def run_cuda(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
              eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst):  # pragma: no cover - device code
     """One thread per parameter set.  Twin: :func:`run_cpu`."""
     p = cuda.grid(1)
@@ -613,12 +615,12 @@ def run_cuda(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, 
         acts = cuda.local.array((MAX_ACTIONS, 6), dtype=np.int64)
         cur = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
-        simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+        simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
                  ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
                  out_sst)
 
 
-def run_cpu(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
+def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
             eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst):  # pragma: no cover - jitted
     """The exact engine: every parameter set in turn on the CPU (``prange`` over sets)."""
     for p in prange(params.shape[0]):
@@ -632,7 +634,7 @@ def run_cpu(ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, s
         acts = np.zeros((MAX_ACTIONS, 6), dtype=np.int64)
         cur = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
-        simulate(p, ts, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+        simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
                  ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
                  out_sst)
 

@@ -802,8 +802,10 @@ def _parse_engine(d: Mapping[str, Any], source: str) -> BacktestConfig:
     kw: dict[str, Any] = {}
     for k, v in d.items():
         where = f"{source}: engine.{k}"
-        if k.endswith("_ns"):
-            kw[k] = _duration_ns(v, where, signed=(k == "feed_latency_ns"))
+        if k == "feed_latency_ns" and v == "data":
+            kw[k] = "data"  # each event's own latency (ts_local - ts_exch, less its minimum)
+        elif k.endswith("_ns"):
+            kw[k] = _duration_ns(v, where, signed=False)
         elif k in ("levels", "max_fills"):
             kw[k] = _int(v, where, 1 if k == "levels" else 0)
         elif k == "partial_fills":

@@ -52,8 +52,10 @@ class BacktestConfig:
     ----------
     entry_latency_ns, response_latency_ns : int
         Order entry (local -> exchange) and response (exchange -> local) latency.
-    feed_latency_ns : int
-        Exchange time of an event = ``ts_local - feed_latency_ns`` (ts_local clock).
+    feed_latency_ns : int or "data"
+        Exchange time of an event = ``ts_local - feed_latency_ns`` (ts_local clock); ``"data"``:
+        each event's own latency ``ts_local - ts_exch`` less its minimum over the data (the clock
+        offset between recorder and exchange; as hftbacktest's ``correct_local_timestamp``).
     maker_fee_bps, taker_fee_bps : float or str
         Fees in basis points of notional (negative: rebate), at most 2 decimals.
     queue_model : {"risk_averse", "probabilistic"}
@@ -113,7 +115,12 @@ class BacktestConfig:
         c = np.zeros(kb.NCFG, np.int64)
         c[kb.C_ENTRY] = self.entry_latency_ns
         c[kb.C_RESP] = self.response_latency_ns
-        c[kb.C_FEED] = self.feed_latency_ns
+        if self.feed_latency_ns != "data":
+            if not isinstance(self.feed_latency_ns, (int, np.integer)) or self.feed_latency_ns < 0:
+                msg = (f"BacktestConfig.feed_latency_ns: expected a non-negative integer of ns or 'data', "
+                       f"got {self.feed_latency_ns!r}")
+                raise ConfigError(msg)
+            c[kb.C_FEED] = self.feed_latency_ns
         c[kb.C_MAKER] = _ppm(self.maker_fee_bps, "maker_fee_bps")
         c[kb.C_TAKER] = _ppm(self.taker_fee_bps, "taker_fee_bps")
         c[kb.C_QMODEL] = 0 if self.queue_model == "risk_averse" else 1
@@ -129,6 +136,7 @@ class MarketData:
     """Engine inputs (host numpy arrays; moved to the device by :func:`run` for the sweep engine)."""
 
     ts: np.ndarray
+    ts_exch: np.ndarray
     inst: np.ndarray
     row: np.ndarray
     kind: np.ndarray
@@ -195,7 +203,7 @@ def prepare_market(tables: pa.Table | Sequence[pa.Table], *, levels: int = 5, si
         # engine then skips its book checks)
         idx = np.arange(n, dtype=np.int64)
         last = np.maximum.accumulate(np.where(book_kinds[kind], idx, -1))
-        parts.append({"ts": ts, "inst": np.full(n, m, np.int64), "row": np.where(last >= 0, last, idx) + offset,
+        parts.append({"ts": ts, "ts_exch": t.column("ts_exch").to_numpy(), "inst": np.full(n, m, np.int64), "row": np.where(last >= 0, last, idx) + offset,
                       "kind": kind, "side": t.column("side").to_numpy(), "price": t.column("price").to_numpy(),
                       "qty": t.column("qty").to_numpy()})
         books.append(f)
@@ -223,7 +231,7 @@ def prepare_market(tables: pa.Table | Sequence[pa.Table], *, levels: int = 5, si
         arrs = [getattr(b, name) for b in books]
         return arrs[0] if len(arrs) == 1 else np.concatenate(arrs)
 
-    return MarketData(cat["ts"].astype(np.int64), cat["inst"], cat["row"], cat["kind"].astype(np.uint8),
+    return MarketData(cat["ts"].astype(np.int64), cat["ts_exch"].astype(np.int64), cat["inst"], cat["row"], cat["kind"].astype(np.uint8),
                       cat["side"].astype(np.int8), cat["price"].astype(np.int64), cat["qty"].astype(np.int64),
                       stack("bid_price"), stack("bid_qty"), stack("ask_price"), stack("ask_qty"),
                       insts, np.ascontiguousarray(sig), names)
@@ -343,11 +351,18 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     out_acct = be.zeros((P, M, kb.NACC), xp.int64)
     size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
     out_sst = be.zeros((P, size), xp.float64)
+    if cfg.feed_latency_ns == "data":
+        lat = market.ts - market.ts_exch
+        corr = lat - (lat.min() if lat.size else 0)
+        tx = market.ts - corr
+        cv[kb.C_FEED] = int(np.median(corr)) if corr.size else 0  # equity samples: the typical latency
+    else:
+        tx = market.ts - cfg.feed_latency_ns
     d = {k: be.asarray(getattr(market, k)) for k in ("ts", "inst", "row", "kind", "side", "price", "qty",
                                                       "bid_price", "bid_qty", "ask_price", "ask_qty", "signals")}
     pair = kb.engine_pair(strategy)
     start = time.perf_counter()
-    be.launch(pair, P, d["ts"], d["inst"], d["row"], d["kind"], d["side"], d["price"], d["qty"], d["bid_price"],
+    be.launch(pair, P, d["ts"], be.asarray(tx), d["inst"], d["row"], d["kind"], d["side"], d["price"], d["qty"], d["bid_price"],
               d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm),
               be.asarray(cv), np.int64(M), fills, eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst)
     be.synchronize()

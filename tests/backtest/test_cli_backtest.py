@@ -159,10 +159,10 @@ def test_durations_times_and_values_from_the_data(tmp_path):
     c = load_config(_write(tmp_path, """\
         strategy: twap
         params: {interval_ns: 1.5s, start_ns: {time: "2024-08-08T23:54:16"}, end_ns: 1e18}
-        engine: {entry_latency_ns: 250us, feed_latency_ns: -2ms, sample_ns: 1_000_000_000, decision_interval_ns: 0.5s}
+        engine: {entry_latency_ns: 250us, feed_latency_ns: 2ms, sample_ns: 1_000_000_000, decision_interval_ns: 0.5s}
         space: {interval_ns: [500ms, 2s, 3000000000]}
         """))
-    assert c.engine.entry_latency_ns == 250_000 and c.engine.feed_latency_ns == -2_000_000
+    assert c.engine.entry_latency_ns == 250_000 and c.engine.feed_latency_ns == 2_000_000
     assert c.engine.sample_ns == 10**9 and c.engine.decision_interval_ns == 5 * 10**8
     p = c.resolved_params()
     assert p["interval_ns"] == 1.5e9 and p["start_ns"] == 1_723_161_256 * 10**9 and p["end_ns"] == 1e18

@@ -199,3 +199,24 @@ def test_fees_do_not_overflow_where_notional_times_rate_would():
     r = go(rows, {1: (MKT, 1, 0, 10**4, 0)}, taker_fee_bps=50)
     assert fills(r) == [(2, 1, big, 10**4, 2)]
     assert r.account[0, 0, kb.ACC_FEE] == 5 * 10**13 and r.account[0, 0, kb.ACC_FEE_REM] == 0
+
+
+def test_feed_latency_from_the_data():
+    # events carry their exchange time; latency = ts_local - ts_exch: 0 for the book, 5 for the trade
+    rows = BOOK + [(12, T, -1, 97, 1), (20, S, 1, 90, 1)]
+    a = np.array(rows, dtype=np.int64)
+    ts_exch = a[:, 0].copy()
+    ts_exch[4] = 7  # the trade received at 12 happened at the exchange at 7
+    ev = events_table({"ts_local": a[:, 0], "ts_exch": ts_exch, "kind": a[:, 1], "side": a[:, 2],
+                       "price": a[:, 3], "qty": a[:, 4], "flags": np.full(len(rows), FLAG_EOM)}, INS)
+    sig = np.zeros((len(rows), 5))
+    sig[3] = (GTC, 1, 99, 4, 0)  # bid sent at ts 3 with 6 ns entry latency: at the exchange from 9
+    mk = prepare_market(ev, levels=3, signals=sig)
+    base = {"levels": 3, "sample_ns": 1000, "entry_latency_ns": 6}
+    # constant latency 0: the trade is at 12 >= 9 and fills the bid
+    assert fills(run(SCRIPT, {}, mk, BacktestConfig(**base))) == [(4, 1, 99, 4, 1)]
+    # per-event latency from the data: the trade was at 7 < 9, before the bid arrived: no fill
+    r = run(SCRIPT, {}, mk, BacktestConfig(**base, feed_latency_ns="data"))
+    assert fills(r) == []
+    with pytest.raises(ConfigError, match="feed_latency_ns"):
+        BacktestConfig(feed_latency_ns="sometimes").vector()
