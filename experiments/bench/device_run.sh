@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# One prepared run on a GPU machine (the device tool): GPU test suite + GPU benchmarks, results in $OUT.
+# One prepared run on a GPU machine (the device tool): GPU benchmarks + GPU test suite, results in $OUT.
 #   bash experiments/bench/device_run.sh            (SMALL=1 for a quick plumbing check)
+# Real data travels only inside the checkout: before calling the device tool, copy what the backtest
+# benchmark reads into ./shared (ignored by git; the device tool carries shared/), e.g.
+#   mkdir -p shared/data/binance/usdm && cp ../shared/data/binance/usdm/btcusdt_20240808.gz shared/data/binance/usdm/
 # The package is laid out under /tmp/pp (gpuflow + gpuflow.kernels/dashboards/live) so nothing is
 # installed and no network is needed; commands run from /tmp/pp so the checkout's folders do not shadow it.
 set -uo pipefail
@@ -33,6 +36,13 @@ timeout "${BENCH_TIMEOUT:-270}" $PY "$REPO/experiments/bench/bench_book_gpu.py" 
   --json-out "$OUT/bench_book_gpu.json" > "$OUT/bench_book_gpu.txt" 2>&1
 echo "bench exit: $?" >> "$OUT/bench_book_gpu.txt"
 grep -v '^{' "$OUT/bench_book_gpu.txt" | tail -20
+
+echo "== GPU benchmark: backtest sweep engine"
+if [ "${SMALL:-0}" = 1 ]; then BT_ARGS="--small"; else BT_ARGS="--time-budget ${BT_BUDGET:-200}"; fi
+timeout "${BT_TIMEOUT:-240}" $PY "$REPO/experiments/bench/bench_backtest_gpu.py" $BT_ARGS \
+  --json-out "$OUT/bench_backtest_gpu.json" > "$OUT/bench_backtest_gpu.txt" 2>&1
+echo "bench exit: $?" >> "$OUT/bench_backtest_gpu.txt"
+grep -v '^{' "$OUT/bench_backtest_gpu.txt" | tail -20
 
 echo "== GPU tests ($TEST_SEL)"
 # CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one
