@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import cupy  # noqa: F401
 
 __all__ = ["Backend", "KernelPair", "Twins", "get_backend", "gpu_available", "simulator_enabled",
-           "cuda_module"]
+           "cuda_module", "describe_machine"]
 
 _CUDA: ModuleType | None = None
 _PROBE: tuple[bool, str] | None = None
@@ -336,3 +336,41 @@ def get_backend(requested: str | None = None) -> Backend:
         warnings.warn(f"gpuflow: no GPU ({why}); running on the CPU backend. "
                       "Set GPUFLOW_BACKEND=cpu to silence this.", PerformanceWarning, stacklevel=2)
     return Backend("cpu", np)
+
+
+def describe_machine() -> dict[str, Any]:
+    """Versions and hardware for benchmark reports: Python, numpy, numba, numba-cuda, cupy and the GPU.
+
+    Touches the device only when cupy is importable (to read its name, memory and SM count).
+    """
+    import os
+    import platform
+
+    import numba
+
+    v: dict[str, Any] = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+                         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                         "numba_threads": numba.get_num_threads(), "cudasim": simulator_enabled()}
+    try:
+        import pyarrow
+
+        v["pyarrow"] = pyarrow.__version__
+    except ImportError:  # pragma: no cover - a dependency
+        pass
+    try:
+        import cupy
+
+        v["cupy"] = cupy.__version__
+        p = cupy.cuda.runtime.getDeviceProperties(0)
+        v["device"] = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])
+        v["device_memory_gb"] = round(p["totalGlobalMem"] / 2**30, 1)
+        v["sms"] = p["multiProcessorCount"]
+    except Exception as exc:  # noqa: BLE001 - report whatever is missing
+        v["cupy"] = f"unavailable: {type(exc).__name__}"
+    try:
+        import numba_cuda
+
+        v["numba_cuda"] = numba_cuda.__version__
+    except Exception as exc:  # noqa: BLE001
+        v["numba_cuda"] = f"unavailable: {type(exc).__name__}"
+    return v

@@ -67,31 +67,10 @@ SETTINGS = {"entry_latency_ns": 10_000_000, "response_latency_ns": 10_000_000, "
             "decision_interval_ns": 100_000_000, "levels": 5}
 
 
-def _versions() -> dict[str, Any]:
-    import numba
+def _versions() -> dict:
+    from gpuflow.backend import describe_machine
 
-    v: dict[str, Any] = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-                         "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                         "numba_threads": numba.get_num_threads(),
-                         "cudasim": os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"}
-    try:
-        import cupy
-
-        v["cupy"] = cupy.__version__
-        p = cupy.cuda.runtime.getDeviceProperties(0)
-        v["device"] = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])
-        v["device_memory_gb"] = round(p["totalGlobalMem"] / 2**30, 1)
-        v["sms"] = p["multiProcessorCount"]
-    except Exception as exc:  # noqa: BLE001 - report whatever is missing
-        v["cupy"] = f"unavailable: {type(exc).__name__}"
-    try:
-        import numba_cuda
-
-        v["numba_cuda"] = numba_cuda.__version__
-    except Exception as exc:  # noqa: BLE001
-        v["numba_cuda"] = f"unavailable: {type(exc).__name__}"
-    return v
-
+    return describe_machine()
 
 def param_grid(n: int, seed: int = 0) -> np.ndarray:
     """``n`` market-making parameter sets (rows in ``market_making.PARAMS`` order).

@@ -26,31 +26,9 @@ import numpy as np
 
 
 def _versions() -> dict:
-    import numba
-    import pyarrow
+    from gpuflow.backend import describe_machine
 
-    v = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
-         "pyarrow": pyarrow.__version__}
-    try:
-        import cupy
-
-        v["cupy"] = cupy.__version__
-        p = cupy.cuda.runtime.getDeviceProperties(0)
-        v["device"] = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])
-        v["device_memory_gb"] = round(p["totalGlobalMem"] / 2**30, 1)
-        v["sms"] = p["multiProcessorCount"]
-    except Exception as exc:  # noqa: BLE001 - report whatever is missing
-        v["cupy"] = f"unavailable: {exc}"
-    try:
-        import numba_cuda
-
-        v["numba_cuda"] = numba_cuda.__version__
-    except Exception:  # noqa: BLE001
-        pass
-    v["cpu"] = platform.processor() or platform.machine()
-    v["cpu_count"] = os.cpu_count()
-    return v
-
+    return describe_machine()
 
 def make_events(n: int, seed: int) -> tuple[dict, str]:
     """A ZI L2 stream from gpuflow.synthetic (host numpy arrays)."""
