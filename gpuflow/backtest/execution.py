@@ -355,7 +355,7 @@ def execution_report(result: BacktestResult, market: MarketData, parent: ParentO
         notional_t = int((f[:, kb.F_PRICE] * q).sum())  # ticks x lots
         signed_notional_t = int((f[:, kb.F_SIDE] * f[:, kb.F_PRICE] * q).sum())
         avg_t = notional_t / filled if filled else float("nan")
-        fees = float(result.account[p, m, 2] * fee_unit[m])
+        fees = float(result.account[p, m, kb.ACC_FEE] * tick_lot[m] + result.account[p, m, kb.ACC_FEE_REM] * fee_unit[m])
         # costs in ticks x lots, then currency (x tick x lot)
         exec_tl = signed_notional_t - signed * p0_t  # = side * sum q_j (p_j - P0) for fills on the parent's side
         opp_tl = parent.side * (Q - parent.side * signed) * (pe_t - p0_t)
