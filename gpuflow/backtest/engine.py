@@ -150,6 +150,18 @@ class MarketData:
     instruments: list[Instrument]
     signals: np.ndarray
     signal_names: list[str] = field(default_factory=list)
+    _device: dict = field(default_factory=dict, repr=False, compare=False)
+
+    _ARRAYS = ("ts", "inst", "row", "kind", "side", "price", "qty", "bid_price", "bid_qty", "ask_price", "ask_qty",
+               "signals")
+
+    def on(self, be: Backend) -> dict[str, Any]:
+        """The engine's input arrays on ``be``'s device, copied once and kept (sweep batches reuse them)."""
+        if be.name != "gpu":
+            return {k: getattr(self, k) for k in self._ARRAYS}
+        if "gpu" not in self._device:
+            self._device["gpu"] = {k: be.asarray(getattr(self, k)) for k in self._ARRAYS}
+        return self._device["gpu"]
 
     @property
     def n_events(self) -> int:
@@ -358,8 +370,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
         cv[kb.C_FEED] = int(np.median(corr)) if corr.size else 0  # equity samples: the typical latency
     else:
         tx = market.ts - cfg.feed_latency_ns
-    d = {k: be.asarray(getattr(market, k)) for k in ("ts", "inst", "row", "kind", "side", "price", "qty",
-                                                      "bid_price", "bid_qty", "ask_price", "ask_qty", "signals")}
+    d = market.on(be)
     pair = kb.engine_pair(strategy)
     start = time.perf_counter()
     be.launch(pair, P, d["ts"], be.asarray(tx), d["inst"], d["row"], d["kind"], d["side"], d["price"], d["qty"], d["bid_price"],
