@@ -231,8 +231,6 @@ def _read_all(recordings: Sequence[Any], symbol: str | None) -> pa.Table:
 
 def binance_l2_compare(recordings: Any, *, symbol: str | None = None, backend: str | None = "cpu") -> Any:
     """Implementation of :func:`gpuflow.verify.verify_binance` (several files = one continuous recording)."""
-    from gpuflow.book import rebuild_book
-    from gpuflow.verify import BinanceVerification
 
     paths = [recordings] if isinstance(recordings, (str, os.PathLike)) else list(recordings)
     return compare_book_ticker(_read_all(paths, symbol), ", ".join(os.fspath(p) for p in paths), backend=backend)

@@ -570,7 +570,8 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
             for a in range(acts.shape[0]):
                 for c in range(6):
                     acts[a, c] = 0
-            n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, lv, acts)
+            n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, lv,  # noqa: F821
+                                  acts)  # strategy_step: the strategy's step, bound by engine_pair
             cnt[N_DECISIONS] += 1
             if n_act < 0:
                 cnt[N_NAN_ACTIONS] += 1
@@ -611,7 +612,7 @@ def run_cuda(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nl
         seen = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
         pend = cuda.local.array((MAX_PENDING, 5), dtype=np.int64)
         cnt = cuda.local.array(NCNT, dtype=np.int64)
-        sst = cuda.local.array(STATE_SIZE, dtype=np.float64)
+        sst = cuda.local.array(STATE_SIZE, dtype=np.float64)  # noqa: F821 - bound by engine_pair
         acts = cuda.local.array((MAX_ACTIONS, 6), dtype=np.int64)
         cur = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
@@ -630,7 +631,7 @@ def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
         seen = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         pend = np.zeros((MAX_PENDING, 5), dtype=np.int64)
         cnt = np.zeros(NCNT, dtype=np.int64)
-        sst = np.zeros(STATE_SIZE, dtype=np.float64)
+        sst = np.zeros(STATE_SIZE, dtype=np.float64)  # noqa: F821 - bound by engine_pair
         acts = np.zeros((MAX_ACTIONS, 6), dtype=np.int64)
         cur = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)

@@ -38,7 +38,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import replace

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 
@@ -60,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     from gpuflow.kernels.stream import STREAM_CHECKSUM
 
     be = get_backend("gpu")
-    xp = be.xp
     res: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                  "command": " ".join([sys.executable, *sys.argv]), "versions": _versions()}
     batch = int(args.batch)
