@@ -206,7 +206,7 @@ class BookFrame:
         return t
 
 
-def _event_emits(n_events: int, ts_local: Any, every: int | None, grid_ns: Any, xp: Any, flags: Any
+def _event_emits(n_events: int, ts_local: Any, every: int | None, grid_ns: Any, xp: Any
                  ) -> tuple[int, Any, Any]:
     """(emit_mode, per-event emit flags or None, grid event rows or None) for the prepare kernel."""
     if grid_ns is not None:
@@ -436,7 +436,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     cols = _columns(events, be)
     ts_local = cols.get("ts_local")
     n_events = int(cols["kind"].shape[0])
-    emit_mode, emit_ev, grid_rows = _event_emits(n_events, ts_local, every, grid_ns, xp, cols["flags"])
+    emit_mode, emit_ev, grid_rows = _event_emits(n_events, ts_local, every, grid_ns, xp)
 
     # events -> level ops (one fused pass); an L3 modify expands to two ops on the host
     ev_of_op = None
@@ -646,7 +646,6 @@ def _host_emits(emit_mode: int, every: int | None, flags: np.ndarray) -> np.ndar
 
 def _init_levels(axis: _PriceAxis, side: np.ndarray, price: np.ndarray, be: Backend) -> np.ndarray:
     """Row index of each initial level (-1 outside the axis)."""
-    xp = be.xp
     if axis.mode == "dense":
         lb = price - axis.pmin_b
         la = price - axis.pmin_a
@@ -657,7 +656,6 @@ def _init_levels(axis: _PriceAxis, side: np.ndarray, price: np.ndarray, be: Back
     ra = np.searchsorted(ua, price)
     okb = (rb < ub.size) & (ub[np.minimum(rb, ub.size - 1)] == price)
     oka = (ra < ua.size) & (ua[np.minimum(ra, ua.size - 1)] == price)
-    del xp
     return np.where(side > 0, np.where(okb, rb, -1), np.where(oka, axis.wb + ra, -1))
 
 

@@ -473,6 +473,14 @@ def pend_next(pend):  # pragma: no cover - jitted
     return nxt
 
 
+def record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem):  # pragma: no cover - jitted
+    """Equity sample ``s_i``: ``2 * cash + pos * (bid + ask)`` and the fees so far, per instrument."""
+    for m in range(n_inst):
+        eq2[p, s_i, m] = 2 * acct[m, ACC_CASH] + acct[m, ACC_POS] * mid2[m]
+        eqfee[p, s_i, m] = acct[m, ACC_FEE]
+        eqfrem[p, s_i, m] = acct[m, ACC_FEE_REM]
+
+
 def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt,
              out_acct, out_sst):  # pragma: no cover - jitted
@@ -518,10 +526,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                                fills)
                 resting, next_x = order_schedule(ordv)
                 next_p = pend_next(pend)
-            for m in range(n_inst):
-                eq2[p, s_i, m] = 2 * acct[m, ACC_CASH] + acct[m, ACC_POS] * mid2[m]
-                eqfee[p, s_i, m] = acct[m, ACC_FEE]
-                eqfrem[p, s_i, m] = acct[m, ACC_FEE_REM]
+            record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
             s_i += 1
             next_sample += sample
         # orders and cancels reaching the exchange before this event
@@ -585,10 +590,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
             resting, next_x = order_schedule(ordv)
-        for m in range(n_inst):
-            eq2[p, s_i, m] = 2 * acct[m, ACC_CASH] + acct[m, ACC_POS] * mid2[m]
-            eqfee[p, s_i, m] = acct[m, ACC_FEE]
-            eqfrem[p, s_i, m] = acct[m, ACC_FEE_REM]
+        record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
         s_i += 1
         next_sample += sample
     for c in range(cnt.size):
@@ -641,7 +643,7 @@ def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
 
 
 _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
-                 exchange_until, order_schedule, pend_next, simulate)
+                 exchange_until, order_schedule, pend_next, record_sample, simulate)
 _PAIRS: dict[str, KernelPair] = {}
 
 

@@ -40,7 +40,7 @@ ACTIONS = {3: (MKT, 1, 0, 4, 0), 6: (GTC, -1, 102, 4, 0), 9: (MKT, -1, 0, 2, 0),
 CFG = {"levels": 3, "sample_ns": 10, "maker_fee_bps": -1, "taker_fee_bps": 5}  # -100 / +500 ppm
 
 
-def scenario(scales=(1.0,), **cfg):
+def scenario(scales=(1.0,), record_fills=True, **cfg):
     a = np.array(ROWS, dtype=np.int64)
     ev = events_table({"ts_local": a[:, 0], "kind": a[:, 1], "side": a[:, 2], "price": a[:, 3], "qty": a[:, 4],
                        "flags": np.full(len(ROWS), FLAG_EOM)}, INS)
@@ -48,7 +48,8 @@ def scenario(scales=(1.0,), **cfg):
     for i, act in ACTIONS.items():
         sig[i] = act
     mk = prepare_market(ev, levels=3, signals=sig)
-    return run(SCRIPT, [{"scale_qty": s} for s in scales], mk, BacktestConfig(**{**CFG, **cfg}))
+    return run(SCRIPT, [{"scale_qty": s} for s in scales], mk, BacktestConfig(**{**CFG, **cfg}),
+               record_fills=record_fills)
 
 
 # Hand-worked account (ticks x lots; fee units = ticks x lots x 1e-6):
@@ -181,13 +182,7 @@ def test_expected_fills_and_ordered_lots():
 def test_unrecorded_fills_leave_fifo_metrics_undefined():
     r = scenario()
     full = compute_metrics(r)
-    a = np.array(ROWS, dtype=np.int64)
-    ev = events_table({"ts_local": a[:, 0], "kind": a[:, 1], "side": a[:, 2], "price": a[:, 3], "qty": a[:, 4],
-                       "flags": np.full(len(ROWS), FLAG_EOM)}, INS)
-    sig = np.zeros((len(ROWS), 5))
-    for i, act in ACTIONS.items():
-        sig[i] = act
-    r2 = run(SCRIPT, {}, prepare_market(ev, levels=3, signals=sig), BacktestConfig(**CFG), record_fills=False)
+    r2 = scenario(record_fills=False)
     mt = compute_metrics(r2)
     assert not mt["fills_complete"][0]
     assert np.isnan(mt["pnl_realized"][0]) and np.isnan(mt["win_rate"][0])
