@@ -267,7 +267,10 @@ class Backend:
                 raise BackendUnavailableError(msg)
             pair.cpu(*args)
             return
-        tpb = threads or pair.threads
+        tpb = int(threads or pair.threads)
+        if not 1 <= tpb <= 1024:
+            msg = f"kernel {pair.name!r}: {tpb} threads per block requested; CUDA allows 1..1024"
+            raise ValueError(msg)
         if self.name == "cuda-sim":
             tpb = min(tpb, 32)
             # the simulator copies host arguments back after the launch: give it writable copies of

@@ -468,8 +468,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     o_flags = be.empty(n_ops, xp.uint8)
     big = 1 << 62
     mm = be.asarray(np.array([big, -big, big, -big, 0], dtype=np.int64))
-    threads = min(n_ops, 132 * 2048) if be.uses_cuda else n_ops
-    be.launch(kb.PREPARE, threads, kind_in, side, price, qty_in, flags_in, np.int64(emit_mode),
+    n_prep = min(n_ops, 132 * 2048) if be.uses_cuda else n_ops  # grid-stride threads of the prepare pass
+    be.launch(kb.PREPARE, n_prep, kind_in, side, price, qty_in, flags_in, np.int64(emit_mode),
               np.int64(max(every or 1, 1)), emit_arr, op_lut, sign_lut, o_kind, o_qty, o_flags, mm)
     mm_h = be.to_host(mm)
     n_out = int(mm_h[4])

@@ -218,3 +218,19 @@ def test_bad_input_is_reported_with_its_row(device_backend):
         g = rebuild_book(l2, levels=1, backend=be, chunk=2)
         assert g.stats["crossed_messages"] == 1 and g.stats["first_crossed_row"] == 2
         assert g.stats["negative_level_ops"] == 0 and g.stats["first_negative_level_row"] is None
+
+
+def test_stream_without_message_ends_equals_cpu(device_backend):
+    """No row carries FLAG_EOM (every chunk boundary walks back to the start): the whole stream is one
+    chunk's replay; the GPU path must still launch and agree (regression: a helper saw
+    CUDA_ERROR_INVALID_VALUE at the replay launch on such a 2,000+ event stream)."""
+    rng = np.random.default_rng(5)
+    n = 2500
+    side = rng.choice(np.array([-1, 1]), n)
+    price = np.where(side > 0, rng.integers(90, 100, n), rng.integers(100, 110, n))
+    ev = events_table({"ts_local": np.sort(rng.integers(0, 1000, n)), "kind": np.full(n, KIND_SET),
+                       "side": side, "price": price, "qty": rng.integers(0, 6, n), "flags": np.zeros(n)})
+    cpu = rebuild_book(ev, levels=5, ofi=True, backend="cpu").to_host()
+    gpu = rebuild_book(ev, levels=5, ofi=True, backend=device_backend).to_host()
+    for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"):
+        np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)

@@ -27,22 +27,26 @@ if [ "${SMALL:-0}" = 1 ]; then
   BENCH_ARGS="--events 4000 --batch 2000 --cpu-events 1000 --stream-threads 64 --reps 1 --configs every1_ofi --chunks 64 --layouts 00,11"
   TEST_SEL="tests/kernels/test_book_kernels.py"
 else
-  BENCH_ARGS="--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 512,1024 --layouts 00,10 --threads 32,128 --configs every1_ofi,every64_ofi"
-  TEST_SEL="tests/kernels tests/test_book_gpu.py tests/test_book.py tests/test_book_properties.py tests/features tests/backtest"
+  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 512,1024 --layouts 00,10 --threads 32,128 --configs every1_ofi,every64_ofi"}
+  TEST_SEL=${TEST_SEL:-"tests/kernels tests/test_book_gpu.py tests/test_book.py tests/test_book_properties.py tests/features tests/backtest"}
 fi
 
+if [ "${SKIP_BOOK:-0}" != 1 ]; then
 echo "== GPU benchmark: book rebuild + top-5 + OFI"
 timeout "${BENCH_TIMEOUT:-270}" $PY "$REPO/experiments/bench/bench_book_gpu.py" $BENCH_ARGS \
   --json-out "$OUT/bench_book_gpu.json" > "$OUT/bench_book_gpu.txt" 2>&1
 echo "bench exit: $?" >> "$OUT/bench_book_gpu.txt"
 grep -v '^{' "$OUT/bench_book_gpu.txt" | tail -20
+fi
 
+if [ "${SKIP_BT:-0}" != 1 ]; then
 echo "== GPU benchmark: backtest sweep engine"
 if [ "${SMALL:-0}" = 1 ]; then BT_ARGS="--small"; else BT_ARGS="--time-budget ${BT_BUDGET:-200}"; fi
 timeout "${BT_TIMEOUT:-240}" $PY "$REPO/experiments/bench/bench_backtest_gpu.py" $BT_ARGS \
   --json-out "$OUT/bench_backtest_gpu.json" > "$OUT/bench_backtest_gpu.txt" 2>&1
 echo "bench exit: $?" >> "$OUT/bench_backtest_gpu.txt"
 grep -v '^{' "$OUT/bench_backtest_gpu.txt" | tail -20
+fi
 
 echo "== GPU tests ($TEST_SEL)"
 # CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one
