@@ -278,44 +278,65 @@ def _apply(rows, rt, c, j, kind, q):  # pragma: no cover - jitted
     return v
 
 
+def _next_bid(rows, rt, c, j):  # pragma: no cover - jitted
+    """Index of the first non-empty bid level at or below ``j`` (-1 when none)."""
+    while j >= 0 and _rg(rows, rt, c, j) <= 0:
+        j -= 1
+    return j
+
+
+def _next_ask(rows, rt, c, wb, wa, j):  # pragma: no cover - jitted
+    """Index (within the ask side) of the first non-empty ask level at or above ``j`` (``wa`` when none)."""
+    while j < wa and _rg(rows, rt, c, wb + j) <= 0:
+        j += 1
+    return j
+
+
+# The top-N list lives in the scratch ``st`` (rows 4-7: bid px, bid qty, ask px, ask qty; rows 9-10: their
+# row indices, -1 / ``wa`` when empty).  Every access to ``st`` below uses a loop counter over
+# ``range(nlev)`` as its column (no searched position indexes it): the CUDA kernel passes ``nlev`` as a
+# compile-time constant, the loops unroll, and the whole scratch lives in registers instead of
+# thread-local memory (which is what bounded the replay on the GPU).
 def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st):  # pragma: no cover
-    """Fill the current top ``nlev`` levels (scratch rows 4-7: bid px, bid qty, ask px, ask qty; rows 9-10:
-    their row indices, -1 / ``wa`` when empty) by scanning from the best levels ``bb`` / ``ba``.
+    """Fill the current top ``nlev`` levels by scanning from the best levels ``bb`` / ``ba``.
 
     The scans stop after the side's ``nb`` / ``na`` non-empty levels: a thin book never walks the
     whole price window.  Used at a chunk's start and after a clear; every other op updates the top
     levels incrementally (:func:`_bid_top_update`).
     """
-    m = 0
+    # one scan per side; the slot written is selected by an unrolled compare (no searched index)
+    cnt = 0
     j = bb
-    while m < nlev and m < nb and j >= 0:
+    while cnt < nlev and cnt < nb and j >= 0:
         q = _rg(rows, rt, c, j)
         if q > 0:
-            st[4, m] = ub[j] if comp else pmin_b + j
-            st[5, m] = q
-            st[9, m] = j
-            m += 1
+            px = ub[j] if comp else pmin_b + j
+            for m in range(nlev):
+                st[4, m] = px if m == cnt else st[4, m]
+                st[5, m] = q if m == cnt else st[5, m]
+                st[9, m] = j if m == cnt else st[9, m]
+            cnt += 1
         j -= 1
-    while m < nlev:
-        st[4, m] = _EMPTY_BID
-        st[5, m] = 0
-        st[9, m] = -1
-        m += 1
-    m = 0
+    for m in range(nlev):
+        st[4, m] = _EMPTY_BID if m >= cnt else st[4, m]
+        st[5, m] = 0 if m >= cnt else st[5, m]
+        st[9, m] = -1 if m >= cnt else st[9, m]
+    cnt = 0
     j = ba
-    while m < nlev and m < na and j < wa:
+    while cnt < nlev and cnt < na and j < wa:
         q = _rg(rows, rt, c, wb + j)
         if q > 0:
-            st[6, m] = ua[j] if comp else pmin_a + j
-            st[7, m] = q
-            st[10, m] = j
-            m += 1
+            px = ua[j] if comp else pmin_a + j
+            for m in range(nlev):
+                st[6, m] = px if m == cnt else st[6, m]
+                st[7, m] = q if m == cnt else st[7, m]
+                st[10, m] = j if m == cnt else st[10, m]
+            cnt += 1
         j += 1
-    while m < nlev:
-        st[6, m] = _EMPTY_ASK
-        st[7, m] = 0
-        st[10, m] = wa
-        m += 1
+    for m in range(nlev):
+        st[6, m] = _EMPTY_ASK if m >= cnt else st[6, m]
+        st[7, m] = 0 if m >= cnt else st[7, m]
+        st[10, m] = wa if m >= cnt else st[10, m]
 
 
 def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragma: no cover - jitted
@@ -325,26 +346,29 @@ def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragm
     list changes nothing; a removed top level shifts the list up and the freed last slot is filled
     by scanning below the new last entry (the only row reads).
     """
-    pos = 0
-    while pos < nlev and st[9, pos] > j:
-        pos += 1
-    if pos < nlev and st[9, pos] == j:
+    pos = 0  # entries better than j (empty entries have index -1 < j)
+    hit = False
+    for m in range(nlev):
+        if st[9, m] > j:
+            pos += 1
+        if st[9, m] == j:
+            hit = True
+    if hit:
         if v > 0:
-            st[5, pos] = v
+            for m in range(nlev):
+                st[5, m] = v if st[9, m] == j else st[5, m]
             return
-        for m in range(pos, nlev - 1):
-            st[4, m] = st[4, m + 1]
-            st[5, m] = st[5, m + 1]
-            st[9, m] = st[9, m + 1]
+        for m in range(nlev - 1):
+            st[4, m] = st[4, m + 1] if m >= pos else st[4, m]
+            st[5, m] = st[5, m + 1] if m >= pos else st[5, m]
+            st[9, m] = st[9, m + 1] if m >= pos else st[9, m]
         valid = 0
         for m in range(nlev - 1):
             if st[9, m] >= 0:
                 valid += 1
         jj = -1
         if valid == nlev - 1 and valid < nb:  # deeper levels exist: find the next one
-            jj = (st[9, nlev - 2] if nlev >= 2 else j) - 1
-            while jj >= 0 and _rg(rows, rt, c, jj) <= 0:
-                jj -= 1
+            jj = _next_bid(rows, rt, c, (st[9, nlev - 2] if nlev >= 2 else j) - 1)
         if jj >= 0:
             st[4, nlev - 1] = ub[jj] if comp else pmin_b + jj
             st[5, nlev - 1] = _rg(rows, rt, c, jj)
@@ -354,37 +378,42 @@ def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragm
             st[5, nlev - 1] = 0
             st[9, nlev - 1] = -1
     elif v > 0 and pos < nlev:
-        for m in range(nlev - 1, pos, -1):
-            st[4, m] = st[4, m - 1]
-            st[5, m] = st[5, m - 1]
-            st[9, m] = st[9, m - 1]
-        st[4, pos] = ub[j] if comp else pmin_b + j
-        st[5, pos] = v
-        st[9, pos] = j
+        px = ub[j] if comp else pmin_b + j
+        for m in range(nlev - 1, 0, -1):
+            st[4, m] = st[4, m - 1] if m > pos else st[4, m]
+            st[5, m] = st[5, m - 1] if m > pos else st[5, m]
+            st[9, m] = st[9, m - 1] if m > pos else st[9, m]
+        for m in range(nlev):
+            st[4, m] = px if m == pos else st[4, m]
+            st[5, m] = v if m == pos else st[5, m]
+            st[9, m] = j if m == pos else st[9, m]
 
 
 def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v):  # pragma: no cover - jitted
     """Ask twin of :func:`_bid_top_update` (rows 6, 7, 10; ``j`` within the ask side; empty = ``wa``)."""
-    pos = 0
-    while pos < nlev and st[10, pos] < j:
-        pos += 1
-    if pos < nlev and st[10, pos] == j:
+    pos = 0  # entries better than j (empty entries have index wa > j)
+    hit = False
+    for m in range(nlev):
+        if st[10, m] < j:
+            pos += 1
+        if st[10, m] == j:
+            hit = True
+    if hit:
         if v > 0:
-            st[7, pos] = v
+            for m in range(nlev):
+                st[7, m] = v if st[10, m] == j else st[7, m]
             return
-        for m in range(pos, nlev - 1):
-            st[6, m] = st[6, m + 1]
-            st[7, m] = st[7, m + 1]
-            st[10, m] = st[10, m + 1]
+        for m in range(nlev - 1):
+            st[6, m] = st[6, m + 1] if m >= pos else st[6, m]
+            st[7, m] = st[7, m + 1] if m >= pos else st[7, m]
+            st[10, m] = st[10, m + 1] if m >= pos else st[10, m]
         valid = 0
         for m in range(nlev - 1):
             if st[10, m] < wa:
                 valid += 1
         jj = wa
         if valid == nlev - 1 and valid < na:
-            jj = (st[10, nlev - 2] if nlev >= 2 else j) + 1
-            while jj < wa and _rg(rows, rt, c, wb + jj) <= 0:
-                jj += 1
+            jj = _next_ask(rows, rt, c, wb, wa, (st[10, nlev - 2] if nlev >= 2 else j) + 1)
         if jj < wa:
             st[6, nlev - 1] = ua[jj] if comp else pmin_a + jj
             st[7, nlev - 1] = _rg(rows, rt, c, wb + jj)
@@ -394,13 +423,15 @@ def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v): 
             st[7, nlev - 1] = 0
             st[10, nlev - 1] = wa
     elif v > 0 and pos < nlev:
-        for m in range(nlev - 1, pos, -1):
-            st[6, m] = st[6, m - 1]
-            st[7, m] = st[7, m - 1]
-            st[10, m] = st[10, m - 1]
-        st[6, pos] = ua[j] if comp else pmin_a + j
-        st[7, pos] = v
-        st[10, pos] = j
+        px = ua[j] if comp else pmin_a + j
+        for m in range(nlev - 1, 0, -1):
+            st[6, m] = st[6, m - 1] if m > pos else st[6, m]
+            st[7, m] = st[7, m - 1] if m > pos else st[7, m]
+            st[10, m] = st[10, m - 1] if m > pos else st[10, m]
+        for m in range(nlev):
+            st[6, m] = px if m == pos else st[6, m]
+            st[7, m] = v if m == pos else st[7, m]
+            st[10, m] = j if m == pos else st[10, m]
 
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
@@ -610,9 +641,11 @@ def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, w
     c = cuda.grid(1)
     if c < bounds.size - 1:
         st = cuda.local.array((11, NLEV_CAP), dtype=np.int64)
+        # nlev == NLEV_CAP (replay_pair compiles one kernel per level count): passing the constant
+        # lets every scratch loop unroll, so the scratch is held in registers
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
-                     lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, diag, st)
+                     lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq,
+                     out_ofi, tail, diag, st)
 
 
 # ----------------------------------------------------------------------------- CPU twins
@@ -689,7 +722,8 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
 
 
 _TW = Twins(chunk_start_at, _op, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
-            group_scan_at, group_apply_at, row_best_scan, _apply, _bid_top_update, _ask_top_update, _top,
+            group_scan_at, group_apply_at, row_best_scan, _apply, _next_bid, _next_ask, _bid_top_update,
+            _ask_top_update, _top,
             replay_chunk, nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 

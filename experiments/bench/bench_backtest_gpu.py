@@ -158,6 +158,12 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     run(mm, grid[:2], tiny, cfg, engine="sweep", backend=be, record_fills=False)
     out["jit_warmup_s"] = round(time.perf_counter() - t, 2)
     print(f"[{desc['source']}] {n_ev:,} events; JIT warm-up {out['jit_warmup_s']} s", flush=True)
+    if args.wait_for:
+        # another benchmark shares the GPU (e.g. device_run.sh's book benchmark): time nothing before it ends
+        t = time.perf_counter()
+        while not Path(args.wait_for).exists() and time.perf_counter() < deadline:
+            time.sleep(0.5)
+        out["waited_s"] = round(time.perf_counter() - t, 1)
 
     # 2. CPU exact engine on a subset
     kc = args.cpu_sets
@@ -226,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="tiny sizes (for NUMBA_ENABLE_CUDASIM=1)")
     ap.add_argument("--backend", default="gpu", help="sweep engine backend (gpu; cpu for a dry run of the plumbing)")
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--wait-for", default=None, help="after the JIT warm-up, wait until this file exists")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     if args.small:
@@ -252,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             market = window(market, 0, int(args.max_events))
             desc["events"] = market.n_events
         res["markets"].append(bench_market(market, desc, be, args, deadline))
+        if args.json_out:  # after every market: a run stopped later keeps what was measured
+            Path(args.json_out).write_text(json.dumps(res, indent=2, default=str))
     res["total_s"] = round(time.perf_counter() - start, 1)
     text = json.dumps(res, default=str)
     if args.json_out:
