@@ -83,6 +83,9 @@ _register_option("progress", True, "Show progress bars on long work (to stderr).
 _register_option("chunk_events", 1 << 16,
                  "Events per chunk in chunked GPU book replay (each chunk is replayed by one thread).",
                  _positive_int, parse=int)
+_register_option("backtest_nvvm_opt", 1,
+                 "NVVM optimisation level (0-3) for the backtest sweep kernel's compile: 3 takes minutes, 1 seconds.",
+                 _choice(0, 1, 2, 3), parse=int)
 
 
 def _lookup(name: str) -> _Option:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from gpuflow import config
 from gpuflow.backend import KernelPair, Twins, cuda
 from gpuflow.schema import KIND_ADD, KIND_CANCEL, KIND_DELETE, KIND_EXECUTE, KIND_SET, KIND_TRADE
 
@@ -665,8 +666,10 @@ def engine_pair(strategy: object) -> KernelPair:
         cores = [*_ENGINE_CORES, *getattr(strategy, "CORES", ()), ("strategy_step", strategy.step)]
         tw = Twins(*cores, nrt=False)  # the cores never allocate: no per-call array reference counting
         size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
+        # NVVM -O1: the whole engine inlined takes NVVM minutes at -O3 (ptxas -O3 still optimises the code)
         _PAIRS[name] = KernelPair(f"backtest[{name}]", tw.cuda(run_cuda, STATE_SIZE=size),
-                                  tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64)
+                                  tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64,
+                                  nvvm_opt=int(config.get_option("backtest_nvvm_opt")))
     return _PAIRS[name]
 
 

@@ -1,0 +1,41 @@
+"""gpuflow.backend: launcher checks and the NVVM optimisation-level switch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpuflow.backend import KernelPair, get_backend, nvvm_opt_level
+from gpuflow.kernels.stream import STREAM_CHECKSUM
+
+
+def test_launcher_rejects_more_than_1024_threads_per_block(device_backend):
+    x = np.arange(10, dtype=np.int64)
+    out = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="2048 threads per block"):
+        device_backend.launch(STREAM_CHECKSUM, 10, x, x, x, out, threads=2048)
+    pair = KernelPair("t", STREAM_CHECKSUM.cuda, STREAM_CHECKSUM.cpu, threads=0)
+    with pytest.raises(ValueError, match="0 threads per block"):
+        device_backend.launch(pair, 10, x, x, x, out)
+    get_backend("cpu").launch(pair, 10, x, x, x, out)  # the CPU twin has no blocks
+
+
+def test_nvvm_opt_level_overrides_and_restores(monkeypatch):
+    from numba.cuda.cudadrv import nvvm
+
+    seen = []
+    monkeypatch.setattr(nvvm, "compile_ir", lambda ir, **o: seen.append(o.get("opt")))
+    with nvvm_opt_level(1):
+        nvvm.compile_ir("ir", opt=3)
+    nvvm.compile_ir("ir", opt=3)
+    assert seen == [1, 3]
+    with pytest.raises(ValueError, match="0..3"):
+        with nvvm_opt_level(5):
+            pass
+
+
+def test_backtest_kernel_compiles_at_the_configured_level():
+    from gpuflow import config
+    from gpuflow.backtest.strategies import get_strategy
+    from gpuflow.kernels.backtest import engine_pair
+
+    assert engine_pair(get_strategy("market_making")).nvvm_opt == config.get_option("backtest_nvvm_opt") == 1
