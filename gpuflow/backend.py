@@ -224,19 +224,29 @@ def nvvm_opt_level(level: int) -> Iterator[None]:
     if not 0 <= int(level) <= 3:
         msg = f"NVVM optimisation level must be 0..3, got {level}"
         raise ValueError(msg)
-    from numba.cuda.cudadrv import nvvm
+    import sys
 
-    orig = nvvm.compile_ir
+    from numba.cuda.cudadrv import nvvm  # noqa: F401 - makes sure the module is loaded
 
-    def compile_ir(llvmir: Any, **options: Any) -> Any:
-        options["opt"] = int(level)
-        return orig(llvmir, **options)
+    # numba.cuda may be loaded under more than one module name (numba's numba.cuda shim and the
+    # numba_cuda package): patch every loaded copy of the nvvm module
+    mods = [m for name, m in list(sys.modules.items())
+            if name.endswith("cuda.cudadrv.nvvm") and callable(getattr(m, "compile_ir", None))]
+    origs = [m.compile_ir for m in mods]
 
-    nvvm.compile_ir = compile_ir
+    def make(orig: Callable[..., Any]) -> Callable[..., Any]:
+        def compile_ir(llvmir: Any, **options: Any) -> Any:
+            options["opt"] = int(level)
+            return orig(llvmir, **options)
+        return compile_ir
+
+    for m, orig in zip(mods, origs):
+        m.compile_ir = make(orig)
     try:
         yield
     finally:
-        nvvm.compile_ir = orig
+        for m, orig in zip(mods, origs):
+            m.compile_ir = orig
 
 
 @dataclass(frozen=True)

@@ -152,10 +152,14 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     # 1. warm-up (JIT) on a few events, same argument types as the timed runs
     tiny = window(market, 0, min(n_ev, 64))
     t = time.perf_counter()
-    run(mm, grid[:2], tiny, cfg, engine="exact", record_fills=True)
-    run(mm, grid[:2], tiny, cfg, engine="exact", record_fills=False)
-    run(mm, grid[:2], tiny, cfg, engine="sweep", backend=be, record_fills=True)
-    run(mm, grid[:2], tiny, cfg, engine="sweep", backend=be, record_fills=False)
+    steps = {}
+    for name, eng, rec in (("exact", "exact", True), ("exact_nofills", "exact", False), ("sweep", "sweep", True),
+                           ("sweep_nofills", "sweep", False)):
+        t1 = time.perf_counter()
+        run(mm, grid[:2], tiny, cfg, engine=eng, backend=be if eng == "sweep" else None, record_fills=rec)
+        steps[name] = round(time.perf_counter() - t1, 2)
+        print(f"  JIT warm-up {name}: {steps[name]} s", flush=True)  # a stopped run shows which step took long
+    out["jit_warmup_steps_s"] = steps
     out["jit_warmup_s"] = round(time.perf_counter() - t, 2)
     print(f"[{desc['source']}] {n_ev:,} events; JIT warm-up {out['jit_warmup_s']} s", flush=True)
     if args.wait_for:
