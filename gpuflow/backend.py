@@ -212,6 +212,10 @@ class KernelPair:
     nvvm_opt: int | None = None
 
 
+#: NVVM compiles run under :func:`nvvm_opt_level`, by level (a check that the override took effect)
+NVVM_OVERRIDES: dict[int, int] = {}
+
+
 @contextlib.contextmanager
 def nvvm_opt_level(level: int) -> Iterator[None]:
     """Compile CUDA kernels inside this block at NVVM optimisation level ``level`` (0-3).
@@ -237,6 +241,7 @@ def nvvm_opt_level(level: int) -> Iterator[None]:
     def make(orig: Callable[..., Any]) -> Callable[..., Any]:
         def compile_ir(llvmir: Any, **options: Any) -> Any:
             options["opt"] = int(level)
+            NVVM_OVERRIDES[int(level)] = NVVM_OVERRIDES.get(int(level), 0) + 1
             return orig(llvmir, **options)
         return compile_ir
 

@@ -22,12 +22,16 @@ def test_launcher_rejects_more_than_1024_threads_per_block(device_backend):
 def test_nvvm_opt_level_overrides_and_restores(monkeypatch):
     from numba.cuda.cudadrv import nvvm
 
+    from gpuflow import backend
+
     seen = []
     monkeypatch.setattr(nvvm, "compile_ir", lambda ir, **o: seen.append(o.get("opt")))
+    before = backend.NVVM_OVERRIDES.get(1, 0)
     with nvvm_opt_level(1):
         nvvm.compile_ir("ir", opt=3)
     nvvm.compile_ir("ir", opt=3)
     assert seen == [1, 3]
+    assert backend.NVVM_OVERRIDES[1] == before + 1
     with pytest.raises(ValueError, match="0..3"):
         with nvvm_opt_level(5):
             pass

@@ -160,6 +160,9 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
         steps[name] = round(time.perf_counter() - t1, 2)
         print(f"  JIT warm-up {name}: {steps[name]} s", flush=True)  # a stopped run shows which step took long
     out["jit_warmup_steps_s"] = steps
+    from gpuflow.backend import NVVM_OVERRIDES
+
+    out["nvvm_compiles_by_override_level"] = dict(NVVM_OVERRIDES)  # {1: n}: the engine kernel compiled at -O1
     out["jit_warmup_s"] = round(time.perf_counter() - t, 2)
     print(f"[{desc['source']}] {n_ev:,} events; JIT warm-up {out['jit_warmup_s']} s", flush=True)
     if args.wait_for:
