@@ -151,6 +151,10 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
 
     # 1. warm-up (JIT) on a few events, same argument types as the timed runs
     tiny = window(market, 0, min(n_ev, 64))
+    import faulthandler
+
+    # a step that takes minutes dumps every thread's Python stack (compile or device wait?) every 60 s
+    faulthandler.dump_traceback_later(60, repeat=True)
     t = time.perf_counter()
     steps = {}
     for name, eng, rec in (("exact", "exact", True), ("exact_nofills", "exact", False), ("sweep", "sweep", True),
@@ -159,6 +163,7 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
         run(mm, grid[:2], tiny, cfg, engine=eng, backend=be if eng == "sweep" else None, record_fills=rec)
         steps[name] = round(time.perf_counter() - t1, 2)
         print(f"  JIT warm-up {name}: {steps[name]} s", flush=True)  # a stopped run shows which step took long
+    faulthandler.cancel_dump_traceback_later()
     out["jit_warmup_steps_s"] = steps
     from gpuflow.backend import NVVM_OVERRIDES
 
