@@ -272,12 +272,6 @@ def row_best_scan(c, rows, rt, wb, wa, best):  # pragma: no cover - jitted
     best[c, 3] = na
 
 
-def _apply(rows, rt, c, j, kind, q):  # pragma: no cover - jitted
-    v = q if kind == OP_SET else _rg(rows, rt, c, j) + q
-    _rs(rows, rt, c, j, v)
-    return v
-
-
 def _next_bid(rows, rt, c, j):  # pragma: no cover - jitted
     """Index of the first non-empty bid level at or below ``j`` (-1 when none)."""
     while j >= 0 and _rg(rows, rt, c, j) <= 0:
@@ -459,14 +453,50 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         st[3, m] = st[7, m]
         st[8, m] = 0
     k = out_base[c]
-    for jj in range(bounds[c + 1] - bounds[c]):
-        i = _op(c, jj, bounds, C, inter)
-        kd = kind[i]
+    n_ch = bounds[c + 1] - bounds[c]
+    # software pipeline: the next op and the size of its level are loaded before the current op is applied,
+    # so their memory latency overlaps the current op's work; the prefetched size is patched when the
+    # current op writes that same level or clears its side (the only writes to ``rows`` here)
+    kd_n = OP_NONE
+    s_n = 0
+    q_n = np.int64(0)
+    f_n = 0
+    j_n = -1
+    r_n = np.int64(0)
+    if n_ch > 0:
+        i = _op(c, 0, bounds, C, inter)
+        kd_n = kind[i]
+        s_n = side[i]
+        q_n = qty[i]
+        f_n = flags[i]
+        j_n = _level(s_n, price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a) \
+            if kd_n == OP_SET or kd_n == OP_ADD else -1
+        r_n = _rg(rows, rt, c, j_n) if j_n >= 0 else np.int64(0)
+    for jj in range(n_ch):
+        kd = kd_n
+        s = s_n
+        q = q_n
+        f = f_n
+        j = j_n
+        r = r_n
+        if jj + 1 < n_ch:
+            i = _op(c, jj + 1, bounds, C, inter)
+            kd_n = kind[i]
+            s_n = side[i]
+            q_n = qty[i]
+            f_n = flags[i]
+            j_n = _level(s_n, price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a) \
+                if kd_n == OP_SET or kd_n == OP_ADD else -1
+            r_n = _rg(rows, rt, c, j_n) if j_n >= 0 else np.int64(0)
+        else:
+            j_n = -1
         if kd == OP_SET or kd == OP_ADD:
-            j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
             if j >= 0:
-                was = _rg(rows, rt, c, j) > 0
-                v = _apply(rows, rt, c, j, kd, qty[i])
+                was = r > 0
+                v = q if kd == OP_SET else r + q
+                _rs(rows, rt, c, j, v)
+                if j_n == j:
+                    r_n = v
                 if v < 0:
                     # more size removed than the level held: liquidity that rested before the data
                     # started (L3 without an initial book) or a bad stream; counted, shown as empty
@@ -484,17 +514,19 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                     if j - wb <= st[10, nlev - 1]:
                         _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j - wb, v)
         elif kd == OP_CLEAR:
-            s = side[i]
             if s >= 0:
-                for j in range(wb):
-                    _rs(rows, rt, c, j, 0)
+                for jc in range(wb):
+                    _rs(rows, rt, c, jc, 0)
                 nb = 0
+                if 0 <= j_n < wb:
+                    r_n = np.int64(0)
             if s <= 0:
-                for j in range(wa):
-                    _rs(rows, rt, c, wb + j, 0)
+                for jc in range(wa):
+                    _rs(rows, rt, c, wb + jc, 0)
                 na = 0
+                if j_n >= wb:
+                    r_n = np.int64(0)
             _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, st[9, 0], st[10, 0], nb, na, nlev, st)
-        f = flags[i]
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
         if (f & F_OBSERVE) != 0 and st[9, 0] >= 0 and st[10, 0] < wa:
@@ -722,7 +754,7 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
 
 
 _TW = Twins(chunk_start_at, _op, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
-            group_scan_at, group_apply_at, row_best_scan, _apply, _next_bid, _next_ask, _bid_top_update,
+            group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _bid_top_update,
             _ask_top_update, _top,
             replay_chunk, nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
