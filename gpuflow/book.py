@@ -508,12 +508,12 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     if be.uses_cuda and inter:
         # interleave the ops (op j of chunk c at c + j*C) so that neighbouring threads read neighbouring ops
         Lp = int(xp.diff(bounds).max()) if C else 0
-        i_side = be.zeros(Lp * C, xp.int8)
-        i_price = be.zeros(Lp * C, xp.int64)
-        i_kind = be.zeros(Lp * C, xp.uint8)  # padding slots are OP_NONE without flags
-        i_qty = be.zeros(Lp * C, xp.int64)
-        i_flags = be.zeros(Lp * C, xp.uint8)
-        be.launch(kb.INTERLEAVE, n_ops, bounds, np.int64(C), side, kprice, o_kind, o_qty, o_flags, i_side, i_price,
+        i_side = be.empty(Lp * C, xp.int8)  # every slot is written (padding slots: OP_NONE, no flags)
+        i_price = be.empty(Lp * C, xp.int64)
+        i_kind = be.empty(Lp * C, xp.uint8)
+        i_qty = be.empty(Lp * C, xp.int64)
+        i_flags = be.empty(Lp * C, xp.uint8)
+        be.launch(kb.INTERLEAVE, Lp * C, bounds, np.int64(C), side, kprice, o_kind, o_qty, o_flags, i_side, i_price,
                   i_kind, i_qty, i_flags)
         side, kprice, o_kind, o_qty, o_flags = i_side, i_price, i_kind, i_qty, i_flags
     if be.uses_cuda:

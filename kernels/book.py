@@ -165,23 +165,25 @@ def prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_
     return op
 
 
-def interleave_at(i, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
+def interleave_at(t, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
                   i_flags):  # pragma: no cover - jitted
-    """Copy linear op ``i`` to its interleaved slot ``c + j * C`` (c: its chunk, j: its place in it)."""
-    lo = 0
-    hi = C  # largest c with bounds[c] <= i (binary search; empty chunks resolve to the last one)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if bounds[mid] <= i:
-            lo = mid
-        else:
-            hi = mid
-    d = lo + (i - bounds[lo]) * C
-    i_side[d] = side[i]
-    i_price[d] = price[i]
-    i_kind[d] = kind[i]
-    i_qty[d] = qty[i]
-    i_flags[d] = flags[i]
+    """Fill interleaved slot ``t = c + j * C``: op ``j`` of chunk ``c`` (linear op ``bounds[c] + j``), or a
+    padding slot (OP_NONE, no flags) past the chunk's end.  One work item per slot, no search: the writes
+    are coalesced and every slot is written, so the outputs need no zero fill."""
+    c = t % C
+    i = bounds[c] + t // C
+    if i < bounds[c + 1]:
+        i_side[t] = side[i]
+        i_price[t] = price[i]
+        i_kind[t] = kind[i]
+        i_qty[t] = qty[i]
+        i_flags[t] = flags[i]
+    else:
+        i_side[t] = 0
+        i_price[t] = 0
+        i_kind[t] = OP_NONE
+        i_qty[t] = 0
+        i_flags[t] = 0
 
 
 def summarise_chunk(c, bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
@@ -621,10 +623,10 @@ def chunk_bounds_cuda(L, n_ops, flags, bounds):  # pragma: no cover - device cod
 
 def interleave_cuda(bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
                     i_flags):  # pragma: no cover - device code
-    """One thread per op (coalesced reads).  Twin: :func:`interleave_cpu`."""
-    i = cuda.grid(1)
-    if i < kind.size:
-        interleave_at(i, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty, i_flags)
+    """One thread per interleaved slot (coalesced writes).  Twin: :func:`interleave_cpu`."""
+    t = cuda.grid(1)
+    if t < i_kind.size:
+        interleave_at(t, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty, i_flags)
 
 
 def summarise_cuda(bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
@@ -709,8 +711,8 @@ def chunk_bounds_cpu(L, n_ops, flags, bounds):  # pragma: no cover - jitted
 
 def interleave_cpu(bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
                    i_flags):  # pragma: no cover - jitted
-    for i in prange(kind.size):
-        interleave_at(i, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty, i_flags)
+    for t in prange(i_kind.size):
+        interleave_at(t, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty, i_flags)
 
 
 def summarise_cpu(bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,

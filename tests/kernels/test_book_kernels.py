@@ -72,7 +72,8 @@ def test_summarise_and_scan(rng, device_backend):
     side[kind == kb.OP_CLEAR] = rng.choice(np.array([-1, 0, 1], np.int8), int((kind == kb.OP_CLEAR).sum()))
     price = np.where(side > 0, 100 + rng.integers(0, wb, n), 200 + rng.integers(0, wa, n)).astype(np.int64)
     qty = rng.integers(-3, 9, n).astype(np.int64)
-    bounds = np.linspace(0, n, C + 1).astype(np.int64)
+    # uneven chunks (as after moving boundaries to message ends): interleaving pads the short ones
+    bounds = np.concatenate([[0], np.sort(rng.choice(np.arange(1, n), C - 1, replace=False)), [n]]).astype(np.int64)
     w = wb + wa
     dummy = np.zeros(1, np.int32)
 
@@ -85,13 +86,16 @@ def test_summarise_and_scan(rng, device_backend):
     # the same ops interleaved (op j of chunk c at c + j*C) summarise to the same maps
     lens = np.diff(bounds)
     Lp = int(lens.max())
-    il = [np.zeros(Lp * C, a.dtype) for a in (side, price, kind, qty, kind)]
+    il = [np.full(Lp * C, 7, a.dtype) for a in (side, price, kind, qty, kind)]  # garbage: every slot is written
     (i_side, i_price, i_kind, i_qty, i_flags) = _both(
-        device_backend, kb.INTERLEAVE, n,
+        device_backend, kb.INTERLEAVE, Lp * C,
         lambda: [bounds, np.int64(C), side, price, kind, qty, kind, *[a.copy() for a in il]], [7, 8, 9, 10, 11])
     for c in range(C):
-        for j in range(lens[c]):
-            assert i_price[c + j * C] == price[bounds[c] + j] and i_kind[c + j * C] == kind[bounds[c] + j]
+        for j in range(Lp):
+            if j < lens[c]:
+                assert i_price[c + j * C] == price[bounds[c] + j] and i_kind[c + j * C] == kind[bounds[c] + j]
+            else:  # padding past the chunk's end
+                assert i_kind[c + j * C] == kb.OP_NONE and i_flags[c + j * C] == 0 and i_qty[c + j * C] == 0
 
     def iargs():
         return [bounds, np.int64(C), True, i_side, i_price, i_kind, i_qty, np.ones((C, w), np.int8),
