@@ -196,20 +196,39 @@ def summarise_chunk(c, bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa,
     window are skipped.
     """
     w = wb + wa
-    for jj in range(bounds[c + 1] - bounds[c]):
-        i = _op(c, jj, bounds, C, inter)
-        k = kind[i]
+    n_ch = bounds[c + 1] - bounds[c]
+    # software pipeline as in replay_chunk: the next op's fields are loaded before the current op is applied
+    k_n = OP_NONE
+    s_n = 0
+    p_n = np.int64(0)
+    q_n = np.int64(0)
+    if n_ch > 0:
+        i = _op(c, 0, bounds, C, inter)
+        k_n = kind[i]
+        s_n = side[i]
+        p_n = price[i]
+        q_n = qty[i]
+    for jj in range(n_ch):
+        k = k_n
+        s = s_n
+        p = p_n
+        q = q_n
+        if jj + 1 < n_ch:
+            i = _op(c, jj + 1, bounds, C, inter)
+            k_n = kind[i]
+            s_n = side[i]
+            p_n = price[i]
+            q_n = qty[i]
         if k == OP_SET or k == OP_ADD:
-            j = _level(side[i], price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
+            j = _level(s, p, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
             if j < 0:
                 continue
             if k == OP_SET:
                 sa[c, j] = 0
-                sb[c, j] = qty[i]
+                sb[c, j] = q
             else:
-                sb[c, j] += qty[i]
+                sb[c, j] += q
         elif k == OP_CLEAR:
-            s = side[i]
             lo = 0 if s >= 0 else wb
             hi = w if s <= 0 else wb
             for j in range(lo, hi):
