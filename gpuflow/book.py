@@ -374,7 +374,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
                  ofi: bool = False, init: Mapping[str, Any] | None = None, window: Any = None,
                  backend: str | Backend | None = None, chunk: int | None = None,
                  max_levels: int = DEFAULT_MAX_LEVELS, profile: bool = False,
-                 layout: tuple[bool, bool] = (False, False), threads: int | None = None) -> BookFrame:
+                 layout: tuple[bool, ...] = (True, False, False), threads: int | None = None) -> BookFrame:
     """Rebuild the book and emit the top ``levels`` levels per event, every k events or on a clock grid.
 
     Parameters
@@ -403,8 +403,11 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         Widest price range per side held as a dense tick axis; wider ones use compressed ranks.
     profile : bool
         Synchronise the device between phases and record their wall times in ``stats["phase_s"]``.
-    layout : (bool, bool)
-        GPU memory layout (interleaved ops, level-major start books); results are the same, speed is not.
+    layout : (bool, bool[, bool])
+        GPU memory layout: interleaved ops, level-major start books, and (when every event emits a row)
+        slot records (the replay writes each row as one record next to its warp neighbours' and a second
+        pass gathers them into row order).  Results are the same, speed is not; the default,
+        interleaved ops with row-major books, was the fastest measured (BENCHMARKS.md).
     threads : int, optional
         Threads per block of the GPU replay kernel (default 64).
 
@@ -504,7 +507,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         C = max(1, math.ceil(n_ops / L))
         bounds = be.empty(C + 1, xp.int64)
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), o_flags, bounds)
-        inter, rt = layout
+        inter, rt = bool(layout[0]), bool(layout[1])
+        slot_out = len(layout) > 2 and bool(layout[2]) and every_op_emits
     if be.uses_cuda and inter:
         # interleave the ops (op j of chunk c at c + j*C) so that neighbouring threads read neighbouring ops
         Lp = int(xp.diff(bounds).max()) if C else 0
@@ -542,6 +546,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
             out_base = xp.searchsorted(op_rows, bounds[:-1]).astype(xp.int64)  # rows emitted before the chunk
     else:
         L, C = max(n_ops, 1), 1
+        slot_out = False
         bounds = np.array([0, n_ops], dtype=np.int64)
         rows = init_row.reshape(1, w).copy()  # the replay works in place; init_row stays the initial book
         final = None
@@ -552,10 +557,21 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     mark("best")
     tail = be.zeros((C, levels), xp.int64)
     diag = be.zeros((C, 4), xp.int64)
+    if slot_out:  # one record per op slot c + j*C (padding slots stay unwritten and are never read)
+        Lp = int(xp.diff(bounds).max()) if C else 0
+        rec = be.empty((max(Lp * C, 1), (5 if ofi else 4) * levels), xp.int64)
+    else:
+        rec = be.empty((1, 1), xp.int64)
     be.launch(kb.replay_pair(levels), C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, o_flags,
               rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua,
               best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi, tail, diag,
-              threads=threads)
+              bool(slot_out), rec, threads=threads)
+    if slot_out:
+        mark("replay")
+        be.launch(kb.GATHER_ROWS, n_out, bounds, np.int64(C), np.int64(levels), bool(ofi), rec, out[0], out[1],
+                  out[2], out[3], out_ofi)
+        del rec
+        mark("gather")
     if ofi and C > 1 and not every_op_emits:
         _carry_ofi(out_ofi, tail, out_base, n_out, xp)
     mark("replay")
@@ -685,7 +701,7 @@ def _gather_grid(out: list[Any], out_ofi: Any, ofi: bool, ev_index: Any, grid_ro
 
 
 def _auto_chunk(n_ops: int, w: int, be: Backend | None = None) -> int:
-    """Ops per chunk: enough chunks to fill a GPU (about 2^18 threads), within a memory budget.
+    """Ops per chunk: about 2^15 chunks (one replay thread each), within a memory budget.
 
     The chunk summaries and start books take about 17 bytes per (chunk, level); they may use a
     quarter of the device's free memory (or ``chunk_events * 4096`` cells without a device).
@@ -694,7 +710,10 @@ def _auto_chunk(n_ops: int, w: int, be: Backend | None = None) -> int:
     if be is not None and be.name == "gpu":
         free, _ = be.xp.cuda.runtime.memGetInfo()
         budget_cells = max(budget_cells, int(free) // 4 // 17)
-    target_chunks = 1 << 18
+    # about 2^15 chunks: the best of 1024 / 4096 / 16384 ops per chunk on 1e8-event batches on the H200
+    # (4096, BENCHMARKS.md); fewer chunks starve the replay of threads, more inflate the chunk x level
+    # summaries and start books
+    target_chunks = 1 << 15
     L = max(256, math.ceil(n_ops / target_chunks))
     while math.ceil(n_ops / L) * w > budget_cells and L < n_ops:
         L *= 2

@@ -61,7 +61,7 @@ from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HIDD
 __all__ = [
     "OP_NONE", "OP_SET", "OP_ADD", "OP_CLEAR", "F_EMIT", "F_OBSERVE", "MAX_LEVELS",
     "PREPARE", "CHUNK_BOUNDS", "INTERLEAVE", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY",
-    "ROW_BEST", "replay_pair",
+    "ROW_BEST", "GATHER_ROWS", "replay_pair",
 ]
 
 OP_NONE = 0
@@ -451,7 +451,7 @@ def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v): 
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                  lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                 tail, diag, st):  # pragma: no cover
+                 tail, diag, st, slot_out, rec):  # pragma: no cover
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
     ``st`` is an int64 scratch of shape (11, >= nlev): rows 0-3 the previous
@@ -462,7 +462,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     OFI observed after the chunk's last emitted row; ``diag[c]`` (zeroed by the
     caller) counts ops that drove a level below zero and complete messages after
     which the book was crossed or locked, each with the linear op index of the
-    first one: (negative count, first, crossed count, first).
+    first one: (negative count, first, crossed count, first).  With ``slot_out`` (only when every op
+    emits a row) rows go to ``rec`` in slot order instead (see :func:`gather_rows_at`).
     """
     nb = best[c, 2]
     na = best[c, 3]
@@ -575,7 +576,20 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 st[1, m] = st[5, m]
                 st[2, m] = ap
                 st[3, m] = st[7, m]
-        if emit:
+        if emit and slot_out:
+            # slot records (every op emits): row of op jj at slot c + jj * C, one contiguous record of
+            # bid px, bid qty, ask px, ask qty, ofi per row; a warp's records are adjacent (coalesced)
+            r = c + jj * C
+            for m in range(nlev):
+                rec[r, m] = st[4, m]
+                rec[r, nlev + m] = st[5, m]
+                rec[r, 2 * nlev + m] = st[6, m]
+                rec[r, 3 * nlev + m] = st[7, m]
+                if do_ofi:
+                    rec[r, 4 * nlev + m] = st[8, m]
+                    st[8, m] = 0
+            k += 1
+        elif emit:
             for m in range(nlev):
                 out_bp[k, m] = st[4, m]
                 out_bq[k, m] = st[5, m]
@@ -591,6 +605,29 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     best[c, 3] = na
     for m in range(nlev):
         tail[c, m] = st[8, m]  # OFI observed after the chunk's last emitted row (carried by the caller)
+
+
+def gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
+                   out_ofi):  # pragma: no cover - jitted
+    """Output row ``k`` (op ``k``; every op emits) from its slot record ``rec[c + (k - bounds[c]) * C]``,
+    ``c`` the chunk holding op ``k`` (binary search over the chunk bounds).  One work item per row:
+    neighbouring rows are written side by side (coalesced), each record is read whole."""
+    lo = 0
+    hi = C  # largest c with bounds[c] <= k (empty chunks resolve to the last one, which holds k)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if bounds[mid] <= k:
+            lo = mid
+        else:
+            hi = mid
+    r = lo + (k - bounds[lo]) * C
+    for m in range(nlev):
+        out_bp[k, m] = rec[r, m]
+        out_bq[k, m] = rec[r, nlev + m]
+        out_ap[k, m] = rec[r, 2 * nlev + m]
+        out_aq[k, m] = rec[r, 3 * nlev + m]
+        if do_ofi:
+            out_ofi[k, m] = rec[r, 4 * nlev + m]
 
 
 # ----------------------------------------------------------------------------- CUDA kernels
@@ -689,7 +726,7 @@ def row_best_cuda(rows, rt, wb, wa, best):  # pragma: no cover - device code
 
 def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
                 lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                out_ofi, tail, diag):  # pragma: no cover - device code
+                out_ofi, tail, diag, slot_out, rec):  # pragma: no cover - device code
     """One thread per chunk replays it from its start book.  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
@@ -698,7 +735,7 @@ def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, w
         # lets every scratch loop unroll, so the scratch is held in registers
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                     out_ofi, tail, diag, st)
+                     out_ofi, tail, diag, st, slot_out, rec)
 
 
 # ----------------------------------------------------------------------------- CPU twins
@@ -765,19 +802,31 @@ def row_best_cpu(rows, rt, wb, wa, best):  # pragma: no cover - jitted
 
 def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
                lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
-               out_ofi, tail, diag):  # pragma: no cover - jitted
+               out_ofi, tail, diag, slot_out, rec):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay)."""
     st = np.empty((11, max(nlev, 1)), dtype=np.int64)
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, diag, st)
+                     tail, diag, st, slot_out, rec)
+
+
+def gather_rows_cuda(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
+                     out_ofi):  # pragma: no cover - device code
+    """One thread per output row.  Twin: :func:`gather_rows_cpu`."""
+    k = cuda.grid(1)
+    if k < out_bp.shape[0]:
+        gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq, out_ofi)
+
+
+def gather_rows_cpu(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq, out_ofi):  # pragma: no cover
+    for k in prange(out_bp.shape[0]):
+        gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq, out_ofi)
 
 
 _TW = Twins(chunk_start_at, _op, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _bid_top_update,
-            _ask_top_update, _top,
-            replay_chunk, nrt=False)  # the cores never allocate: no reference counting per call
+            _ask_top_update, _top, replay_chunk, gather_rows_at, nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 
 PREPARE = KernelPair("book.prepare", _TW.cuda(prepare_cuda), _TW.cpu(prepare_cpu, cache=True))
@@ -788,6 +837,7 @@ GROUP_COMPOSE = KernelPair("book.group_compose", _TW.cuda(group_compose_cuda), _
 GROUP_SCAN = KernelPair("book.group_scan", _TW.cuda(group_scan_cuda), _TW.cpu(group_scan_cpu, **_PAR))
 GROUP_APPLY = KernelPair("book.group_apply", _TW.cuda(group_apply_cuda), _TW.cpu(group_apply_cpu, **_PAR))
 # the CPU path replays one chunk: a thread pool would cost more than the scan
+GATHER_ROWS = KernelPair("book.gather_rows", _TW.cuda(gather_rows_cuda), _TW.cpu(gather_rows_cpu, **_PAR))
 ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best_cpu, cache=True), threads=128)
 _REPLAY_CPU = _TW.cpu(replay_cpu, cache=True)
 _REPLAY: dict[int, KernelPair] = {}

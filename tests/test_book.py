@@ -161,7 +161,9 @@ def test_cpu_replay_matches_python_oracle(n, rng):
 
 @pytest.mark.parametrize(("chunk", "every", "layout"), [(2, 1, (False, False)), (5, 1, (True, True)),
                                                       (16, 1, (True, False)), (3, 3, (False, True)),
-                                                      (4, 7, (True, True)), (5, 0, (False, False))])
+                                                      (4, 7, (True, True)), (5, 0, (False, False)),
+                                                      (5, 1, (True, False, True)), (7, 1, (False, True, True)),
+                                                      (3, 3, (True, False, True))])
 def test_chunked_cuda_rebuild_equals_cpu_twin(chunk, every, layout, rng, device_backend):
     ev = _random_l2(rng, 120)
     cpu = rebuild_book(ev, levels=3, ofi=True, every=every, backend="cpu").to_host()

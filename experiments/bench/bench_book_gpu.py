@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", type=int, default=5)
     ap.add_argument("--configs", default="every1_ofi,every64_ofi,every1_noofi")
     ap.add_argument("--chunks", default="auto", help="comma list of ops per chunk, or auto")
-    ap.add_argument("--layouts", default="00", help="comma list of GPU layouts: <interleaved ops><level-major rows>")
+    ap.add_argument("--layouts", default="100", help="comma list of GPU layouts: <interleaved ops><level-major rows>"
+                    "[<slot records for every-event rows>]")
     ap.add_argument("--threads", default="64", help="comma list of replay threads per block")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--stream-threads", type=int, default=132 * 2048 * 2)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         ofi = cfg.endswith("_ofi")
         combos = [(c, lo, int(t)) for c in chunks for lo in args.layouts.split(",") for t in args.threads.split(",")]
         for chunk, lay, tpb in combos:
-            layout = (lay[0] == "1", lay[1] == "1")
+            layout = tuple(ch == "1" for ch in lay)
             rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
                          layout=layout, threads=tpb)  # JIT warm-up
             be.synchronize()

@@ -152,3 +152,25 @@ def test_row_best(rng, device_backend):
         assert best[c, 0] == (nzb.max() if nzb.size else -1)
         assert best[c, 1] == (nza.min() if nza.size else wa)
         assert best[c, 2:].tolist() == [nzb.size, nza.size]
+
+
+@pytest.mark.parametrize("ofi", [True, False])
+def test_gather_rows_puts_slot_records_in_row_order(rng, device_backend, ofi):
+    """Row k (op k of chunk c) comes from slot c + (k - bounds[c]) * C, fields laid out bp|bq|ap|aq|ofi."""
+    n, C, nlev = 57, 6, 3
+    bounds = np.concatenate([[0], np.sort(rng.choice(np.arange(0, n + 1), C - 1)), [n]]).astype(np.int64)
+    lens = np.diff(bounds)
+    Lp = int(lens.max())
+    F = (5 if ofi else 4) * nlev
+    rec = np.full((Lp * C, F), -99, np.int64)
+    for c in range(C):
+        for j in range(lens[c]):
+            k = bounds[c] + j
+            rec[c + j * C] = k * 100 + np.arange(F)  # row k's record: its own number in every field
+    outs = [np.zeros((n, nlev), np.int64) for _ in range(5)]
+    got = _both(device_backend, kb.GATHER_ROWS, n,
+                lambda: [bounds, np.int64(C), np.int64(nlev), ofi, rec, *outs], [5, 6, 7, 8, 9])
+    for a in range(5 if ofi else 4):
+        np.testing.assert_array_equal(got[a], np.arange(n)[:, None] * 100 + a * nlev + np.arange(nlev))
+    if not ofi:
+        assert not got[4].any()
