@@ -278,9 +278,12 @@ def arrive(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, 
     ordv[k, O_QENTRY] = lq
 
 
-def on_trade(p, e, t_x, inst, agg_side, tprice, tqty, ordv, cfg, acct, pend, cnt, fills):  # pragma: no cover
-    """A trade at the exchange: fill our resting orders on the passive side that it reaches."""
+def on_trade(p, e, t_x, inst, agg_side, tprice, tqty, ordv, rmask, cfg, acct, pend, cnt,
+             fills):  # pragma: no cover
+    """A trade at the exchange: fill our resting orders (slots in ``rmask``) on the passive side it reaches."""
     for k in range(ordv.shape[0]):
+        if (rmask >> k) & 1 == 0:
+            continue
         if ordv[k, O_STATE] != S_RESTING or ordv[k, O_INST] != inst or ordv[k, O_SIDE] != -agg_side:
             continue
         side = ordv[k, O_SIDE]
@@ -300,13 +303,15 @@ def on_trade(p, e, t_x, inst, agg_side, tprice, tqty, ordv, cfg, acct, pend, cnt
                 ordv[k, O_QUEUE] = q
 
 
-def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills, ekind, eside,
+def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills, ekind, eside,
             eprice):  # pragma: no cover
     """The book of ``inst`` changed (row ``row``) by an event of kind ``ekind`` at (``eside``, ``eprice``):
     queue positions and crossing fills of resting orders."""
     single = ekind == _KIND_SET or ekind == _KIND_ADD or ekind == _KIND_CANCEL or ekind == _KIND_DELETE \
         or ekind == _KIND_EXECUTE
     for k in range(ordv.shape[0]):
+        if (rmask >> k) & 1 == 0:
+            continue
         if ordv[k, O_STATE] != S_RESTING or ordv[k, O_INST] != inst:
             continue
         side = ordv[k, O_SIDE]
@@ -449,20 +454,64 @@ def exchange_until(p, e, limit, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend
 
 
 def order_schedule(ordv):  # pragma: no cover - jitted
-    """(resting orders, earliest pending arrival or cancel time at the exchange; BIG when none)."""
-    resting = 0
+    """(bit mask of the slots resting at the exchange, earliest pending arrival or cancel time there; BIG
+    when none).  The trade and book checks visit only the masked slots: a register test instead of a
+    read of every slot's state (thread-local memory on the GPU) at every event."""
+    rmask = np.int64(0)
     nxt = _BIG
     for k in range(ordv.shape[0]):
         st = ordv[k, O_STATE]
         if st == S_FREE:
             continue
         if st == S_RESTING:
-            resting += 1
+            rmask |= np.int64(1) << k
         elif ordv[k, O_ARRIVE] < nxt:
             nxt = ordv[k, O_ARRIVE]
         if ordv[k, O_CANCEL] >= 0 and ordv[k, O_CANCEL] < nxt:
             nxt = ordv[k, O_CANCEL]
-    return resting, nxt
+    return rmask, nxt
+
+
+def book_filter(ordv, rmask):  # pragma: no cover - jitted
+    """A register summary of the resting orders for :func:`book_event_skips`: (highest resting bid price,
+    lowest resting ask price, bit sets of resting bid / ask prices modulo 64, 1 when some resting order's
+    queue is unknown or its level is out of view (then every book event is checked))."""
+    hi_bid = -_BIG
+    lo_ask = _BIG
+    fb = np.int64(0)
+    fa = np.int64(0)
+    slow = 0
+    for k in range(ordv.shape[0]):
+        if (rmask >> k) & 1 == 0:
+            continue
+        px = ordv[k, O_PRICE]
+        if ordv[k, O_SIDE] > 0:
+            hi_bid = max(hi_bid, px)
+            fb |= np.int64(1) << (px & 63)
+        else:
+            lo_ask = min(lo_ask, px)
+            fa |= np.int64(1) << (px & 63)
+        if ordv[k, O_QUEUE] == _UNKNOWN or ordv[k, O_OUT] != 0:
+            slow = 1
+    return hi_bid, lo_ask, fb, fa, slow
+
+
+def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, slow):  # pragma: no cover - jitted
+    """True when :func:`on_book` would skip every resting order for this event (so it need not run):
+    a single-level change on a side where no resting order of ours has that price (a bit of ``fb`` /
+    ``fa`` clear: exact; a set bit may be another price, then on_book decides), that cannot cross the
+    resting orders of the other side."""
+    if slow != 0:
+        return False
+    if not (ekind == _KIND_SET or ekind == _KIND_ADD or ekind == _KIND_CANCEL or ekind == _KIND_DELETE
+            or ekind == _KIND_EXECUTE):
+        return False
+    bit = np.int64(1) << (eprice & 63)
+    if eside > 0:  # a bid level: our bids at that price, our asks at or below it
+        return (fb & bit) == 0 and eprice < lo_ask
+    if eside < 0:
+        return (fa & bit) == 0 and eprice > hi_bid
+    return False
 
 
 def pend_next(pend):  # pragma: no cover - jitted
@@ -512,7 +561,8 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
     next_decision = cfg[C_T0]
     next_sample = cfg[C_T0] + sample
     s_i = 0
-    resting = 0  # orders resting at the exchange (the trade and book checks only run when > 0)
+    rmask = np.int64(0)  # slots resting at the exchange (the trade and book checks only run when non-zero)
+    hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
     next_x = _BIG  # earliest pending order arrival or cancel at the exchange
     next_p = _BIG  # earliest fill notice reaching the strategy
     for e in range(n):
@@ -525,7 +575,8 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
             if next_x <= next_sample - feed:
                 exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
                                fills)
-                resting, next_x = order_schedule(ordv)
+                rmask, next_x = order_schedule(ordv)
+                hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
                 next_p = pend_next(pend)
             record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
             s_i += 1
@@ -533,7 +584,8 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
         # orders and cancels reaching the exchange before this event
         if next_x <= t_x:
             exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-            resting, next_x = order_schedule(ordv)
+            rmask, next_x = order_schedule(ordv)
+            hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
             next_p = pend_next(pend)
         # reports (fills, ends of orders) that have reached the strategy
         if next_p <= t:
@@ -551,19 +603,21 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
         # the event itself
         row = ev_row[e]
         kd = kind[e]
-        if resting > 0 and (kd == _KIND_TRADE or kd == _KIND_EXECUTE):
+        if rmask != 0 and (kd == _KIND_TRADE or kd == _KIND_EXECUTE):
             agg = side[e] if kd == _KIND_TRADE else -side[e]
             if agg != 0:
-                on_trade(p, e, t_x, inst, agg, price[e], qty[e], ordv, cfg, acct, pend, cnt, fills)
+                on_trade(p, e, t_x, inst, agg, price[e], qty[e], ordv, rmask, cfg, acct, pend, cnt, fills)
         if row >= 0 and row != cur[inst]:
             cur[inst] = row
             if bq[row, 0] > 0 and aq[row, 0] > 0:
                 mid2[inst] = bp[row, 0] + ap[row, 0]
-            if resting > 0:
-                on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, cfg, acct, pend, cnt, fills, kd, side[e],
-                        price[e])
+            if rmask != 0 and not book_event_skips(kd, side[e], price[e], hi_bid, lo_ask, fb, fa, slow):
+                on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills, kd,
+                        side[e], price[e])
+                hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)  # queue knowledge may have changed
         if cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
-            resting, next_x = order_schedule(ordv)
+            rmask, next_x = order_schedule(ordv)
+            hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
             next_p = pend_next(pend)
         # the strategy decides after a complete message (the last event of its receive time: it has seen
         # every event with ts_local <= t), at the first one at or after each decision time
@@ -586,11 +640,13 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                 n_act = acts.shape[0]
             if n_act > 0:
                 apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
-                resting, next_x = order_schedule(ordv)
+                rmask, next_x = order_schedule(ordv)
+                hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
     while s_i < n_samples:
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-            resting, next_x = order_schedule(ordv)
+            rmask, next_x = order_schedule(ordv)
+            hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
         record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
         s_i += 1
         next_sample += sample
@@ -644,7 +700,7 @@ def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
 
 
 _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
-                 exchange_until, order_schedule, pend_next, record_sample, simulate)
+                 exchange_until, order_schedule, book_filter, book_event_skips, pend_next, record_sample, simulate)
 _PAIRS: dict[str, KernelPair] = {}
 
 
