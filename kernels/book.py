@@ -105,6 +105,12 @@ def _op(c, j, bounds, C, inter):  # pragma: no cover - jitted
     return c + j * C if inter else bounds[c] + j
 
 
+def _op_fields(c, j, bounds, C, inter, kind, side, price, qty):  # pragma: no cover - jitted
+    """(kind, side, price, qty, linear-or-interleaved index) of op ``j`` of chunk ``c``."""
+    i = _op(c, j, bounds, C, inter)
+    return kind[i], side[i], price[i], qty[i], i
+
+
 def _rg(rows, rt, c, j):  # pragma: no cover - jitted
     """Level ``j`` of chunk ``c``'s book: ``rows[j, c]`` (level-major, rt) or ``rows[c, j]``."""
     return rows[j, c] if rt else rows[c, j]
@@ -202,23 +208,15 @@ def summarise_chunk(c, bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa,
     s_n = 0
     p_n = np.int64(0)
     q_n = np.int64(0)
-    if n_ch > 0:
-        i = _op(c, 0, bounds, C, inter)
-        k_n = kind[i]
-        s_n = side[i]
-        p_n = price[i]
-        q_n = qty[i]
-    for jj in range(n_ch):
+    for jj in range(-1, n_ch):  # jj == -1 only loads op 0
         k = k_n
         s = s_n
         p = p_n
         q = q_n
         if jj + 1 < n_ch:
-            i = _op(c, jj + 1, bounds, C, inter)
-            k_n = kind[i]
-            s_n = side[i]
-            p_n = price[i]
-            q_n = qty[i]
+            k_n, s_n, p_n, q_n, _ = _op_fields(c, jj + 1, bounds, C, inter, kind, side, price, qty)
+        if jj < 0:
+            continue
         if k == OP_SET or k == OP_ADD:
             j = _level(s, p, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
             if j < 0:
@@ -354,6 +352,27 @@ def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev
         st[10, m] = wa if m >= cnt else st[10, m]
 
 
+def _list_remove(st, rp, rq, ri, pos, nlev):  # pragma: no cover - jitted
+    """Drop entry ``pos`` of the top list held in scratch rows ``rp``/``rq``/``ri`` (price, qty, index):
+    the entries behind it move up one place (unrolled selects: the scratch stays in registers)."""
+    for m in range(nlev - 1):
+        st[rp, m] = st[rp, m + 1] if m >= pos else st[rp, m]
+        st[rq, m] = st[rq, m + 1] if m >= pos else st[rq, m]
+        st[ri, m] = st[ri, m + 1] if m >= pos else st[ri, m]
+
+
+def _list_insert(st, rp, rq, ri, pos, nlev, px, v, j):  # pragma: no cover - jitted
+    """Insert (``px``, ``v``, ``j``) at place ``pos`` of the top list; the last entry falls off."""
+    for m in range(nlev - 1, 0, -1):
+        st[rp, m] = st[rp, m - 1] if m > pos else st[rp, m]
+        st[rq, m] = st[rq, m - 1] if m > pos else st[rq, m]
+        st[ri, m] = st[ri, m - 1] if m > pos else st[ri, m]
+    for m in range(nlev):
+        st[rp, m] = px if m == pos else st[rp, m]
+        st[rq, m] = v if m == pos else st[rq, m]
+        st[ri, m] = j if m == pos else st[ri, m]
+
+
 def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragma: no cover - jitted
     """Bid level ``j`` now holds ``v`` (``nb`` non-empty bid levels): update the top list in place.
 
@@ -373,10 +392,7 @@ def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragm
             for m in range(nlev):
                 st[5, m] = v if st[9, m] == j else st[5, m]
             return
-        for m in range(nlev - 1):
-            st[4, m] = st[4, m + 1] if m >= pos else st[4, m]
-            st[5, m] = st[5, m + 1] if m >= pos else st[5, m]
-            st[9, m] = st[9, m + 1] if m >= pos else st[9, m]
+        _list_remove(st, 4, 5, 9, pos, nlev)
         valid = 0
         for m in range(nlev - 1):
             if st[9, m] >= 0:
@@ -394,14 +410,7 @@ def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragm
             st[9, nlev - 1] = -1
     elif v > 0 and pos < nlev:
         px = ub[j] if comp else pmin_b + j
-        for m in range(nlev - 1, 0, -1):
-            st[4, m] = st[4, m - 1] if m > pos else st[4, m]
-            st[5, m] = st[5, m - 1] if m > pos else st[5, m]
-            st[9, m] = st[9, m - 1] if m > pos else st[9, m]
-        for m in range(nlev):
-            st[4, m] = px if m == pos else st[4, m]
-            st[5, m] = v if m == pos else st[5, m]
-            st[9, m] = j if m == pos else st[9, m]
+        _list_insert(st, 4, 5, 9, pos, nlev, px, v, j)
 
 
 def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v):  # pragma: no cover - jitted
@@ -418,10 +427,7 @@ def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v): 
             for m in range(nlev):
                 st[7, m] = v if st[10, m] == j else st[7, m]
             return
-        for m in range(nlev - 1):
-            st[6, m] = st[6, m + 1] if m >= pos else st[6, m]
-            st[7, m] = st[7, m + 1] if m >= pos else st[7, m]
-            st[10, m] = st[10, m + 1] if m >= pos else st[10, m]
+        _list_remove(st, 6, 7, 10, pos, nlev)
         valid = 0
         for m in range(nlev - 1):
             if st[10, m] < wa:
@@ -439,14 +445,7 @@ def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v): 
             st[10, nlev - 1] = wa
     elif v > 0 and pos < nlev:
         px = ua[j] if comp else pmin_a + j
-        for m in range(nlev - 1, 0, -1):
-            st[6, m] = st[6, m - 1] if m > pos else st[6, m]
-            st[7, m] = st[7, m - 1] if m > pos else st[7, m]
-            st[10, m] = st[10, m - 1] if m > pos else st[10, m]
-        for m in range(nlev):
-            st[6, m] = px if m == pos else st[6, m]
-            st[7, m] = v if m == pos else st[7, m]
-            st[10, m] = j if m == pos else st[10, m]
+        _list_insert(st, 6, 7, 10, pos, nlev, px, v, j)
 
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
@@ -485,33 +484,22 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     f_n = 0
     j_n = -1
     r_n = np.int64(0)
-    if n_ch > 0:
-        i = _op(c, 0, bounds, C, inter)
-        kd_n = kind[i]
-        s_n = side[i]
-        q_n = qty[i]
-        f_n = flags[i]
-        j_n = _level(s_n, price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a) \
-            if kd_n == OP_SET or kd_n == OP_ADD else -1
-        r_n = _rg(rows, rt, c, j_n) if j_n >= 0 else np.int64(0)
-    for jj in range(n_ch):
+    for jj in range(-1, n_ch):  # jj == -1 only loads op 0
         kd = kd_n
         s = s_n
         q = q_n
         f = f_n
         j = j_n
         r = r_n
+        j_n = -1
         if jj + 1 < n_ch:
-            i = _op(c, jj + 1, bounds, C, inter)
-            kd_n = kind[i]
-            s_n = side[i]
-            q_n = qty[i]
+            kd_n, s_n, p_n, q_n, i = _op_fields(c, jj + 1, bounds, C, inter, kind, side, price, qty)
             f_n = flags[i]
-            j_n = _level(s_n, price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a) \
-                if kd_n == OP_SET or kd_n == OP_ADD else -1
+            if kd_n == OP_SET or kd_n == OP_ADD:
+                j_n = _level(s_n, p_n, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
             r_n = _rg(rows, rt, c, j_n) if j_n >= 0 else np.int64(0)
-        else:
-            j_n = -1
+        if jj < 0:
+            continue
         if kd == OP_SET or kd == OP_ADD:
             if j >= 0:
                 was = r > 0
@@ -579,14 +567,14 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         if emit and slot_out:
             # slot records (every op emits): row of op jj at slot c + jj * C, one contiguous record of
             # bid px, bid qty, ask px, ask qty, ofi per row; a warp's records are adjacent (coalesced)
-            r = c + jj * C
+            slot = c + jj * C
             for m in range(nlev):
-                rec[r, m] = st[4, m]
-                rec[r, nlev + m] = st[5, m]
-                rec[r, 2 * nlev + m] = st[6, m]
-                rec[r, 3 * nlev + m] = st[7, m]
+                rec[slot, m] = st[4, m]
+                rec[slot, nlev + m] = st[5, m]
+                rec[slot, 2 * nlev + m] = st[6, m]
+                rec[slot, 3 * nlev + m] = st[7, m]
                 if do_ofi:
-                    rec[r, 4 * nlev + m] = st[8, m]
+                    rec[slot, 4 * nlev + m] = st[8, m]
                     st[8, m] = 0
             k += 1
         elif emit:
@@ -824,8 +812,8 @@ def gather_rows_cpu(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq
         gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq, out_ofi)
 
 
-_TW = Twins(chunk_start_at, _op, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
-            group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _bid_top_update,
+_TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
+            group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
             _ask_top_update, _top, replay_chunk, gather_rows_at, nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 
