@@ -150,18 +150,19 @@ class MarketData:
     instruments: list[Instrument]
     signals: np.ndarray
     signal_names: list[str] = field(default_factory=list)
-    _device: dict = field(default_factory=dict, repr=False, compare=False)
+    # init=False: dataclasses.replace (a window, new signals) gives the copy its own, empty cache
+    _device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     _ARRAYS = ("ts", "inst", "row", "kind", "side", "price", "qty", "bid_price", "bid_qty", "ask_price", "ask_qty",
                "signals")
 
     def on(self, be: Backend) -> dict[str, Any]:
         """The engine's input arrays on ``be``'s device, copied once and kept (sweep batches reuse them)."""
-        if be.name != "gpu":
+        if not be.uses_cuda:
             return {k: getattr(self, k) for k in self._ARRAYS}
-        if "gpu" not in self._device:
-            self._device["gpu"] = {k: be.asarray(getattr(self, k)) for k in self._ARRAYS}
-        return self._device["gpu"]
+        if be.name not in self._device:
+            self._device[be.name] = {k: be.asarray(getattr(self, k)) for k in self._ARRAYS}
+        return self._device[be.name]
 
     @property
     def n_events(self) -> int:

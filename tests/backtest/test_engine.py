@@ -220,3 +220,20 @@ def test_feed_latency_from_the_data():
     assert fills(r) == []
     with pytest.raises(ConfigError, match="feed_latency_ns"):
         BacktestConfig(feed_latency_ns="sometimes").vector()
+
+
+def test_device_arrays_are_cached_per_market_not_shared_with_its_copies(device_backend):
+    """MarketData.on caches device copies; a dataclasses.replace copy (a window, new signals) must get its
+    own (a shared cache made a window's sweep run on the parent's arrays, and new signals go unseen)."""
+    import dataclasses
+
+    m = market(BOOK + [(4, T, -1, 99, 3)], {4: (GTC, 1, 99, 1, 0)})
+    d = m.on(device_backend)
+    assert m.on(device_backend) is d  # copied once
+    sig2 = np.ones_like(m.signals)
+    m2 = dataclasses.replace(m, signals=sig2)
+    np.testing.assert_array_equal(device_backend.to_host(m2.on(device_backend)["signals"]), sig2)
+    win = dataclasses.replace(m, ts=m.ts[:2], row=m.row[:2], inst=m.inst[:2], kind=m.kind[:2], side=m.side[:2],
+                              price=m.price[:2], qty=m.qty[:2], signals=m.signals[:2])
+    assert device_backend.to_host(win.on(device_backend)["ts"]).size == 2
+    assert device_backend.to_host(m.on(device_backend)["ts"]).size == m.n_events
