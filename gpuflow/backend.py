@@ -210,6 +210,9 @@ class KernelPair:
     #: NVVM optimisation level for the CUDA kernel's first compile (None: numba's default, 3).  Very large
     #: kernels compile many times faster at 1 (see :func:`nvvm_opt_level`).
     nvvm_opt: int | None = None
+    #: False: NVVM may not contract a multiply and an add into one fused operation (rounded once), so the
+    #: kernel's floating-point results equal its CPU twin's bit for bit (None: NVVM's default, contraction on)
+    nvvm_fma: bool | None = None
 
 
 #: NVVM compiles run under :func:`nvvm_opt_level`, by level (a check that the override took effect)
@@ -217,15 +220,16 @@ NVVM_OVERRIDES: dict[int, int] = {}
 
 
 @contextlib.contextmanager
-def nvvm_opt_level(level: int) -> Iterator[None]:
-    """Compile CUDA kernels inside this block at NVVM optimisation level ``level`` (0-3).
+def nvvm_opt_level(level: int | None, fma: bool | None = None) -> Iterator[None]:
+    """Compile CUDA kernels inside this block at NVVM optimisation level ``level`` (0-3; None: unchanged)
+    and, when ``fma`` is given, with multiply-add contraction on or off.
 
     numba-cuda only offers -O3 (``opt=True``) or -O0.  The backtest engine's kernel, with every strategy
     core inlined, takes NVVM about 5 minutes at -O3 on the development VM (312 s; 7 s at -O1), while
     ptxas -O3 (always applied afterwards) gives both a similar register and stack footprint.  The kernel
     dispatcher compiles lazily at its first launch, so the launcher wraps that launch in this block.
     """
-    if not 0 <= int(level) <= 3:
+    if level is not None and not 0 <= int(level) <= 3:
         msg = f"NVVM optimisation level must be 0..3, got {level}"
         raise ValueError(msg)
     import sys
@@ -240,8 +244,11 @@ def nvvm_opt_level(level: int) -> Iterator[None]:
 
     def make(orig: Callable[..., Any]) -> Callable[..., Any]:
         def compile_ir(llvmir: Any, **options: Any) -> Any:
-            options["opt"] = int(level)
-            NVVM_OVERRIDES[int(level)] = NVVM_OVERRIDES.get(int(level), 0) + 1
+            if level is not None:
+                options["opt"] = int(level)
+                NVVM_OVERRIDES[int(level)] = NVVM_OVERRIDES.get(int(level), 0) + 1
+            if fma is not None:
+                options["fma"] = bool(fma)
             return orig(llvmir, **options)
         return compile_ir
 
@@ -324,8 +331,8 @@ class Backend:
             args = tuple(np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
                          for a in args)
         blocks = n if pair.per_block else (n + tpb - 1) // tpb
-        if pair.nvvm_opt is not None and self.name == "gpu":
-            with nvvm_opt_level(pair.nvvm_opt):
+        if (pair.nvvm_opt is not None or pair.nvvm_fma is not None) and self.name == "gpu":
+            with nvvm_opt_level(pair.nvvm_opt, pair.nvvm_fma):
                 pair.cuda[blocks, tpb](*args)
             return
         pair.cuda[blocks, tpb](*args)

@@ -725,7 +725,7 @@ def engine_pair(strategy: object) -> KernelPair:
         # NVVM -O1: the whole engine inlined takes NVVM minutes at -O3 (ptxas -O3 still optimises the code)
         _PAIRS[name] = KernelPair(f"backtest[{name}]", tw.cuda(run_cuda, STATE_SIZE=size),
                                   tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64,
-                                  nvvm_opt=int(config.get_option("backtest_nvvm_opt")))
+                                  nvvm_opt=int(config.get_option("backtest_nvvm_opt")), nvvm_fma=False)
     return _PAIRS[name]
 
 

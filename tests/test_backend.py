@@ -32,6 +32,11 @@ def test_nvvm_opt_level_overrides_and_restores(monkeypatch):
     nvvm.compile_ir("ir", opt=3)
     assert seen == [1, 3]
     assert backend.NVVM_OVERRIDES[1] == before + 1
+    opts = []
+    monkeypatch.setattr(nvvm, "compile_ir", lambda ir, **o: opts.append(o))
+    with nvvm_opt_level(None, fma=False):
+        nvvm.compile_ir("ir", opt=3)
+    assert opts == [{"opt": 3, "fma": False}]
     with pytest.raises(ValueError, match="0..3"):
         with nvvm_opt_level(5):
             pass
@@ -42,4 +47,6 @@ def test_backtest_kernel_compiles_at_the_configured_level():
     from gpuflow.backtest.strategies import get_strategy
     from gpuflow.kernels.backtest import engine_pair
 
-    assert engine_pair(get_strategy("market_making")).nvvm_opt == config.get_option("backtest_nvvm_opt") == 1
+    pair = engine_pair(get_strategy("market_making"))
+    assert pair.nvvm_opt == config.get_option("backtest_nvvm_opt") == 1
+    assert pair.nvvm_fma is False  # float results as on the CPU: sweep == exact bit for bit
