@@ -32,7 +32,7 @@ if [ "${SMALL:-0}" = 1 ]; then
   TEST_SEL="tests/kernels/test_book_kernels.py"
   BT_ARGS="--small"
 else
-  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 2048,4096 --layouts 100,101 --threads 32,64 --configs every1_ofi,every64_ofi"}
+  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 2048,4096 --layouts 100,101,000 --threads 32,64 --configs every1_ofi,every64_ofi"}
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
   BT_ARGS="--time-budget ${BT_BUDGET:-330}"
 fi
