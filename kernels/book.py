@@ -28,7 +28,14 @@ walk neighbouring chunks in lock step.  The ops are therefore *interleaved*
 stored level-major (level j of chunk c at ``rows[j, c]``, ``rt=True``): a
 warp's loads of "its next op" and of "level j" touch consecutive addresses
 (coalesced), instead of 32 addresses a chunk apart.  The CPU twin keeps the
-plain layout (one chunk, ``rows[0, j]``).
+plain layout (one chunk, ``rows[0, j]``).  When every op emits a row, the replay can
+also write each row as one record at slot ``c + j * C`` (neighbouring threads write
+neighbouring records) and :data:`GATHER_ROWS` puts the rows in order afterwards.
+
+Per thread, the replay's top-N scratch lives in registers (the level count is a
+compile-time constant of the kernel and every scratch access uses an unrolled loop
+index), and the next op and its level's size are loaded before the current op is
+applied (software pipelining), so a thread waits on memory as little as possible.
 
 Chunk boundaries are moved back to just after an *observation* op (the last op
 of a source message, where the book is consistent), so every chunk starts from
