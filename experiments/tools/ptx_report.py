@@ -26,7 +26,6 @@ import time
 import types
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -92,7 +91,8 @@ def _entry_resources(log: str) -> tuple[str, str, str, str]:
 
 
 def _ptxas() -> str:
-    for cand in (shutil.which("ptxas"), os.path.join(os.environ.get("CUDA_HOME", "/usr/local/cuda"), "bin", "ptxas")):
+    home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    for cand in (shutil.which("ptxas"), os.path.join(home, "bin", "ptxas")):
         if cand and os.path.exists(cand):
             return cand
     raise SystemExit("ptxas not found (install a CUDA toolkit or set CUDA_HOME)")
