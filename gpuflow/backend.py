@@ -331,11 +331,9 @@ class Backend:
             args = tuple(np.array(a) if isinstance(a, np.ndarray) and not a.flags.writeable else a
                          for a in args)
         blocks = n if pair.per_block else (n + tpb - 1) // tpb
-        if (pair.nvvm_opt is not None or pair.nvvm_fma is not None) and self.name == "gpu":
-            with nvvm_opt_level(pair.nvvm_opt, pair.nvvm_fma):
-                pair.cuda[blocks, tpb](*args)
-            return
-        pair.cuda[blocks, tpb](*args)
+        custom = (pair.nvvm_opt is not None or pair.nvvm_fma is not None) and self.name == "gpu"
+        with nvvm_opt_level(pair.nvvm_opt, pair.nvvm_fma) if custom else contextlib.nullcontext():
+            pair.cuda[blocks, tpb](*args)
 
 
 def _resolve_name(requested: str | None) -> str:

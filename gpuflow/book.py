@@ -509,9 +509,10 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), o_flags, bounds)
         inter, rt = bool(layout[0]), bool(layout[1])
         slot_out = len(layout) > 2 and bool(layout[2]) and every_op_emits
+        # ops in the longest chunk: the slot count of the interleaved ops and of the slot records is Lp * C
+        Lp = int(xp.diff(bounds).max()) if (inter or slot_out) else 0
     if be.uses_cuda and inter:
         # interleave the ops (op j of chunk c at c + j*C) so that neighbouring threads read neighbouring ops
-        Lp = int(xp.diff(bounds).max()) if C else 0
         i_side = be.empty(Lp * C, xp.int8)  # every slot is written (padding slots: OP_NONE, no flags)
         i_price = be.empty(Lp * C, xp.int64)
         i_kind = be.empty(Lp * C, xp.uint8)
@@ -558,7 +559,6 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     tail = be.zeros((C, levels), xp.int64)
     diag = be.zeros((C, 4), xp.int64)
     if slot_out:  # one record per op slot c + j*C (padding slots stay unwritten and are never read)
-        Lp = int(xp.diff(bounds).max()) if C else 0
         rec = be.empty((max(Lp * C, 1), (5 if ofi else 4) * levels), xp.int64)
     else:
         rec = be.empty((1, 1), xp.int64)

@@ -303,12 +303,17 @@ def on_trade(p, e, t_x, inst, agg_side, tprice, tqty, ordv, rmask, cfg, acct, pe
                 ordv[k, O_QUEUE] = q
 
 
+def single_level(ekind):  # pragma: no cover - jitted
+    """True for event kinds that change one price level (set, add, cancel, delete, execute)."""
+    return ekind == _KIND_SET or ekind == _KIND_ADD or ekind == _KIND_CANCEL or ekind == _KIND_DELETE \
+        or ekind == _KIND_EXECUTE
+
+
 def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills, ekind, eside,
             eprice):  # pragma: no cover
     """The book of ``inst`` changed (row ``row``) by an event of kind ``ekind`` at (``eside``, ``eprice``):
     queue positions and crossing fills of resting orders."""
-    single = ekind == _KIND_SET or ekind == _KIND_ADD or ekind == _KIND_CANCEL or ekind == _KIND_DELETE \
-        or ekind == _KIND_EXECUTE
+    single = single_level(ekind)
     for k in range(ordv.shape[0]):
         if (rmask >> k) & 1 == 0:
             continue
@@ -454,46 +459,40 @@ def exchange_until(p, e, limit, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend
 
 
 def order_schedule(ordv):  # pragma: no cover - jitted
-    """(bit mask of the slots resting at the exchange, earliest pending arrival or cancel time there; BIG
-    when none).  The trade and book checks visit only the masked slots: a register test instead of a
-    read of every slot's state (thread-local memory on the GPU) at every event."""
+    """One pass over the order slots: (bit mask of the slots resting at the exchange, earliest pending
+    arrival or cancel time there (BIG when none), then a summary of the resting orders for
+    :func:`book_event_skips`: highest resting bid price, lowest resting ask price, bit sets of resting
+    bid / ask prices modulo 64, 1 when some resting order's queue is unknown or its level is out of view).
+
+    The trade and book checks visit only the masked slots and skip book events the summary rules out:
+    register tests instead of reads of every slot (thread-local memory on the GPU) at every event."""
     rmask = np.int64(0)
     nxt = _BIG
-    for k in range(ordv.shape[0]):
-        st = ordv[k, O_STATE]
-        if st == S_FREE:
-            continue
-        if st == S_RESTING:
-            rmask |= np.int64(1) << k
-        elif ordv[k, O_ARRIVE] < nxt:
-            nxt = ordv[k, O_ARRIVE]
-        if ordv[k, O_CANCEL] >= 0 and ordv[k, O_CANCEL] < nxt:
-            nxt = ordv[k, O_CANCEL]
-    return rmask, nxt
-
-
-def book_filter(ordv, rmask):  # pragma: no cover - jitted
-    """A register summary of the resting orders for :func:`book_event_skips`: (highest resting bid price,
-    lowest resting ask price, bit sets of resting bid / ask prices modulo 64, 1 when some resting order's
-    queue is unknown or its level is out of view (then every book event is checked))."""
     hi_bid = -_BIG
     lo_ask = _BIG
     fb = np.int64(0)
     fa = np.int64(0)
     slow = 0
     for k in range(ordv.shape[0]):
-        if (rmask >> k) & 1 == 0:
+        st = ordv[k, O_STATE]
+        if st == S_FREE:
             continue
-        px = ordv[k, O_PRICE]
-        if ordv[k, O_SIDE] > 0:
-            hi_bid = max(hi_bid, px)
-            fb |= np.int64(1) << (px & 63)
-        else:
-            lo_ask = min(lo_ask, px)
-            fa |= np.int64(1) << (px & 63)
-        if ordv[k, O_QUEUE] == _UNKNOWN or ordv[k, O_OUT] != 0:
-            slow = 1
-    return hi_bid, lo_ask, fb, fa, slow
+        if st == S_RESTING:
+            rmask |= np.int64(1) << k
+            px = ordv[k, O_PRICE]
+            if ordv[k, O_SIDE] > 0:
+                hi_bid = max(hi_bid, px)
+                fb |= np.int64(1) << (px & 63)
+            else:
+                lo_ask = min(lo_ask, px)
+                fa |= np.int64(1) << (px & 63)
+            if ordv[k, O_QUEUE] == _UNKNOWN or ordv[k, O_OUT] != 0:
+                slow = 1
+        elif ordv[k, O_ARRIVE] < nxt:
+            nxt = ordv[k, O_ARRIVE]
+        if ordv[k, O_CANCEL] >= 0 and ordv[k, O_CANCEL] < nxt:
+            nxt = ordv[k, O_CANCEL]
+    return rmask, nxt, hi_bid, lo_ask, fb, fa, slow
 
 
 def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, slow):  # pragma: no cover - jitted
@@ -503,8 +502,7 @@ def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, slow):  # pra
     resting orders of the other side."""
     if slow != 0:
         return False
-    if not (ekind == _KIND_SET or ekind == _KIND_ADD or ekind == _KIND_CANCEL or ekind == _KIND_DELETE
-            or ekind == _KIND_EXECUTE):
+    if not single_level(ekind):
         return False
     bit = np.int64(1) << (eprice & 63)
     if eside > 0:  # a bid level: our bids at that price, our asks at or below it
@@ -561,9 +559,9 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
     next_decision = cfg[C_T0]
     next_sample = cfg[C_T0] + sample
     s_i = 0
-    rmask = np.int64(0)  # slots resting at the exchange (the trade and book checks only run when non-zero)
-    hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
-    next_x = _BIG  # earliest pending order arrival or cancel at the exchange
+    # slots resting at the exchange (the trade and book checks only run when non-zero), the earliest order
+    # arrival or cancel at the exchange, and the resting orders' summary for book_event_skips
+    rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
     next_p = _BIG  # earliest fill notice reaching the strategy
     for e in range(n):
         t = ts[e]
@@ -575,8 +573,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
             if next_x <= next_sample - feed:
                 exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
                                fills)
-                rmask, next_x = order_schedule(ordv)
-                hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
+                rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
                 next_p = pend_next(pend)
             record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
             s_i += 1
@@ -584,8 +581,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
         # orders and cancels reaching the exchange before this event
         if next_x <= t_x:
             exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-            rmask, next_x = order_schedule(ordv)
-            hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
+            rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
             next_p = pend_next(pend)
         # reports (fills, ends of orders) that have reached the strategy
         if next_p <= t:
@@ -614,10 +610,10 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
             if rmask != 0 and not book_event_skips(kd, side[e], price[e], hi_bid, lo_ask, fb, fa, slow):
                 on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills, kd,
                         side[e], price[e])
-                hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)  # queue knowledge may have changed
+                # fills or queue knowledge may have changed
+                rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
         if cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
-            rmask, next_x = order_schedule(ordv)
-            hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
+            rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
             next_p = pend_next(pend)
         # the strategy decides after a complete message (the last event of its receive time: it has seen
         # every event with ts_local <= t), at the first one at or after each decision time
@@ -640,13 +636,11 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                 n_act = acts.shape[0]
             if n_act > 0:
                 apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
-                rmask, next_x = order_schedule(ordv)
-                hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
+                rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
     while s_i < n_samples:
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-            rmask, next_x = order_schedule(ordv)
-            hi_bid, lo_ask, fb, fa, slow = book_filter(ordv, rmask)
+            rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
         record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
         s_i += 1
         next_sample += sample
@@ -700,7 +694,7 @@ def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
 
 
 _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
-                 exchange_until, order_schedule, book_filter, book_event_skips, pend_next, record_sample, simulate)
+                 exchange_until, order_schedule, single_level, book_event_skips, pend_next, record_sample, simulate)
 _PAIRS: dict[str, KernelPair] = {}
 
 
