@@ -518,8 +518,9 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         i_kind = be.empty(Lp * C, xp.uint8)
         i_qty = be.empty(Lp * C, xp.int64)
         i_flags = be.empty(Lp * C, xp.uint8)
-        be.launch(kb.INTERLEAVE, Lp * C, bounds, np.int64(C), side, kprice, o_kind, o_qty, o_flags, i_side, i_price,
-                  i_kind, i_qty, i_flags)
+        n_ct = -(-C // kb.TILE)
+        be.launch(kb.INTERLEAVE, n_ct * -(-Lp // kb.TILE), bounds, np.int64(C), np.int64(n_ct), side, kprice, o_kind,
+                  o_qty, o_flags, i_side, i_price, i_kind, i_qty, i_flags)
         side, kprice, o_kind, o_qty, o_flags = i_side, i_price, i_kind, i_qty, i_flags
     if be.uses_cuda:
         sa = be.empty((C, w), xp.int8)

@@ -181,8 +181,8 @@ def prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_
 def interleave_at(t, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
                   i_flags):  # pragma: no cover - jitted
     """Fill interleaved slot ``t = c + j * C``: op ``j`` of chunk ``c`` (linear op ``bounds[c] + j``), or a
-    padding slot (OP_NONE, no flags) past the chunk's end.  One work item per slot, no search: the writes
-    are coalesced and every slot is written, so the outputs need no zero fill."""
+    padding slot (OP_NONE, no flags) past the chunk's end.  Every slot is written, so the outputs need no
+    zero fill.  (The CPU twin's work item; the CUDA kernel moves tiles through shared memory.)"""
     c = t % C
     i = bounds[c] + t // C
     if i < bounds[c + 1]:
@@ -312,12 +312,27 @@ def _next_ask(rows, rt, c, wb, wa, j):  # pragma: no cover - jitted
     return j
 
 
-# The top-N list lives in the scratch ``st`` (rows 4-7: bid px, bid qty, ask px, ask qty; rows 9-10: their
-# row indices, -1 / ``wa`` when empty).  Every access to ``st`` below uses a loop counter over
+# The top-N list lives in the scratch ``st`` (rows 5 and 7: bid and ask sizes; rows 9-10: their level
+# indices, -1 / ``wa`` when empty; prices follow from the indices and are only formed when a row is
+# written: fewer registers per thread).  Every access to ``st`` below uses a loop counter over
 # ``range(nlev)`` as its column (no searched position indexes it): the CUDA kernel passes ``nlev`` as a
 # compile-time constant, the loops unroll, and the whole scratch lives in registers instead of
 # thread-local memory (which is what bounded the replay on the GPU).
-def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev, st):  # pragma: no cover
+def _bid_px(j, pmin_b, comp, ub):  # pragma: no cover - jitted
+    """Price of bid level index ``j`` (EMPTY_BID_PRICE for -1, an empty slot of the top list)."""
+    if j < 0:
+        return _EMPTY_BID
+    return ub[j] if comp else pmin_b + j
+
+
+def _ask_px(j, wa, pmin_a, comp, ua):  # pragma: no cover - jitted
+    """Price of ask level index ``j`` (EMPTY_ASK_PRICE for ``wa``, an empty slot of the top list)."""
+    if j >= wa:
+        return _EMPTY_ASK
+    return ua[j] if comp else pmin_a + j
+
+
+def _top(rows, rt, c, wb, wa, bb, ba, nb, na, nlev, st):  # pragma: no cover
     """Fill the current top ``nlev`` levels by scanning from the best levels ``bb`` / ``ba``.
 
     The scans stop after the side's ``nb`` / ``na`` non-empty levels: a thin book never walks the
@@ -330,15 +345,12 @@ def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev
     while cnt < nlev and cnt < nb and j >= 0:
         q = _rg(rows, rt, c, j)
         if q > 0:
-            px = ub[j] if comp else pmin_b + j
             for m in range(nlev):
-                st[4, m] = px if m == cnt else st[4, m]
                 st[5, m] = q if m == cnt else st[5, m]
                 st[9, m] = j if m == cnt else st[9, m]
             cnt += 1
         j -= 1
     for m in range(nlev):
-        st[4, m] = _EMPTY_BID if m >= cnt else st[4, m]
         st[5, m] = 0 if m >= cnt else st[5, m]
         st[9, m] = -1 if m >= cnt else st[9, m]
     cnt = 0
@@ -346,44 +358,38 @@ def _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, bb, ba, nb, na, nlev
     while cnt < nlev and cnt < na and j < wa:
         q = _rg(rows, rt, c, wb + j)
         if q > 0:
-            px = ua[j] if comp else pmin_a + j
             for m in range(nlev):
-                st[6, m] = px if m == cnt else st[6, m]
                 st[7, m] = q if m == cnt else st[7, m]
                 st[10, m] = j if m == cnt else st[10, m]
             cnt += 1
         j += 1
     for m in range(nlev):
-        st[6, m] = _EMPTY_ASK if m >= cnt else st[6, m]
         st[7, m] = 0 if m >= cnt else st[7, m]
         st[10, m] = wa if m >= cnt else st[10, m]
 
 
-def _list_remove(st, rp, rq, ri, pos, nlev):  # pragma: no cover - jitted
-    """Drop entry ``pos`` of the top list held in scratch rows ``rp``/``rq``/``ri`` (price, qty, index):
-    the entries behind it move up one place (unrolled selects: the scratch stays in registers)."""
+def _list_remove(st, rq, ri, pos, nlev):  # pragma: no cover - jitted
+    """Drop entry ``pos`` of the top list held in scratch rows ``rq``/``ri`` (size, level index): the
+    entries behind it move up one place (unrolled selects: the scratch stays in registers)."""
     for m in range(nlev - 1):
-        st[rp, m] = st[rp, m + 1] if m >= pos else st[rp, m]
         st[rq, m] = st[rq, m + 1] if m >= pos else st[rq, m]
         st[ri, m] = st[ri, m + 1] if m >= pos else st[ri, m]
 
 
-def _list_insert(st, rp, rq, ri, pos, nlev, px, v, j):  # pragma: no cover - jitted
-    """Insert (``px``, ``v``, ``j``) at place ``pos`` of the top list; the last entry falls off."""
+def _list_insert(st, rq, ri, pos, nlev, v, j):  # pragma: no cover - jitted
+    """Insert (``v``, ``j``) at place ``pos`` of the top list; the last entry falls off."""
     for m in range(nlev - 1, 0, -1):
-        st[rp, m] = st[rp, m - 1] if m > pos else st[rp, m]
         st[rq, m] = st[rq, m - 1] if m > pos else st[rq, m]
         st[ri, m] = st[ri, m - 1] if m > pos else st[ri, m]
     for m in range(nlev):
-        st[rp, m] = px if m == pos else st[rp, m]
         st[rq, m] = v if m == pos else st[rq, m]
         st[ri, m] = j if m == pos else st[ri, m]
 
 
-def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragma: no cover - jitted
+def _bid_top_update(rows, rt, c, nb, nlev, st, j, v):  # pragma: no cover - jitted
     """Bid level ``j`` now holds ``v`` (``nb`` non-empty bid levels): update the top list in place.
 
-    The list (rows 4, 5, 9 of ``st``) is sorted by index, best first.  A level deeper than a full
+    The list (rows 5, 9 of ``st``: sizes, level indices) is sorted by index, best first.  A level deeper than a full
     list changes nothing; a removed top level shifts the list up and the freed last slot is filled
     by scanning below the new last entry (the only row reads).
     """
@@ -399,7 +405,7 @@ def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragm
             for m in range(nlev):
                 st[5, m] = v if st[9, m] == j else st[5, m]
             return
-        _list_remove(st, 4, 5, 9, pos, nlev)
+        _list_remove(st, 5, 9, pos, nlev)
         valid = 0
         for m in range(nlev - 1):
             if st[9, m] >= 0:
@@ -408,20 +414,17 @@ def _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v):  # pragm
         if valid == nlev - 1 and valid < nb:  # deeper levels exist: find the next one
             jj = _next_bid(rows, rt, c, (st[9, nlev - 2] if nlev >= 2 else j) - 1)
         if jj >= 0:
-            st[4, nlev - 1] = ub[jj] if comp else pmin_b + jj
             st[5, nlev - 1] = _rg(rows, rt, c, jj)
             st[9, nlev - 1] = jj
         else:
-            st[4, nlev - 1] = _EMPTY_BID
             st[5, nlev - 1] = 0
             st[9, nlev - 1] = -1
     elif v > 0 and pos < nlev:
-        px = ub[j] if comp else pmin_b + j
-        _list_insert(st, 4, 5, 9, pos, nlev, px, v, j)
+        _list_insert(st, 5, 9, pos, nlev, v, j)
 
 
-def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v):  # pragma: no cover - jitted
-    """Ask twin of :func:`_bid_top_update` (rows 6, 7, 10; ``j`` within the ask side; empty = ``wa``)."""
+def _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, j, v):  # pragma: no cover - jitted
+    """Ask twin of :func:`_bid_top_update` (rows 7, 10; ``j`` within the ask side; empty = ``wa``)."""
     pos = 0  # entries better than j (empty entries have index wa > j)
     hit = False
     for m in range(nlev):
@@ -434,7 +437,7 @@ def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v): 
             for m in range(nlev):
                 st[7, m] = v if st[10, m] == j else st[7, m]
             return
-        _list_remove(st, 6, 7, 10, pos, nlev)
+        _list_remove(st, 7, 10, pos, nlev)
         valid = 0
         for m in range(nlev - 1):
             if st[10, m] < wa:
@@ -443,16 +446,13 @@ def _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j, v): 
         if valid == nlev - 1 and valid < na:
             jj = _next_ask(rows, rt, c, wb, wa, (st[10, nlev - 2] if nlev >= 2 else j) + 1)
         if jj < wa:
-            st[6, nlev - 1] = ua[jj] if comp else pmin_a + jj
             st[7, nlev - 1] = _rg(rows, rt, c, wb + jj)
             st[10, nlev - 1] = jj
         else:
-            st[6, nlev - 1] = _EMPTY_ASK
             st[7, nlev - 1] = 0
             st[10, nlev - 1] = wa
     elif v > 0 and pos < nlev:
-        px = ua[j] if comp else pmin_a + j
-        _list_insert(st, 6, 7, 10, pos, nlev, px, v, j)
+        _list_insert(st, 7, 10, pos, nlev, v, j)
 
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
@@ -461,8 +461,11 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
     ``st`` is an int64 scratch of shape (11, >= nlev): rows 0-3 the previous
-    observation's top levels, 4-7 the current ones (kept up to date op by op),
-    8 the OFI accumulator, 9-10 the row indices of the current bid / ask levels.
+    observation's top levels (bid level index, bid size, ask level index, ask size),
+    5 and 7 the current bid / ask sizes and 9-10 their level indices (kept up to date
+    op by op), 8 the OFI accumulator; rows 4 and 6 are unused.  Level indices order
+    like prices (an empty bid slot is -1, an empty ask slot ``wa``), so OFI compares
+    indices; prices are formed only for output rows (:func:`_bid_px`).
     ``best[c]`` holds (best bid index, best ask index, bid levels, ask levels) at
     the chunk's start on entry and at its end on exit; ``tail[c]`` receives the
     OFI observed after the chunk's last emitted row; ``diag[c]`` (zeroed by the
@@ -473,11 +476,11 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     """
     nb = best[c, 2]
     na = best[c, 3]
-    _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, best[c, 0], best[c, 1], nb, na, nlev, st)
+    _top(rows, rt, c, wb, wa, best[c, 0], best[c, 1], nb, na, nlev, st)
     for m in range(nlev):
-        st[0, m] = st[4, m]
+        st[0, m] = st[9, m]
         st[1, m] = st[5, m]
-        st[2, m] = st[6, m]
+        st[2, m] = st[10, m]
         st[3, m] = st[7, m]
         st[8, m] = 0
     k = out_base[c]
@@ -525,11 +528,11 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 if j < wb:
                     nb += d
                     if j >= st[9, nlev - 1]:
-                        _bid_top_update(rows, rt, c, pmin_b, comp, ub, nb, nlev, st, j, v)
+                        _bid_top_update(rows, rt, c, nb, nlev, st, j, v)
                 else:
                     na += d
                     if j - wb <= st[10, nlev - 1]:
-                        _ask_top_update(rows, rt, c, wb, wa, pmin_a, comp, ua, na, nlev, st, j - wb, v)
+                        _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, j - wb, v)
         elif kd == OP_CLEAR:
             if s >= 0:
                 for jc in range(wb):
@@ -543,19 +546,19 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 na = 0
                 if j_n >= wb:
                     r_n = np.int64(0)
-            _top(rows, rt, c, wb, wa, pmin_b, pmin_a, comp, ub, ua, st[9, 0], st[10, 0], nb, na, nlev, st)
+            _top(rows, rt, c, wb, wa, st[9, 0], st[10, 0], nb, na, nlev, st)
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
         if (f & F_OBSERVE) != 0 and st[9, 0] >= 0 and st[10, 0] < wa:
-            if st[4, 0] >= st[6, 0]:  # crossed or locked book after a complete message
+            if _bid_px(st[9, 0], pmin_b, comp, ub) >= _ask_px(st[10, 0], wa, pmin_a, comp, ua):  # crossed/locked
                 if diag[c, 2] == 0:
                     diag[c, 3] = bounds[c] + jj
                 diag[c, 2] += 1
         if obs:
-            for m in range(nlev):
-                bp = st[4, m]
+            for m in range(nlev):  # prices compared through their level indices (same order)
+                bp = st[9, m]
                 pbp = st[0, m]
-                ap = st[6, m]
+                ap = st[10, m]
                 pap = st[2, m]
                 e = np.int64(0)
                 if bp >= pbp:
@@ -576,9 +579,9 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             # bid px, bid qty, ask px, ask qty, ofi per row; a warp's records are adjacent (coalesced)
             slot = c + jj * C
             for m in range(nlev):
-                rec[slot, m] = st[4, m]
+                rec[slot, m] = _bid_px(st[9, m], pmin_b, comp, ub)
                 rec[slot, nlev + m] = st[5, m]
-                rec[slot, 2 * nlev + m] = st[6, m]
+                rec[slot, 2 * nlev + m] = _ask_px(st[10, m], wa, pmin_a, comp, ua)
                 rec[slot, 3 * nlev + m] = st[7, m]
                 if do_ofi:
                     rec[slot, 4 * nlev + m] = st[8, m]
@@ -586,9 +589,9 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             k += 1
         elif emit:
             for m in range(nlev):
-                out_bp[k, m] = st[4, m]
+                out_bp[k, m] = _bid_px(st[9, m], pmin_b, comp, ub)
                 out_bq[k, m] = st[5, m]
-                out_ap[k, m] = st[6, m]
+                out_ap[k, m] = _ask_px(st[10, m], wa, pmin_a, comp, ua)
                 out_aq[k, m] = st[7, m]
                 if do_ofi:
                     out_ofi[k, m] = st[8, m]
@@ -672,12 +675,61 @@ def chunk_bounds_cuda(L, n_ops, flags, bounds):  # pragma: no cover - device cod
         bounds[c] = n_ops
 
 
-def interleave_cuda(bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
+#: ops per side of an interleave tile (a block moves TILE chunks x TILE ops through shared memory)
+TILE = 32
+_TILE_PAD = TILE + 1  # shared tiles are TILE x (TILE + 1): the column reads hit different banks
+
+
+def interleave_cuda(bounds, C, n_ct, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
                     i_flags):  # pragma: no cover - device code
-    """One thread per interleaved slot (coalesced writes).  Twin: :func:`interleave_cpu`."""
-    t = cuda.grid(1)
-    if t < i_kind.size:
-        interleave_at(t, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty, i_flags)
+    """One block per tile of TILE chunks x TILE ops (block ``ct + jt * n_ct``), transposed through shared
+    memory: the loads run along each chunk's ops (consecutive addresses) and the stores along chunks
+    (slot ``c + j * C``: consecutive addresses), so both sides are coalesced.  (One thread per slot reads
+    32 ops a chunk apart per warp load: a sector per op and field.)  Any block size works.
+    Twin: :func:`interleave_cpu`."""
+    b = cuda.blockIdx.x
+    c0 = (b % n_ct) * TILE
+    j0 = (b // n_ct) * TILE
+    tid = cuda.threadIdx.x
+    nt = cuda.blockDim.x
+    Lp = i_kind.size // C
+    t_px = cuda.shared.array((TILE, _TILE_PAD), dtype=np.int64)
+    t_q = cuda.shared.array((TILE, _TILE_PAD), dtype=np.int64)
+    t_s = cuda.shared.array((TILE, _TILE_PAD), dtype=np.int32)
+    t_k = cuda.shared.array((TILE, _TILE_PAD), dtype=np.int32)
+    t_f = cuda.shared.array((TILE, _TILE_PAD), dtype=np.int32)
+    for it in range(tid, TILE * TILE, nt):  # tile row r = chunk c0 + r, column x = op j0 + x
+        r = it // TILE
+        x = it % TILE
+        c = c0 + r
+        j = j0 + x
+        if c < C and j < Lp:
+            i = bounds[c] + j
+            if i < bounds[c + 1]:
+                t_px[r, x] = price[i]
+                t_q[r, x] = qty[i]
+                t_s[r, x] = side[i]
+                t_k[r, x] = kind[i]
+                t_f[r, x] = flags[i]
+            else:  # padding past the chunk's end
+                t_px[r, x] = 0
+                t_q[r, x] = 0
+                t_s[r, x] = 0
+                t_k[r, x] = OP_NONE
+                t_f[r, x] = 0
+    cuda.syncthreads()
+    for it in range(tid, TILE * TILE, nt):  # neighbouring threads: neighbouring chunks, one op
+        x = it // TILE
+        r = it % TILE
+        c = c0 + r
+        j = j0 + x
+        if c < C and j < Lp:
+            t = c + j * C
+            i_side[t] = t_s[r, x]
+            i_price[t] = t_px[r, x]
+            i_kind[t] = t_k[r, x]
+            i_qty[t] = t_q[r, x]
+            i_flags[t] = t_f[r, x]
 
 
 def summarise_cuda(bounds, C, inter, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
@@ -760,7 +812,7 @@ def chunk_bounds_cpu(L, n_ops, flags, bounds):  # pragma: no cover - jitted
     bounds[C] = n_ops
 
 
-def interleave_cpu(bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
+def interleave_cpu(bounds, C, n_ct, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
                    i_flags):  # pragma: no cover - jitted
     for t in prange(i_kind.size):
         interleave_at(t, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty, i_flags)
@@ -821,12 +873,13 @@ def gather_rows_cpu(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq
 
 _TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
-            _ask_top_update, _top, replay_chunk, gather_rows_at, nrt=False)  # the cores never allocate: no reference counting per call
+            _ask_top_update, _bid_px, _ask_px, _top, replay_chunk, gather_rows_at, nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 
 PREPARE = KernelPair("book.prepare", _TW.cuda(prepare_cuda), _TW.cpu(prepare_cpu, cache=True))
 CHUNK_BOUNDS = KernelPair("book.chunk_bounds", _TW.cuda(chunk_bounds_cuda), _TW.cpu(chunk_bounds_cpu, **_PAR))
-INTERLEAVE = KernelPair("book.interleave", _TW.cuda(interleave_cuda), _TW.cpu(interleave_cpu, **_PAR))
+INTERLEAVE = KernelPair("book.interleave", _TW.cuda(interleave_cuda), _TW.cpu(interleave_cpu, **_PAR), threads=256,
+                        per_block=True)
 SUMMARISE = KernelPair("book.summarise", _TW.cuda(summarise_cuda), _TW.cpu(summarise_cpu, **_PAR), threads=64)
 GROUP_COMPOSE = KernelPair("book.group_compose", _TW.cuda(group_compose_cuda), _TW.cpu(group_compose_cpu, **_PAR))
 GROUP_SCAN = KernelPair("book.group_scan", _TW.cuda(group_scan_cuda), _TW.cpu(group_scan_cpu, **_PAR))

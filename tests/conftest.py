@@ -57,6 +57,31 @@ def rng(global_random_seed: int) -> np.random.Generator:
     return np.random.default_rng(global_random_seed)
 
 
+def _garbage_local_arrays() -> None:
+    """Under the simulator, fill every ``cuda.local.array`` with garbage (0xA5 bytes: a large negative
+    integer, a NaN-like float) instead of numpy's often-zero ``np.empty``: on a GPU thread-local memory is
+    not initialised, so a kernel that reads a local slot before writing it must fail here, not there."""
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    def array(self, shape, dtype, alignment=None):  # FakeCUDALocal.array
+        if alignment is not None:
+            msg = "Array alignment is not supported in cudasim"
+            raise RuntimeError(msg)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        a = np.empty(shape, dtype)
+        a.view(np.uint8)[...] = 0xA5
+        return a
+
+    kernelapi.FakeCUDALocal.array = array
+
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    _garbage_local_arrays()
+
+
 @pytest.fixture
 def device_backend():
     """The CUDA backend for parity tests: the simulator in CI, the device with GPUFLOW_TEST_GPU=1."""

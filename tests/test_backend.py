@@ -1,8 +1,11 @@
 """gpuflow.backend: launcher checks and the NVVM optimisation-level switch."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from numba import cuda
 
 from gpuflow.backend import KernelPair, get_backend, nvvm_opt_level
 from gpuflow.kernels.stream import STREAM_CHECKSUM
@@ -50,3 +53,17 @@ def test_backtest_kernel_compiles_at_the_configured_level():
     pair = engine_pair(get_strategy("market_making"))
     assert pair.nvvm_opt == config.get_option("backtest_nvvm_opt") == 1
     assert pair.nvvm_fma is False  # float results as on the CPU: sweep == exact bit for bit
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="simulator only")
+def test_simulator_local_arrays_start_as_garbage_not_zeros():
+    """conftest makes the simulator's thread-local arrays uninitialised-looking, as on a GPU."""
+
+    @cuda.jit
+    def k(out):
+        a = cuda.local.array(3, dtype=np.int64)
+        out[0] = a[1]
+
+    o = np.zeros(1, np.int64)
+    k[1, 1](o)
+    assert o[0] != 0

@@ -153,8 +153,8 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     tiny = window(market, 0, min(n_ev, 64))
     import faulthandler
 
-    # a step that takes minutes dumps every thread's Python stack (compile or device wait?) every 60 s
-    faulthandler.dump_traceback_later(60, repeat=True)
+    # a step that takes minutes dumps every thread's Python stack (compile or device wait?) every 30 s
+    faulthandler.dump_traceback_later(30, repeat=True)
     t = time.perf_counter()
     steps = {}
     for name, eng, rec in (("exact", "exact", True), ("exact_nofills", "exact", False), ("sweep", "sweep", True),

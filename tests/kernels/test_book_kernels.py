@@ -65,6 +65,37 @@ def test_chunk_bounds(rng, device_backend):
         assert bounds[c] == 0 or flags[bounds[c] - 1] & kb.F_OBSERVE
 
 
+def test_interleave_tiles(rng, device_backend):
+    """Several tiles in both directions (chunks and ops), uneven chunks, an empty chunk: every slot holds
+    op j of chunk c or padding."""
+    C, n = 70, 2_100
+    cuts = np.sort(rng.choice(np.arange(1, n), C - 2, replace=False))
+    bounds = np.concatenate([[0], cuts, [cuts[-1]], [n]]).astype(np.int64)  # chunk C-2 is empty
+    lens = np.diff(bounds)
+    Lp = int(lens.max())
+    side = rng.choice(np.array([-1, 0, 1], np.int8), n)
+    price = rng.integers(-(1 << 40), 1 << 40, n).astype(np.int64)
+    kind = rng.integers(0, 4, n).astype(np.uint8)
+    qty = rng.integers(-(1 << 40), 1 << 40, n).astype(np.int64)
+    flags = rng.integers(0, 4, n).astype(np.uint8)
+    n_ct, n_jt = -(-C // kb.TILE), -(-Lp // kb.TILE)
+    assert n_ct >= 3 and n_jt >= 2
+    il = [np.full(Lp * C, 7, a.dtype) for a in (side, price, kind, qty, flags)]
+    i_side, i_price, i_kind, i_qty, i_flags = _both(
+        device_backend, kb.INTERLEAVE, n_ct * n_jt,
+        lambda: [bounds, np.int64(C), np.int64(n_ct), side, price, kind, qty, flags, *[a.copy() for a in il]],
+        [8, 9, 10, 11, 12])
+    for c in range(C):
+        j = np.arange(Lp)
+        t = c + j * C
+        real = j < lens[c]
+        src = bounds[c] + j[real]
+        for got, want in ((i_side, side), (i_price, price), (i_kind, kind), (i_qty, qty), (i_flags, flags)):
+            np.testing.assert_array_equal(got[t[real]], want[src])
+        assert (i_kind[t[~real]] == kb.OP_NONE).all() and (i_flags[t[~real]] == 0).all()
+        assert (i_qty[t[~real]] == 0).all() and (i_side[t[~real]] == 0).all()
+
+
 def test_summarise_and_scan(rng, device_backend):
     n, C, wb, wa = 240, 12, 7, 5
     kind = rng.choice(np.array([kb.OP_SET, kb.OP_ADD, kb.OP_NONE, kb.OP_CLEAR], np.uint8), n, p=[.5, .3, .15, .05])
@@ -87,9 +118,11 @@ def test_summarise_and_scan(rng, device_backend):
     lens = np.diff(bounds)
     Lp = int(lens.max())
     il = [np.full(Lp * C, 7, a.dtype) for a in (side, price, kind, qty, kind)]  # garbage: every slot is written
+    n_ct = -(-C // kb.TILE)  # the CUDA kernel moves tiles of TILE chunks x TILE ops
     (i_side, i_price, i_kind, i_qty, i_flags) = _both(
-        device_backend, kb.INTERLEAVE, Lp * C,
-        lambda: [bounds, np.int64(C), side, price, kind, qty, kind, *[a.copy() for a in il]], [7, 8, 9, 10, 11])
+        device_backend, kb.INTERLEAVE, n_ct * -(-Lp // kb.TILE),
+        lambda: [bounds, np.int64(C), np.int64(n_ct), side, price, kind, qty, kind, *[a.copy() for a in il]],
+        [8, 9, 10, 11, 12])
     for c in range(C):
         for j in range(Lp):
             if j < lens[c]:
