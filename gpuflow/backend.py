@@ -110,7 +110,9 @@ class Twins:
     inside an njit twin a core name resolves to its njit version, inside a CUDA
     kernel to its device version.  This also works under the CUDA simulator,
     where a device function must be plain Python (an njit core cannot take the
-    simulator's array objects).
+    simulator's array objects).  A core given as ``(name, cpu_function,
+    cuda_function)`` has a different body per target (e.g. a block barrier that
+    has nothing to do on the CPU); both must take the same arguments.
 
     Examples
     --------
@@ -126,7 +128,7 @@ class Twins:
     [1, 2]
     """
 
-    def __init__(self, *cores: Callable[..., Any] | tuple[str, Callable[..., Any]], inline: bool = False,
+    def __init__(self, *cores: Callable[..., Any] | tuple[Any, ...], inline: bool = False,
                  nrt: bool = True) -> None:
         from numba import njit
 
@@ -139,16 +141,18 @@ class Twins:
             # cores that never allocate: without numba's runtime they skip the reference counting of
             # every array argument at every call (atomic increments that can dominate a hot loop)
             opts["_nrt"] = False
-        items = [c if isinstance(c, tuple) else (c.__name__, c) for c in cores]
+        # a core is a function, (name, function), or (name, cpu function, cuda function) where the two
+        # targets need different code (e.g. a CUDA block barrier that has nothing to do on the CPU)
+        items = [(c[0], c[1], c[-1]) if isinstance(c, tuple) else (c.__name__, c, c) for c in cores]
         # each core keeps its own module's globals; the compiled cores are visible to all of them by
         # name (numba resolves globals when it compiles, i.e. at the first call, after this loop)
         self._cpu_ns: dict[str, Any] = {}
         self._dev_ns: dict[str, Any] = {}
         gcs, gds = [], []
-        for name, f in items:
-            gc, gd = dict(f.__globals__), dict(f.__globals__)
-            self._cpu_ns[name] = njit(**opts)(self._clone(f, gc, name))
-            self._dev_ns[name] = cuda.jit(device=True)(self._clone(f, gd, name))
+        for name, fc, fd in items:
+            gc, gd = dict(fc.__globals__), dict(fd.__globals__)
+            self._cpu_ns[name] = njit(**opts)(self._clone(fc, gc, name))
+            self._dev_ns[name] = cuda.jit(device=True)(self._clone(fd, gd, name))
             gcs.append(gc)
             gds.append(gd)
         for g in gcs:

@@ -374,7 +374,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
                  ofi: bool = False, init: Mapping[str, Any] | None = None, window: Any = None,
                  backend: str | Backend | None = None, chunk: int | None = None,
                  max_levels: int = DEFAULT_MAX_LEVELS, profile: bool = False,
-                 layout: tuple[bool, ...] = (True, False, False), threads: int | None = None) -> BookFrame:
+                 layout: tuple[bool | int, ...] = (True, False, 0), threads: int | None = None) -> BookFrame:
     """Rebuild the book and emit the top ``levels`` levels per event, every k events or on a clock grid.
 
     Parameters
@@ -403,13 +403,15 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         Widest price range per side held as a dense tick axis; wider ones use compressed ranks.
     profile : bool
         Synchronise the device between phases and record their wall times in ``stats["phase_s"]``.
-    layout : (bool, bool[, bool])
+    layout : (bool, bool[, int])
         GPU memory layout: interleaved ops, level-major start books, and (when every event emits a row)
-        slot records (the replay writes each row as one record next to its warp neighbours' and a second
-        pass gathers them into row order).  Results are the same, speed is not; the default,
-        interleaved ops with row-major books, was the fastest measured (BENCHMARKS.md).
+        how the replay writes rows: 0 each thread straight to the outputs; 1 slot records (each row as
+        one record next to its warp neighbours', a second pass gathers them into row order); 2 staged
+        in shared memory and written out by the warp a few rows per thread at a time (contiguous runs).
+        Results are the same, speed is not; the default, interleaved ops with row-major books and
+        direct rows, was the fastest measured (BENCHMARKS.md).
     threads : int, optional
-        Threads per block of the GPU replay kernel (default 64).
+        Threads per block of the GPU replay kernel (default 64; the staged replay always uses 32).
 
     Returns
     -------
@@ -508,9 +510,14 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         bounds = be.empty(C + 1, xp.int64)
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), o_flags, bounds)
         inter, rt = bool(layout[0]), bool(layout[1])
-        slot_out = len(layout) > 2 and bool(layout[2]) and every_op_emits
+        # where the replay puts rows: 0 the outputs, 1 slot records + gather, 2 staged in shared memory
+        out_mode = int(layout[2]) if len(layout) > 2 and every_op_emits else 0
+        if out_mode not in (0, 1, 2):
+            msg = f"rebuild_book: layout[2] must be 0, 1 or 2 (row output mode), got {layout[2]!r}"
+            raise ValueError(msg)
+        slot_out = out_mode == 1
         # ops in the longest chunk: the slot count of the interleaved ops and of the slot records is Lp * C
-        Lp = int(xp.diff(bounds).max()) if (inter or slot_out) else 0
+        Lp = int(xp.diff(bounds).max()) if (inter or out_mode) else 0
     if be.uses_cuda and inter:
         # interleave the ops (op j of chunk c at c + j*C) so that neighbouring threads read neighbouring ops
         i_side = be.empty(Lp * C, xp.int8)  # every slot is written (padding slots: OP_NONE, no flags)
@@ -549,6 +556,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     else:
         L, C = max(n_ops, 1), 1
         slot_out = False
+        out_mode = Lp = 0
         bounds = np.array([0, n_ops], dtype=np.int64)
         rows = init_row.reshape(1, w).copy()  # the replay works in place; init_row stays the initial book
         final = None
@@ -563,10 +571,10 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         rec = be.empty((max(Lp * C, 1), (5 if ofi else 4) * levels), xp.int64)
     else:
         rec = be.empty((1, 1), xp.int64)
-    be.launch(kb.replay_pair(levels), C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, o_flags,
+    be.launch(kb.replay_pair(levels, staged=out_mode == 2), C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, o_flags,
               rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua,
               best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi, tail, diag,
-              bool(slot_out), rec, threads=threads)
+              np.int64(out_mode), rec, np.int64(Lp), threads=32 if out_mode == 2 else threads)
     if slot_out:
         mark("replay")
         be.launch(kb.GATHER_ROWS, n_out, bounds, np.int64(C), np.int64(levels), bool(ofi), rec, out[0], out[1],

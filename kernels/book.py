@@ -455,9 +455,52 @@ def _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, j, v):  # pragma: no cove
         _list_insert(st, 7, 10, pos, nlev, v, j)
 
 
+#: int64 values per lane and output array in a staged replay's shared buffer (mode 2 of replay_chunk)
+STAGE_VALUES = 16
+
+
+def _stage_rows(nlev):  # pragma: no cover - jitted
+    """Rows a lane stages before the warp writes them out (they fill ``STAGE_VALUES`` values)."""
+    return max(1, STAGE_VALUES // nlev)
+
+
+def _stage_flush_cpu(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
+                     out_ofi):  # pragma: no cover - jitted
+    """CPU version of :func:`_stage_flush`: nothing to do (the CPU twin never stages)."""
+    return
+
+
+def _stage_flush_cuda(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
+                      out_ofi):  # pragma: no cover - device code
+    """Write the rows the warp's 32 lanes have staged and empty the stage (a one-warp block).
+
+    Lane ``i``'s ``sn[i]`` rows start at output row ``sk[i]`` and are contiguous, so each output array
+    receives one run of ``sn[i] * nlev`` consecutive int64 values per lane.  Half a warp writes one
+    lane's run (at most STAGE_VALUES values), the two halves two lanes' runs at a time: every store
+    instruction writes whole sectors next to each other instead of 32 rows far apart.
+    """
+    cuda.syncthreads()
+    h = lane // STAGE_VALUES  # which half of the warp
+    lv = lane % STAGE_VALUES
+    for ii in range(32 // 2):
+        i = 2 * ii + h
+        n = sn[i] * nlev
+        if lv < n:
+            r = sk[i] + lv // nlev
+            m = lv % nlev
+            out_bp[r, m] = stg[i, 0, lv]
+            out_bq[r, m] = stg[i, 1, lv]
+            out_ap[r, m] = stg[i, 2, lv]
+            out_aq[r, m] = stg[i, 3, lv]
+            if do_ofi:
+                out_ofi[r, m] = stg[i, 4, lv]
+    cuda.syncthreads()
+    sn[lane] = 0
+
+
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                  lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                 tail, diag, st, slot_out, rec):  # pragma: no cover
+                 tail, diag, st, mode, rec, Lp, stg, sk, sn, lane):  # pragma: no cover
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
     ``st`` is an int64 scratch of shape (11, >= nlev): rows 0-3 the previous
@@ -471,8 +514,15 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     OFI observed after the chunk's last emitted row; ``diag[c]`` (zeroed by the
     caller) counts ops that drove a level below zero and complete messages after
     which the book was crossed or locked, each with the linear op index of the
-    first one: (negative count, first, crossed count, first).  With ``slot_out`` (only when every op
-    emits a row) rows go to ``rec`` in slot order instead (see :func:`gather_rows_at`).
+    first one: (negative count, first, crossed count, first).
+
+    ``mode`` says where rows go (modes 1 and 2 only when every op emits a row): 0 straight
+    to the output arrays; 1 to ``rec`` in slot order (see :func:`gather_rows_at`); 2 staged
+    in the block's shared memory ``stg`` (``sk``/``sn``: each lane's first row and row
+    count; this thread is ``lane`` of a one-warp block) and written out every
+    ``_stage_rows(nlev)`` ops by the whole warp, each lane's rows being contiguous in the
+    outputs (:func:`_stage_flush`).  In mode 2 every thread of the block runs ``Lp`` steps
+    (the longest chunk) so that the flushes line up.
     """
     nb = best[c, 2]
     na = best[c, 3]
@@ -485,6 +535,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         st[8, m] = 0
     k = out_base[c]
     n_ch = bounds[c + 1] - bounds[c]
+    n_loop = Lp if mode == 2 else n_ch
+    S = _stage_rows(nlev)
     # software pipeline: the next op and the size of its level are loaded before the current op is applied,
     # so their memory latency overlaps the current op's work; the prefetched size is patched when the
     # current op writes that same level or clears its side (the only writes to ``rows`` here)
@@ -494,7 +546,7 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     f_n = 0
     j_n = -1
     r_n = np.int64(0)
-    for jj in range(-1, n_ch):  # jj == -1 only loads op 0
+    for jj in range(-1, n_loop):  # jj == -1 only loads op 0; past the chunk's end (mode 2): no-op steps
         kd = kd_n
         s = s_n
         q = q_n
@@ -508,6 +560,9 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             if kd_n == OP_SET or kd_n == OP_ADD:
                 j_n = _level(s_n, p_n, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
             r_n = _rg(rows, rt, c, j_n) if j_n >= 0 else np.int64(0)
+        else:
+            kd_n = OP_NONE
+            f_n = 0
         if jj < 0:
             continue
         if kd == OP_SET or kd == OP_ADD:
@@ -574,7 +629,21 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 st[1, m] = st[5, m]
                 st[2, m] = ap
                 st[3, m] = st[7, m]
-        if emit and slot_out:
+        if emit and mode == 2:
+            n_st = sn[lane]
+            if n_st == 0:
+                sk[lane] = k
+            for m in range(nlev):
+                stg[lane, 0, n_st * nlev + m] = _bid_px(st[9, m], pmin_b, comp, ub)
+                stg[lane, 1, n_st * nlev + m] = st[5, m]
+                stg[lane, 2, n_st * nlev + m] = _ask_px(st[10, m], wa, pmin_a, comp, ua)
+                stg[lane, 3, n_st * nlev + m] = st[7, m]
+                if do_ofi:
+                    stg[lane, 4, n_st * nlev + m] = st[8, m]
+                    st[8, m] = 0
+            sn[lane] = n_st + 1
+            k += 1
+        elif emit and mode == 1:
             # slot records (every op emits): row of op jj at slot c + jj * C, one contiguous record of
             # bid px, bid qty, ask px, ask qty, ofi per row; a warp's records are adjacent (coalesced)
             slot = c + jj * C
@@ -597,6 +666,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                     out_ofi[k, m] = st[8, m]
                     st[8, m] = 0
             k += 1
+        if mode == 2 and (jj % S == S - 1 or jj == n_loop - 1):
+            _stage_flush(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi)
     best[c, 0] = st[9, 0]
     best[c, 1] = st[10, 0]
     best[c, 2] = nb
@@ -773,16 +844,44 @@ def row_best_cuda(rows, rt, wb, wa, best):  # pragma: no cover - device code
 
 def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
                 lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                out_ofi, tail, diag, slot_out, rec):  # pragma: no cover - device code
-    """One thread per chunk replays it from its start book.  Twin: :func:`replay_cpu`."""
+                out_ofi, tail, diag, mode, rec, Lp):  # pragma: no cover - device code
+    """One thread per chunk replays it from its start book (modes 0 and 1).  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
         st = cuda.local.array((11, NLEV_CAP), dtype=np.int64)
+        stg = cuda.local.array((1, 1, 1), dtype=np.int64)  # no stage in these modes
+        sk = cuda.local.array(1, dtype=np.int64)
+        md = 0 if mode == 2 else mode  # (mode 2 needs the staged kernel: rows go straight out here)
         # nlev == NLEV_CAP (replay_pair compiles one kernel per level count): passing the constant
         # lets every scratch loop unroll, so the scratch is held in registers
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                     out_ofi, tail, diag, st, slot_out, rec)
+                     out_ofi, tail, diag, st, md, rec, Lp, stg, sk, sk, 0)
+
+
+def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
+                       lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
+                       out_ofi, tail, diag, mode, rec, Lp):  # pragma: no cover - device code
+    """Mode 2 (every op emits a row): one-warp blocks, rows staged in shared memory and written out by
+    the warp (see :func:`replay_chunk`).  Threads past the last chunk take part in every write-out.
+    Twin: :func:`replay_cpu`."""
+    c = cuda.grid(1)
+    lane = cuda.threadIdx.x
+    stg = cuda.shared.array((32, 5, STAGE_VALUES), dtype=np.int64)
+    sk = cuda.shared.array(32, dtype=np.int64)
+    sn = cuda.shared.array(32, dtype=np.int64)
+    sn[lane] = 0
+    cuda.syncthreads()
+    if c < bounds.size - 1:
+        st = cuda.local.array((11, NLEV_CAP), dtype=np.int64)
+        replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
+                     lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq,
+                     out_ofi, tail, diag, st, 2, rec, Lp, stg, sk, sn, lane)
+    else:
+        S = _stage_rows(NLEV_CAP)
+        for jj in range(Lp):  # the same write-outs as the lanes replaying a chunk
+            if jj % S == S - 1 or jj == Lp - 1:
+                _stage_flush(stg, sk, sn, lane, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi)
 
 
 # ----------------------------------------------------------------------------- CPU twins
@@ -849,13 +948,17 @@ def row_best_cpu(rows, rt, wb, wa, best):  # pragma: no cover - jitted
 
 def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp, lut_b,
                lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
-               out_ofi, tail, diag, slot_out, rec):  # pragma: no cover - jitted
-    """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay)."""
+               out_ofi, tail, diag, mode, rec, Lp):  # pragma: no cover - jitted
+    """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay).  Rows
+    staged on the GPU (mode 2) go straight to the outputs here: the same rows."""
     st = np.empty((11, max(nlev, 1)), dtype=np.int64)
+    stg = np.zeros((1, 1, 1), dtype=np.int64)
+    sk = np.zeros(1, dtype=np.int64)
+    m = 0 if mode == 2 else mode
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, diag, st, slot_out, rec)
+                     tail, diag, st, m, rec, Lp, stg, sk, sk, 0)
 
 
 def gather_rows_cuda(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
@@ -873,7 +976,8 @@ def gather_rows_cpu(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq
 
 _TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
-            _ask_top_update, _bid_px, _ask_px, _top, replay_chunk, gather_rows_at, nrt=False)  # the cores never allocate: no reference counting per call
+            _ask_top_update, _bid_px, _ask_px, _top, _stage_rows, ("_stage_flush", _stage_flush_cpu, _stage_flush_cuda),
+            replay_chunk, gather_rows_at, nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 
 PREPARE = KernelPair("book.prepare", _TW.cuda(prepare_cuda), _TW.cpu(prepare_cpu, cache=True))
@@ -888,14 +992,20 @@ GROUP_APPLY = KernelPair("book.group_apply", _TW.cuda(group_apply_cuda), _TW.cpu
 GATHER_ROWS = KernelPair("book.gather_rows", _TW.cuda(gather_rows_cuda), _TW.cpu(gather_rows_cpu, **_PAR))
 ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best_cpu, cache=True), threads=128)
 _REPLAY_CPU = _TW.cpu(replay_cpu, cache=True)
-_REPLAY: dict[int, KernelPair] = {}
+_REPLAY: dict[tuple[int, bool], KernelPair] = {}
 
 
-def replay_pair(levels: int) -> KernelPair:
+def replay_pair(levels: int, staged: bool = False) -> KernelPair:
     """The replay kernel pair for ``levels`` levels: the CUDA kernel's per-thread scratch is sized at
-    compile time to exactly ``levels`` columns (local memory per thread is the replay's main cost)."""
+    compile time to exactly ``levels`` columns (local memory per thread is the replay's main cost).
+    ``staged``: the mode-2 kernel (rows staged in shared memory; one-warp blocks, 32 threads)."""
     cap = min(max(int(levels), 1), MAX_LEVELS)
-    if cap not in _REPLAY:
-        _REPLAY[cap] = KernelPair(f"book.replay[{cap}]", _TW.cuda(replay_cuda, NLEV_CAP=cap), _REPLAY_CPU,
-                                  threads=64)
-    return _REPLAY[cap]
+    key = (cap, bool(staged))
+    if key not in _REPLAY:
+        if staged:
+            _REPLAY[key] = KernelPair(f"book.replay_staged[{cap}]", _TW.cuda(replay_staged_cuda, NLEV_CAP=cap),
+                                      _REPLAY_CPU, threads=32)
+        else:
+            _REPLAY[key] = KernelPair(f"book.replay[{cap}]", _TW.cuda(replay_cuda, NLEV_CAP=cap), _REPLAY_CPU,
+                                      threads=64)
+    return _REPLAY[key]

@@ -163,7 +163,8 @@ def test_cpu_replay_matches_python_oracle(n, rng):
                                                       (16, 1, (True, False)), (3, 3, (False, True)),
                                                       (4, 7, (True, True)), (5, 0, (False, False)),
                                                       (5, 1, (True, False, True)), (7, 1, (False, True, True)),
-                                                      (3, 3, (True, False, True))])
+                                                      (3, 3, (True, False, True)), (2, 1, (True, False, 2)),
+                                                      (3, 1, (False, True, 2)), (4, 7, (True, False, 2))])
 def test_chunked_cuda_rebuild_equals_cpu_twin(chunk, every, layout, rng, device_backend):
     ev = _random_l2(rng, 120)
     cpu = rebuild_book(ev, levels=3, ofi=True, every=every, backend="cpu").to_host()
@@ -174,6 +175,22 @@ def test_chunked_cuda_rebuild_equals_cpu_twin(chunk, every, layout, rng, device_
     assert gpu.stats["chunks"] > 1
     for k in ("side", "price", "qty"):
         np.testing.assert_array_equal(gpu.final_book[k], cpu.final_book[k])
+
+
+@pytest.mark.parametrize("levels", [1, 3, 7])
+@pytest.mark.parametrize("ofi", [True, False])
+def test_staged_rows_equal_cpu_twin(levels, ofi, rng, device_backend):
+    """Row output mode 2 (rows staged in shared memory, written out by the warp): more than one block of
+    32 chunks, a partly idle last block, chunks of different lengths, several rows per write-out."""
+    ev = _random_l2(rng, 300)
+    cpu = rebuild_book(ev, levels=levels, ofi=ofi, every=1, backend="cpu").to_host()
+    gpu = rebuild_book(ev, levels=levels, ofi=ofi, every=1, backend=device_backend, chunk=4,
+                       layout=(True, False, 2)).to_host()
+    assert gpu.stats["chunks"] > 32 and gpu.stats["chunks"] % 32 != 0
+    for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty"):
+        np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
+    if ofi:
+        np.testing.assert_array_equal(gpu.ofi, cpu.ofi)
 
 
 def test_chunked_grid_equals_cpu(rng, device_backend):
