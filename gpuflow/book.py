@@ -403,11 +403,13 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         Widest price range per side held as a dense tick axis; wider ones use compressed ranks.
     profile : bool
         Synchronise the device between phases and record their wall times in ``stats["phase_s"]``.
-    layout : (bool, bool[, int])
-        GPU memory layout: interleaved ops, level-major start books, and (when every event emits a row)
+    layout : (bool, bool[, int[, bool]])
+        GPU memory layout: interleaved ops, level-major start books, (when every event emits a row)
         how the replay writes rows: 0 each thread straight to the outputs; 1 slot records (each row as
         one record next to its warp neighbours', a second pass gathers them into row order); 2 staged
-        in shared memory and written out by the warp a few rows per thread at a time (contiguous runs).
+        in shared memory and written out by the warp a few rows per thread at a time (contiguous runs);
+        and int32 level sizes in the chunk summaries and start books where they provably fit (streams
+        of level sets, L2; ``stats["level_size_dtype"]`` says which was used).
         Results are the same, speed is not; the default, interleaved ops with row-major books and
         direct rows, was the fastest measured (BENCHMARKS.md).
     threads : int, optional
@@ -472,7 +474,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     o_qty = be.empty(n_ops, xp.int64)
     o_flags = be.empty(n_ops, xp.uint8)
     big = 1 << 62
-    mm = be.asarray(np.array([big, -big, big, -big, 0], dtype=np.int64))
+    mm = be.asarray(np.array([big, -big, big, -big, 0, 0, 0], dtype=np.int64))
     n_prep = min(n_ops, 132 * 2048) if be.uses_cuda else n_ops  # grid-stride threads of the prepare pass
     be.launch(kb.PREPARE, n_prep, kind_in, side, price, qty_in, flags_in, np.int64(emit_mode),
               np.int64(max(every or 1, 1)), emit_arr, op_lut, sign_lut, o_kind, o_qty, o_flags, mm)
@@ -531,7 +533,12 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         side, kprice, o_kind, o_qty, o_flags = i_side, i_price, i_kind, i_qty, i_flags
     if be.uses_cuda:
         sa = be.empty((C, w), xp.int8)
-        sb = be.empty((C, w), xp.int64)
+        # level sizes as int32 where they provably fit (layout[3]): no ADD ops (every level size is a SET
+        # size, 0 or an initial size) and all of those below 2**31; halves the traffic of the dense phases
+        narrow = (len(layout) > 3 and bool(layout[3]) and int(mm_h[5]) == 0 and int(mm_h[6]) < 2**31
+                  and int(np.abs(init_row).max(initial=0)) < 2**31)
+        sdt = xp.int32 if narrow else xp.int64
+        sb = be.empty((C, w), sdt)
         sa.fill(1)  # identity maps; summarise writes only the levels its chunk touches
         sb.fill(0)
         mark("alloc")
@@ -540,12 +547,12 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         mark("summarise")
         G = max(1, int(math.ceil(math.sqrt(C))))
         ga = be.empty((G, w), xp.int64)
-        gb = be.empty((G, w), xp.int64)
-        gstart = be.empty((G, w), xp.int64)
-        final = be.empty(w, xp.int64)
+        gb = be.empty((G, w), sdt)
+        gstart = be.empty((G, w), sdt)
+        final = be.empty(w, sdt)
         be.launch(kb.GROUP_COMPOSE, G * w, np.int64(G), np.int64(C), sa, sb, ga, gb)
         be.launch(kb.GROUP_SCAN, w, np.int64(G), be.asarray(init_row), ga, gb, gstart, final)
-        rows = be.empty((w, C) if rt else (C, w), xp.int64)  # start books, level-major when rt: rows[j, c]
+        rows = be.empty((w, C) if rt else (C, w), sdt)  # start books, level-major when rt: rows[j, c]
         be.launch(kb.GROUP_APPLY, G * w, np.int64(G), np.int64(C), sa, sb, gstart, rows, rt)
         mark("scan")
         del sa, sb, ga, gb, gstart
@@ -555,7 +562,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
             out_base = xp.searchsorted(op_rows, bounds[:-1]).astype(xp.int64)  # rows emitted before the chunk
     else:
         L, C = max(n_ops, 1), 1
-        slot_out = False
+        slot_out = narrow = False
         out_mode = Lp = 0
         bounds = np.array([0, n_ops], dtype=np.int64)
         rows = init_row.reshape(1, w).copy()  # the replay works in place; init_row stays the initial book
@@ -584,7 +591,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     if ofi and C > 1 and not every_op_emits:
         _carry_ofi(out_ofi, tail, out_base, n_out, xp)
     mark("replay")
-    final_row = be.to_host(rows[0]) if final is None else be.to_host(final)
+    final_row = (be.to_host(rows[0]) if final is None else be.to_host(final)).astype(np.int64, copy=False)
     fb_side, fb_idx, fb_qty = _sparse_rows(final_row, wb)
     final_book = {"side": fb_side, "price": axis.row_prices(fb_side, fb_idx, be), "qty": fb_qty}
     if axis.mode == "ranked":
@@ -608,7 +615,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     mark("finish")
     stats = {"events": n_events, "ops": n_ops, "chunks": C, "chunk_ops": L, "window_bid": (pmin_b, wb),
              "window_ask": (pmin_a, wa), "price_axis": axis.mode, "ops_outside_window": n_outside,
-             "unknown_orders": int(unknown), "backend": be.name}
+             "unknown_orders": int(unknown), "backend": be.name,
+             "level_size_dtype": "int32" if be.uses_cuda and narrow else "int64"}
     stats.update(_diagnostics(be.to_host(diag), None if ev_of_op is None else be.to_host(ev_of_op)))
     if profile:
         stats["phase_s"] = phases

@@ -705,8 +705,9 @@ def prepare_cuda(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_l
                  o_flags, mm):  # pragma: no cover - device code
     """Grid-stride over events: level ops, op flags, and per-side price min/max and the emit count.
 
-    ``mm`` (int64[5]): bid min, bid max, ask min, ask max of book-op prices, rows to emit; the caller
-    initialises it to (+BIG, -BIG, +BIG, -BIG, 0).  One atomic per thread and value, not per event.
+    ``mm`` (int64[7]): bid min, bid max, ask min, ask max of book-op prices, rows to emit, ADD ops, and
+    the largest absolute size of a SET or ADD op; the caller initialises it to (+BIG, -BIG, +BIG, -BIG,
+    0, 0, 0).  One atomic per thread and value, not per event.
     Twin: :func:`prepare_cpu`.
     """
     start = cuda.grid(1)
@@ -716,12 +717,17 @@ def prepare_cuda(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_l
     amin = _BIG
     amax = -_BIG
     ne = np.int64(0)
+    na = np.int64(0)
+    qmax = np.int64(0)
     for i in range(start, kind.size, stride):
         op = prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind,
                         o_qty, o_flags)
         if (o_flags[i] & F_EMIT) != 0:
             ne += 1
+        if op == OP_ADD:
+            na += 1
         if op == OP_SET or op == OP_ADD:
+            qmax = max(qmax, abs(o_qty[i]))
             p = price[i]
             if side[i] > 0:
                 bmin = min(bmin, p)
@@ -734,6 +740,9 @@ def prepare_cuda(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_l
     cuda.atomic.min(mm, 2, amin)
     cuda.atomic.max(mm, 3, amax)
     cuda.atomic.add(mm, 4, ne)
+    if na != 0:
+        cuda.atomic.add(mm, 5, na)
+    cuda.atomic.max(mm, 6, qmax)
 
 
 def chunk_bounds_cuda(L, n_ops, flags, bounds):  # pragma: no cover - device code
@@ -894,7 +903,10 @@ def prepare_cpu(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lu
                         o_qty, o_flags)
         if (o_flags[i] & F_EMIT) != 0:
             mm[4] += 1
+        if op == OP_ADD:
+            mm[5] += 1
         if op == OP_SET or op == OP_ADD:
+            mm[6] = max(mm[6], abs(o_qty[i]))
             p = price[i]
             if side[i] > 0:
                 mm[0] = min(mm[0], p)

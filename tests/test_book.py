@@ -164,7 +164,9 @@ def test_cpu_replay_matches_python_oracle(n, rng):
                                                       (4, 7, (True, True)), (5, 0, (False, False)),
                                                       (5, 1, (True, False, True)), (7, 1, (False, True, True)),
                                                       (3, 3, (True, False, True)), (2, 1, (True, False, 2)),
-                                                      (3, 1, (False, True, 2)), (4, 7, (True, False, 2))])
+                                                      (3, 1, (False, True, 2)), (4, 7, (True, False, 2)),
+                                                      (5, 1, (True, False, 2, True)), (3, 3, (False, True, 0, True)),
+                                                      (4, 0, (True, True, 1, True))])
 def test_chunked_cuda_rebuild_equals_cpu_twin(chunk, every, layout, rng, device_backend):
     ev = _random_l2(rng, 120)
     cpu = rebuild_book(ev, levels=3, ofi=True, every=every, backend="cpu").to_host()
@@ -173,8 +175,11 @@ def test_chunked_cuda_rebuild_equals_cpu_twin(chunk, every, layout, rng, device_
     for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"):
         np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
     assert gpu.stats["chunks"] > 1
+    # level sets only (L2): int32 level sizes when asked for
+    assert gpu.stats["level_size_dtype"] == ("int32" if len(layout) > 3 else "int64")
     for k in ("side", "price", "qty"):
         np.testing.assert_array_equal(gpu.final_book[k], cpu.final_book[k])
+        assert gpu.final_book[k].dtype == cpu.final_book[k].dtype
 
 
 @pytest.mark.parametrize("levels", [1, 3, 7])
@@ -191,6 +196,25 @@ def test_staged_rows_equal_cpu_twin(levels, ofi, rng, device_backend):
         np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
     if ofi:
         np.testing.assert_array_equal(gpu.ofi, cpu.ofi)
+
+
+def test_int32_level_sizes_only_where_they_fit(rng, device_backend):
+    """A level set of 2**31 lots (or an initial level that large) keeps int64 level sizes; 2**31 - 1 fits."""
+    for big, dtype in ((2**31 - 1, "int32"), (2**31, "int64")):
+        ev = _random_l2(rng, 120).to_pydict()
+        ev["qty"][40] = big
+        ev["kind"][40] = KIND_SET
+        t = events_table({k: np.asarray(v) for k, v in ev.items()})
+        cpu = rebuild_book(t, levels=3, ofi=True, backend="cpu").to_host()
+        gpu = rebuild_book(t, levels=3, ofi=True, backend=device_backend, chunk=5,
+                           layout=(True, False, 0, True)).to_host()
+        assert gpu.stats["level_size_dtype"] == dtype
+        for a in ("bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"):
+            np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
+    init = {"side": np.array([1], np.int8), "price": np.array([45]), "qty": np.array([2**31])}
+    gpu = rebuild_book(_random_l2(rng, 60), levels=2, backend=device_backend, chunk=5, init=init,
+                       layout=(True, False, 0, True))
+    assert gpu.stats["level_size_dtype"] == "int64"
 
 
 def test_chunked_grid_equals_cpu(rng, device_backend):
@@ -210,6 +234,11 @@ def test_chunked_l3_equals_cpu(rng, device_backend):
     gpu = rebuild_book(ev, levels=2, ofi=True, backend=device_backend, chunk=2).to_host()
     for a in ("bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"):
         np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
+    # size changes (ADD ops) can sum past any bound: int32 level sizes are not used even when asked for
+    gpu = rebuild_book(ev, levels=2, ofi=True, backend=device_backend, chunk=2,
+                       layout=(True, False, 0, True)).to_host()
+    assert gpu.stats["level_size_dtype"] == "int64"
+    np.testing.assert_array_equal(gpu.bid_qty, cpu.bid_qty)
 
 
 def test_top_of_book_and_causality(rng):

@@ -23,7 +23,8 @@ def _stream(n, seed):
             "flags": flags}
 
 
-@pytest.mark.parametrize("layout", [(False, False), (True, True), (True, False, 1), (True, False, 2)])
+@pytest.mark.parametrize("layout", [(False, False), (True, True), (True, False, 1), (True, False, 2),
+                                    (True, False, 2, True)])
 @pytest.mark.parametrize("chunk", [None, 64, 4096])
 @pytest.mark.parametrize("every", [1, 0, 100])
 def test_gpu_equals_cpu_large(chunk, every, layout):

@@ -31,6 +31,11 @@ def _versions() -> dict:
 
     return describe_machine()
 
+def _layout(lay: str) -> tuple:
+    """``"1021"`` -> (interleaved ops, level-major books, row output mode, int32 level sizes)."""
+    return (lay[0] == "1", lay[1] == "1", int(lay[2]) if len(lay) > 2 else 0, len(lay) > 3 and lay[3] == "1")
+
+
 def make_events(n: int, seed: int) -> tuple[dict, str]:
     """A ZI L2 stream from gpuflow.synthetic (host numpy arrays)."""
     from gpuflow.synthetic import generate_arrays
@@ -49,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--configs", default="every1_ofi,every64_ofi,every1_noofi")
     ap.add_argument("--chunks", default="auto", help="comma list of ops per chunk, or auto")
     ap.add_argument("--layouts", default="100", help="comma list of GPU layouts: <interleaved ops><level-major rows>"
-                    "[<every-event row output: 0 direct, 1 slot records + gather, 2 staged in shared memory>]")
+                    "[<every-event row output: 0 direct, 1 slot records + gather, 2 staged in shared memory>"
+                    "[<int32 level sizes where they fit>]]")
     ap.add_argument("--threads", default="64", help="comma list of replay threads per block")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--stream-threads", type=int, default=132 * 2048 * 2)
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         lays = [lo for lo in args.layouts.split(",") if every == 1 or len(lo) < 3 or lo[2] == "0"]
         combos = [(c, lo, int(t)) for c in chunks for lo in lays for t in args.threads.split(",")]
         for chunk, lay, tpb in combos:
-            layout = (lay[0] == "1", lay[1] == "1", int(lay[2]) if len(lay) > 2 else 0)
+            layout = _layout(lay)
             rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
                          layout=layout, threads=tpb)  # JIT warm-up
             be.synchronize()
@@ -161,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     res["cpu_twin_events_per_s"] = n_cpu / cpu_s
     same_by_layout = {}
     for lay in dict.fromkeys(["100", *args.layouts.split(",")]):  # the default layout first, then each measured
-        layout = (lay[0] == "1", lay[1] == "1", int(lay[2]) if len(lay) > 2 else 0)
+        layout = _layout(lay)
         g = rebuild_book(dsl, levels=args.levels, every=1, ofi=True, backend=be, layout=layout).to_host()
         same_by_layout[lay] = all(np.array_equal(getattr(g, a), getattr(cpu, a))
                                   for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"))

@@ -28,11 +28,11 @@ cd /tmp/pp
 cat "$OUT/env.txt"
 
 if [ "${SMALL:-0}" = 1 ]; then
-  BENCH_ARGS="--events 4000 --batch 2000 --cpu-events 1000 --stream-threads 64 --reps 1 --configs every1_ofi,every64_ofi@4000 --chunks 64 --layouts 100,101,102,011"
+  BENCH_ARGS="--events 4000 --batch 2000 --cpu-events 1000 --stream-threads 64 --reps 1 --configs every1_ofi,every64_ofi@4000 --chunks 64 --layouts 100,101,102,1021,011"
   TEST_SEL="tests/kernels/test_book_kernels.py"
   BT_ARGS="--small"
 else
-  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 1024,4096 --layouts 100,101,102,000 --threads 64 --configs every1_ofi,every64_ofi,every64_ofi@4e8"}
+  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 1024,4096 --layouts 100,101,102,1001,1021,000 --threads 64 --configs every1_ofi,every64_ofi,every64_ofi@4e8"}
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
   BT_ARGS="--time-budget ${BT_BUDGET:-330}"
 fi
@@ -64,7 +64,7 @@ fi
 echo "== GPU tests ($TEST_SEL)"
 # CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one; -v: a run
 # stopped by its timeout still shows which tests passed and failed
-CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-110}" $PY -m pytest -v -p no:cacheprovider \
+CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -v -p no:cacheprovider \
   -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" --tb=short -rfE \
   $(for t in $TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests.txt" 2>&1
 echo "pytest exit: $?" >> "$OUT/tests.txt"

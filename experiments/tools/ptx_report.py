@@ -62,7 +62,7 @@ def record_launches() -> list[tuple[object, tuple]]:
     gb.Backend.launch = launch
     try:
         ev = generate_arrays(20_000, seed=1, mode="l2")
-        for layout in ((True, False, 0), (True, False, 1), (True, False, 2), (False, True, 0)):
+        for layout in ((True, False, 0), (True, False, 1), (True, False, 2), (False, True, 0), (True, False, 2, True)):
             rebuild_book(ev, levels=5, ofi=True, backend=fake, chunk=512, layout=layout)
         rebuild_book(ev, levels=5, ofi=True, every=64, backend=fake, chunk=512)
         from gpuflow.backtest import BacktestConfig, prepare_market, run

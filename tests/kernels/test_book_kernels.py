@@ -45,13 +45,16 @@ def test_prepare(rng, device_backend, emit_mode):
     def args():
         return [kind, side, price, qty, flags, np.int64(emit_mode), np.int64(3), emit, _OP_OF_KIND, _SIGN_OF_KIND,
                 np.zeros(n, np.uint8), np.zeros(n, np.int64), np.zeros(n, np.uint8),
-                np.array([big, -big, big, -big, 0], np.int64)]
+                np.array([big, -big, big, -big, 0, 0, 0], np.int64)]
 
     o_kind, o_qty, o_flags, mm = _both(device_backend, kb.PREPARE, 64, args, [10, 11, 12, 13])
     # hand checks on the CPU result: hidden executions are no-ops, cancels are negative
     assert (o_kind[(kind == KIND_EXECUTE) & ((flags & FLAG_HIDDEN) != 0)] == kb.OP_NONE).all()
     assert (o_qty[kind == KIND_CANCEL] == -qty[kind == KIND_CANCEL]).all()
     assert mm[4] == int(((o_flags & kb.F_EMIT) != 0).sum())
+    book = (o_kind == kb.OP_SET) | (o_kind == kb.OP_ADD)
+    assert mm[5] == int((o_kind == kb.OP_ADD).sum()) > 0
+    assert mm[6] == int(np.abs(o_qty[book]).max()) > 0
 
 
 def test_chunk_bounds(rng, device_backend):
