@@ -36,6 +36,16 @@ def _layout(lay: str) -> tuple:
     return (lay[0] == "1", lay[1] == "1", int(lay[2]) if len(lay) > 2 else 0, len(lay) > 3 and lay[3] == "1")
 
 
+def _free_device_memory() -> None:
+    """Return cupy's cached device memory (after a configuration ran out of it)."""
+    try:
+        import cupy
+
+        cupy.get_default_memory_pool().free_all_blocks()
+    except Exception:  # noqa: BLE001, S110 - best effort
+        pass
+
+
 def make_events(n: int, seed: int) -> tuple[dict, str]:
     """A ZI L2 stream from gpuflow.synthetic (host numpy arrays)."""
     from gpuflow.synthetic import generate_arrays
@@ -118,22 +128,31 @@ def main(argv: list[str] | None = None) -> int:
         combos = [(c, lo, int(t)) for c in chunks for lo in lays for t in args.threads.split(",")]
         for chunk, lay, tpb in combos:
             layout = _layout(lay)
-            rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
-                         layout=layout, threads=tpb)  # JIT warm-up
-            be.synchronize()
-            init = None
-            phase_tot: dict = {}
-            t = time.perf_counter()
-            for b in range(n_batches):
-                f = rebuild_book(data, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
-                                 init=init, profile=(b == 0), layout=layout, threads=tpb)
-                init = f.final_book
-                if b == 0:
-                    phase_tot = f.stats.get("phase_s", {})
-                    st = {k: v for k, v in f.stats.items() if k != "phase_s"}
-                del f
-            be.synchronize()
-            el = time.perf_counter() - t
+            try:
+                rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
+                             layout=layout, threads=tpb)  # JIT warm-up
+                be.synchronize()
+                init = None
+                phase_tot: dict = {}
+                t = time.perf_counter()
+                for b in range(n_batches):
+                    f = rebuild_book(data, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
+                                     init=init, profile=(b == 0), layout=layout, threads=tpb)
+                    init = f.final_book
+                    if b == 0:
+                        phase_tot = f.stats.get("phase_s", {})
+                        st = {k: v for k, v in f.stats.items() if k != "phase_s"}
+                    del f
+                be.synchronize()
+                el = time.perf_counter() - t
+            except Exception as exc:  # noqa: BLE001 - e.g. out of device memory: record it, go on with the rest
+                f = None
+                _free_device_memory()
+                runs.append({"config": cfg_name, "batch_events": cb, "chunk": chunk, "layout": lay, "threads": tpb,
+                             "error": f"{type(exc).__name__}: {exc}"[:500]})
+                print(f"{cfg_name} chunk={chunk} layout={lay} threads={tpb}: FAILED {type(exc).__name__}: "
+                      f"{str(exc)[:300]}", flush=True)
+                continue
             r = {"config": cfg_name, "batch_events": cb, "batches": n_batches, "chunk": chunk, "layout": lay, "threads": tpb, "levels": args.levels, "every": every, "ofi": ofi,
                  "seconds": el, "events_per_s": cb * n_batches / el, "first_batch_phase_s": phase_tot,
                  "stats": {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.items()}}
@@ -167,15 +186,19 @@ def main(argv: list[str] | None = None) -> int:
     res["cpu_twin_events_per_s"] = n_cpu / cpu_s
     same_by_layout = {}
     for lay in dict.fromkeys(["100", *args.layouts.split(",")]):  # the default layout first, then each measured
-        layout = _layout(lay)
-        g = rebuild_book(dsl, levels=args.levels, every=1, ofi=True, backend=be, layout=layout).to_host()
+        try:
+            g = rebuild_book(dsl, levels=args.levels, every=1, ofi=True, backend=be, layout=_layout(lay)).to_host()
+        except Exception as exc:  # noqa: BLE001 - reported with the rest
+            same_by_layout[lay] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            continue
         same_by_layout[lay] = all(np.array_equal(getattr(g, a), getattr(cpu, a))
                                   for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"))
         del g
-    same = all(same_by_layout.values())
+    same = all(v is True for v in same_by_layout.values())
     res["gpu_equals_cpu_on_prefix"] = bool(same)
     res["gpu_equals_cpu_on_prefix_by_layout"] = same_by_layout
-    main_run = max((r for r in runs if r["config"].split("@")[0] == "every1_ofi"), key=lambda r: r["events_per_s"], default=runs[0])
+    main_run = max((r for r in runs if r["config"].split("@")[0] == "every1_ofi" and "error" not in r),
+                   key=lambda r: r["events_per_s"])
     res["best_every1_ofi"] = {k: main_run[k] for k in ("chunk", "layout", "threads", "events_per_s")}
     res["speedup_vs_cpu_twin"] = main_run["events_per_s"] / res["cpu_twin_events_per_s"]
     res["fraction_of_stream_ceiling"] = main_run["events_per_s"] / res["stream_ceiling_events_per_s"]

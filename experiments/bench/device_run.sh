@@ -32,7 +32,7 @@ if [ "${SMALL:-0}" = 1 ]; then
   TEST_SEL="tests/kernels/test_book_kernels.py"
   BT_ARGS="--small"
 else
-  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 1024,4096 --layouts 100,101,102,1001,1021,000 --threads 64 --configs every1_ofi,every64_ofi,every64_ofi@4e8"}
+  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 1024,4096 --layouts 100,101,102,1001,1021,000 --threads 64 --configs every1_ofi,every64_ofi,every64_ofi@5e8"}
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
   BT_ARGS="--time-budget ${BT_BUDGET:-330}"
 fi
@@ -69,3 +69,14 @@ CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_T
   $(for t in $TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests.txt" 2>&1
 echo "pytest exit: $?" >> "$OUT/tests.txt"
 grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests.txt" | tail -30
+
+# backtest: sweep engine == exact engine for every strategy on the device (one engine kernel compile per
+# strategy, a few seconds each at NVVM -O1); a run stopped by its timeout still lists what passed
+if [ "${SKIP_BT_TESTS:-0}" != 1 ] && [ "${SMALL:-0}" != 1 ]; then
+  echo "== GPU tests (${BT_TEST_SEL:=tests/backtest/test_engine.py tests/backtest/test_strategies.py tests/backtest/test_execution.py})"
+  GPUFLOW_TEST_GPU=1 timeout "${BT_TEST_TIMEOUT:-120}" $PY -m pytest -v -p no:cacheprovider \
+    -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" --tb=short -rfE \
+    $(for t in $BT_TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests_backtest.txt" 2>&1
+  echo "pytest exit: $?" >> "$OUT/tests_backtest.txt"
+  grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests_backtest.txt" | tail -20
+fi
