@@ -177,13 +177,17 @@ class Twins:
 
         return njit(**njit_options)(self._clone(body, dict(body.__globals__, **self._cpu_ns)))
 
-    def cuda(self, body: Callable[..., Any], **constants: Any) -> Callable[..., Any]:
+    def cuda(self, body: Callable[..., Any], *, lto: bool | None = None, **constants: Any) -> Callable[..., Any]:
         """Compile ``body`` as a CUDA kernel against the device versions of the cores.
 
         ``constants`` override module globals for this kernel only (compile-time
-        constants such as a local array size).
+        constants such as a local array size).  ``lto``: link-time optimisation
+        (None: numba-cuda's default, on wherever nvJitLink is installed).  With LTO,
+        nvJitLink optimises the whole kernel again at link time at its own level,
+        so :func:`nvvm_opt_level` only takes effect with ``lto=False``.
         """
-        return cuda_module().jit(self._clone(body, dict(body.__globals__, **self._dev_ns, **constants)))
+        opts = {} if lto is None or simulator_enabled() else {"lto": bool(lto)}
+        return cuda_module().jit(**opts)(self._clone(body, dict(body.__globals__, **self._dev_ns, **constants)))
 
 
 @dataclass(frozen=True)

@@ -716,8 +716,10 @@ def engine_pair(strategy: object) -> KernelPair:
         cores = [*_ENGINE_CORES, *getattr(strategy, "CORES", ()), ("strategy_step", strategy.step)]
         tw = Twins(*cores, nrt=False)  # the cores never allocate: no per-call array reference counting
         size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
-        # NVVM -O1: the whole engine inlined takes NVVM minutes at -O3 (ptxas -O3 still optimises the code)
-        _PAIRS[name] = KernelPair(f"backtest[{name}]", tw.cuda(run_cuda, STATE_SIZE=size),
+        # NVVM -O1: the whole engine inlined takes NVVM minutes at -O3 (ptxas -O3 still optimises the code).
+        # No link-time optimisation: with nvJitLink installed numba-cuda links LTO-IR by default and
+        # nvJitLink re-optimises the whole kernel at -O3 at link time, as slow as NVVM -O3
+        _PAIRS[name] = KernelPair(f"backtest[{name}]", tw.cuda(run_cuda, STATE_SIZE=size, lto=False),
                                   tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64,
                                   nvvm_opt=int(config.get_option("backtest_nvvm_opt")), nvvm_fma=False)
     return _PAIRS[name]

@@ -55,6 +55,34 @@ def test_backtest_kernel_compiles_at_the_configured_level():
     assert pair.nvvm_fma is False  # float results as on the CPU: sweep == exact bit for bit
 
 
+def test_backtest_kernel_is_compiled_without_link_time_optimisation(monkeypatch):
+    """With nvJitLink installed (the GPU machines) numba-cuda links LTO-IR by default and nvJitLink then
+    re-optimises the whole engine kernel at -O3, taking minutes; the engine kernel asks for lto=False
+    (passed to cuda.jit only on a real device: the simulator's jit has no such option)."""
+    import types
+
+    from gpuflow import backend as gb
+    from gpuflow.backtest.strategies import get_strategy
+    from gpuflow.kernels import backtest as kbt
+
+    seen = []
+
+    def jit(*args, **kw):
+        seen.append(kw)
+        return lambda f: f
+
+    monkeypatch.setattr(gb, "cuda_module", lambda: types.SimpleNamespace(jit=jit))
+    monkeypatch.setattr(gb, "simulator_enabled", lambda: False)
+    monkeypatch.setattr(kbt, "_PAIRS", {})
+    kbt.engine_pair(get_strategy("market_making"))
+    assert {"lto": False} in seen
+    seen.clear()
+    monkeypatch.setattr(gb, "simulator_enabled", lambda: True)
+    monkeypatch.setattr(kbt, "_PAIRS", {})
+    kbt.engine_pair(get_strategy("market_making"))
+    assert all("lto" not in kw for kw in seen)
+
+
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="simulator only")
 def test_simulator_local_arrays_start_as_garbage_not_zeros():
     """conftest makes the simulator's thread-local arrays uninitialised-looking, as on a GPU."""

@@ -168,6 +168,10 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     from gpuflow.backend import NVVM_OVERRIDES
 
     out["nvvm_compiles_by_override_level"] = dict(NVVM_OVERRIDES)  # {1: n}: the engine kernel compiled at -O1
+    from gpuflow.kernels.backtest import engine_pair
+
+    # False: no link-time re-optimisation by nvJitLink (which would undo the -O1 compile time)
+    out["engine_kernel_lto"] = getattr(engine_pair(mm).cuda, "targetoptions", {}).get("lto")
     out["jit_warmup_s"] = round(time.perf_counter() - t, 2)
     print(f"[{desc['source']}] {n_ev:,} events; JIT warm-up {out['jit_warmup_s']} s", flush=True)
     if args.wait_for:
