@@ -187,7 +187,9 @@ class Twins:
         so :func:`nvvm_opt_level` only takes effect with ``lto=False``.
         """
         opts = {} if lto is None or simulator_enabled() else {"lto": bool(lto)}
-        return cuda_module().jit(**opts)(self._clone(body, dict(body.__globals__, **self._dev_ns, **constants)))
+        # the function goes in the same call as the options: numba-cuda 0.30.4's ``jit(lto=...)(f)`` form
+        # drops ``lto`` on its way to the dispatcher
+        return cuda_module().jit(self._clone(body, dict(body.__globals__, **self._dev_ns, **constants)), **opts)
 
 
 @dataclass(frozen=True)

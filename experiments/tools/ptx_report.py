@@ -11,6 +11,10 @@ Needs libNVVM (a CUDA toolkit), NVRTC (``pip install nvidia-cuda-nvrtc``) and ``
 $CUDA_HOME/bin; no driver or device.  Useful before spending device time: e.g. it showed the book
 replay's top-N scratch in 440 B of thread-local memory, and 0 B after the scratch was made
 register-resident.  The backtest kernel compiles at the NVVM level its KernelPair asks for.
+
+``--link`` also times the whole first-launch compile with and without link-time optimisation (LTO,
+numba-cuda's default wherever nvJitLink is installed, as on the GPU machines): it showed the backtest
+engine kernel taking minutes to link with LTO, which is why that kernel is compiled with ``lto=False``.
 """
 from __future__ import annotations
 
@@ -90,6 +94,20 @@ def _entry_resources(log: str) -> tuple[str, str, str, str]:
     return regs, stack, sst, sld
 
 
+def _link_seconds(pair: object, sig: tuple, cc: tuple[int, int], lto: bool) -> float:
+    """Seconds numba-cuda takes to type, lower, optimise and link ``pair``'s kernel to a cubin (the work of
+    its first launch), with or without link-time optimisation."""
+    from numba.cuda.dispatcher import _Kernel
+
+    from gpuflow.backend import nvvm_opt_level
+
+    opts = dict(pair.cuda.targetoptions, lto=lto)
+    t = time.perf_counter()
+    with nvvm_opt_level(pair.nvvm_opt, pair.nvvm_fma):
+        _Kernel(pair.cuda.py_func, sig, **opts)._codelibrary.get_cubin(cc=(*cc, "a" if cc >= (9, 0) else ""))
+    return time.perf_counter() - t
+
+
 def _ptxas() -> str:
     home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
     for cand in (shutil.which("ptxas"), os.path.join(home, "bin", "ptxas")):
@@ -102,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cc", default="9.0", help="compute capability, e.g. 9.0 (H100/H200) or 8.0 (A100)")
     ap.add_argument("--only", default="", help="report only kernels whose name contains this")
+    ap.add_argument("--link", action="store_true",
+                    help="also time numba-cuda's whole compile + link to a cubin with and without link-time "
+                         "optimisation (needs nvJitLink: pip install nvidia-nvjitlink; what a first launch costs)")
     args = ap.parse_args(argv)
     cc = tuple(int(x) for x in args.cc.split("."))
     os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
@@ -112,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ptxas = _ptxas()
     arch = f"sm_{cc[0]}{cc[1]}"
-    print(f"{'kernel':34s} {'regs':>5s} {'stack B':>8s} {'spill st/ld B':>14s} {'nvvm s':>7s}")
+    head = f"{'kernel':34s} {'regs':>5s} {'stack B':>8s} {'spill st/ld B':>14s} {'nvvm s':>7s}"
+    print(head + (f" {'cubin s (lto)':>14s} {'cubin s (no lto)':>17s} {'kernel lto':>10s}" if args.link else ""))
     with tempfile.TemporaryDirectory() as tmp:
         for pair, sig in record_launches():
             if args.only and args.only not in pair.name:
@@ -126,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             out = subprocess.run([ptxas, f"-arch={arch}", "-v", str(src), "-o", str(Path(tmp) / "k.cubin")],
                                  capture_output=True, text=True, check=True).stderr
             regs, stack, sst, sld = _entry_resources(out)
-            print(f"{pair.name:34s} {regs:>5s} {stack:>8s} {sst + '/' + sld:>14s} {secs:7.1f}", flush=True)
+            line = f"{pair.name:34s} {regs:>5s} {stack:>8s} {sst + '/' + sld:>14s} {secs:7.1f}"
+            if args.link:
+                lto_s, plain_s = (_link_seconds(pair, sig, cc, lto) for lto in (True, False))
+                line += f" {lto_s:14.1f} {plain_s:17.1f} {pair.cuda.targetoptions.get('lto')!s:>10s}"
+            print(line, flush=True)
     return 0
 
 
