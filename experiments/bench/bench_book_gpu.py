@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     kstats = {}
     for name, pair in (("replay", kb.replay_pair(args.levels)), ("replay_staged", kb.replay_pair(args.levels, True)),
                        ("summarise", kb.SUMMARISE), ("prepare", kb.PREPARE)):
+        kstats[f"{name}.lto"] = str(getattr(pair.cuda, "targetoptions", {}).get("lto"))
         for what in ("get_regs_per_thread", "get_local_mem_per_thread", "get_shared_mem_per_block"):
             try:
                 kstats[f"{name}.{what}"] = str(getattr(pair.cuda, what)())
