@@ -46,7 +46,7 @@ def _fake_device(cc: tuple[int, int]) -> None:
 
 
 def record_launches() -> list[tuple[object, tuple]]:
-    """Run the book rebuild (every layout) and a market-making sweep through a recording backend."""
+    """Run the book rebuild (every layout) and a sweep of every strategy through a recording backend."""
     from gpuflow import backend as gb
     from gpuflow.book import rebuild_book
     from gpuflow.synthetic import generate_arrays
@@ -76,8 +76,11 @@ def record_launches() -> list[tuple[object, tuple]]:
         gb.Backend.launch = orig  # prepare_market on the real CPU backend
         market = prepare_market(generate(2_000, seed=1, mode="l2"), levels=5, backend="cpu")
         gb.Backend.launch = launch
-        run(get_strategy("market_making"), {}, market, BacktestConfig(levels=5), engine="sweep", backend=fake,
-            record_fills=False)
+        from gpuflow.backtest.strategies import STRATEGIES
+
+        for name in STRATEGIES:  # every strategy's engine kernel (default parameters)
+            run(get_strategy(name), {}, market, BacktestConfig(levels=5), engine="sweep", backend=fake,
+                record_fills=False)
     finally:
         gb.Backend.launch = orig
     return list(seen.values())
