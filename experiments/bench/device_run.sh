@@ -74,7 +74,7 @@ grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests.txt" | tail -30
 # strategy, a few seconds each at NVVM -O1); a run stopped by its timeout still lists what passed
 if [ "${SKIP_BT_TESTS:-0}" != 1 ] && [ "${SMALL:-0}" != 1 ]; then
   echo "== GPU tests (${BT_TEST_SEL:=tests/backtest/test_engine.py tests/backtest/test_strategies.py tests/backtest/test_execution.py})"
-  GPUFLOW_TEST_GPU=1 timeout "${BT_TEST_TIMEOUT:-120}" $PY -m pytest -v -p no:cacheprovider \
+  GPUFLOW_TEST_GPU=1 timeout "${BT_TEST_TIMEOUT:-150}" $PY -m pytest -v -p no:cacheprovider \
     -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" --tb=short -rfE \
     $(for t in $BT_TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests_backtest.txt" 2>&1
   echo "pytest exit: $?" >> "$OUT/tests_backtest.txt"
