@@ -500,7 +500,7 @@ def _stage_flush_cuda(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, o
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                  lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                 tail, diag, st, mode, rec, Lp, stg, sk, sn, lane):  # pragma: no cover
+                 tail, diag, st, mode, rec, Lp, stg, sk, sn, lane, active):  # pragma: no cover
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
     ``st`` is an int64 scratch of shape (11, >= nlev): rows 0-3 the previous
@@ -522,7 +522,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     count; this thread is ``lane`` of a one-warp block) and written out every
     ``_stage_rows(nlev)`` ops by the whole warp, each lane's rows being contiguous in the
     outputs (:func:`_stage_flush`).  In mode 2 every thread of the block runs ``Lp`` steps
-    (the longest chunk) so that the flushes line up.
+    (the longest chunk) so that the flushes line up; a thread past the last chunk takes part with
+    ``active`` False (no ops, no rows, nothing written; ``c`` is then any valid chunk, only read).
     """
     nb = best[c, 2]
     na = best[c, 3]
@@ -534,7 +535,7 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         st[3, m] = st[7, m]
         st[8, m] = 0
     k = out_base[c]
-    n_ch = bounds[c + 1] - bounds[c]
+    n_ch = bounds[c + 1] - bounds[c] if active else 0
     n_loop = Lp if mode == 2 else n_ch
     S = _stage_rows(nlev)
     # software pipeline: the next op and the size of its level are loaded before the current op is applied,
@@ -668,12 +669,13 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             k += 1
         if mode == 2 and (jj % S == S - 1 or jj == n_loop - 1):
             _stage_flush(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi)
-    best[c, 0] = st[9, 0]
-    best[c, 1] = st[10, 0]
-    best[c, 2] = nb
-    best[c, 3] = na
-    for m in range(nlev):
-        tail[c, m] = st[8, m]  # OFI observed after the chunk's last emitted row (carried by the caller)
+    if active:
+        best[c, 0] = st[9, 0]
+        best[c, 1] = st[10, 0]
+        best[c, 2] = nb
+        best[c, 3] = na
+        for m in range(nlev):
+            tail[c, m] = st[8, m]  # OFI observed after the chunk's last emitted row (carried by the caller)
 
 
 def gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
@@ -865,7 +867,7 @@ def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, w
         # lets every scratch loop unroll, so the scratch is held in registers
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                     out_ofi, tail, diag, st, md, rec, Lp, stg, sk, sk, 0)
+                     out_ofi, tail, diag, st, md, rec, Lp, stg, sk, sk, 0, True)
 
 
 def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
@@ -881,16 +883,14 @@ def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt
     sn = cuda.shared.array(32, dtype=np.int64)
     sn[lane] = 0
     cuda.syncthreads()
-    if c < bounds.size - 1:
-        st = cuda.local.array((11, NLEV_CAP), dtype=np.int64)
-        replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
-                     lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                     out_ofi, tail, diag, st, 2, rec, Lp, stg, sk, sn, lane)
-    else:
-        S = _stage_rows(NLEV_CAP)
-        for jj in range(Lp):  # the same write-outs as the lanes replaying a chunk
-            if jj % S == S - 1 or jj == Lp - 1:
-                _stage_flush(stg, sk, sn, lane, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi)
+    st = cuda.local.array((11, NLEV_CAP), dtype=np.int64)
+    # every thread runs the same loop and reaches the same block barriers (threads past the last chunk
+    # inactive), so no barrier sits in divergent code
+    active = c < C
+    ca = c if active else C - 1
+    replay_chunk(ca, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b,
+                 pmin_a, comp, lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap,
+                 out_aq, out_ofi, tail, diag, st, 2, rec, Lp, stg, sk, sn, lane, active)
 
 
 # ----------------------------------------------------------------------------- CPU twins
@@ -970,7 +970,7 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, diag, st, m, rec, Lp, stg, sk, sk, 0)
+                     tail, diag, st, m, rec, Lp, stg, sk, sk, 0, True)
 
 
 def gather_rows_cuda(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
