@@ -1003,7 +1003,10 @@ GROUP_APPLY = KernelPair("book.group_apply", _TW.cuda(group_apply_cuda), _TW.cpu
 # the CPU path replays one chunk: a thread pool would cost more than the scan
 GATHER_ROWS = KernelPair("book.gather_rows", _TW.cuda(gather_rows_cuda), _TW.cpu(gather_rows_cpu, **_PAR))
 ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best_cpu, cache=True), threads=128)
-_REPLAY_CPU = _TW.cpu(replay_cpu, cache=True)
+# not cached on disk: measured on the CPU box (2026-11-26, bench_book_cpu.py), the replay loaded
+# from numba's cache ran 30 ms on the USD-M recording against 17 ms compiled in the process (same code);
+# compiling it costs about 5 s once per process
+_REPLAY_CPU = _TW.cpu(replay_cpu)
 _REPLAY: dict[tuple[int, bool], KernelPair] = {}
 
 
