@@ -517,7 +517,6 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         if out_mode not in (0, 1, 2):
             msg = f"rebuild_book: layout[2] must be 0, 1 or 2 (row output mode), got {layout[2]!r}"
             raise ValueError(msg)
-        slot_out = out_mode == 1
         # ops in the longest chunk: the slot count of the interleaved ops and of the slot records is Lp * C
         Lp = int(xp.diff(bounds).max()) if (inter or out_mode) else 0
     if be.uses_cuda and inter:
@@ -562,7 +561,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
             out_base = xp.searchsorted(op_rows, bounds[:-1]).astype(xp.int64)  # rows emitted before the chunk
     else:
         L, C = max(n_ops, 1), 1
-        slot_out = narrow = False
+        narrow = False
         out_mode = Lp = 0
         bounds = np.array([0, n_ops], dtype=np.int64)
         rows = init_row.reshape(1, w).copy()  # the replay works in place; init_row stays the initial book
@@ -574,7 +573,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     mark("best")
     tail = be.zeros((C, levels), xp.int64)
     diag = be.zeros((C, 4), xp.int64)
-    if slot_out:  # one record per op slot c + j*C (padding slots stay unwritten and are never read)
+    if out_mode == 1:  # one record per op slot c + j*C (padding slots stay unwritten and are never read)
         rec = be.empty((max(Lp * C, 1), (5 if ofi else 4) * levels), xp.int64)
     else:
         rec = be.empty((1, 1), xp.int64)
@@ -582,7 +581,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
               rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua,
               best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi, tail, diag,
               np.int64(out_mode), rec, np.int64(Lp), threads=32 if out_mode == 2 else threads)
-    if slot_out:
+    if out_mode == 1:
         mark("replay")
         be.launch(kb.GATHER_ROWS, n_out, bounds, np.int64(C), np.int64(levels), bool(ofi), rec, out[0], out[1],
                   out[2], out[3], out_ofi)

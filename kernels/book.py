@@ -312,7 +312,7 @@ def _next_ask(rows, rt, c, wb, wa, j):  # pragma: no cover - jitted
     return j
 
 
-# The top-N list lives in the scratch ``st`` (rows 5 and 7: bid and ask sizes; rows 9-10: their level
+# The top-N list lives in the scratch ``st`` (rows 4 and 5: bid and ask sizes; rows 7-8: their level
 # indices, -1 / ``wa`` when empty; prices follow from the indices and are only formed when a row is
 # written: fewer registers per thread).  Every access to ``st`` below uses a loop counter over
 # ``range(nlev)`` as its column (no searched position indexes it): the CUDA kernel passes ``nlev`` as a
@@ -346,26 +346,26 @@ def _top(rows, rt, c, wb, wa, bb, ba, nb, na, nlev, st):  # pragma: no cover
         q = _rg(rows, rt, c, j)
         if q > 0:
             for m in range(nlev):
-                st[5, m] = q if m == cnt else st[5, m]
-                st[9, m] = j if m == cnt else st[9, m]
+                st[4, m] = q if m == cnt else st[4, m]
+                st[7, m] = j if m == cnt else st[7, m]
             cnt += 1
         j -= 1
     for m in range(nlev):
-        st[5, m] = 0 if m >= cnt else st[5, m]
-        st[9, m] = -1 if m >= cnt else st[9, m]
+        st[4, m] = 0 if m >= cnt else st[4, m]
+        st[7, m] = -1 if m >= cnt else st[7, m]
     cnt = 0
     j = ba
     while cnt < nlev and cnt < na and j < wa:
         q = _rg(rows, rt, c, wb + j)
         if q > 0:
             for m in range(nlev):
-                st[7, m] = q if m == cnt else st[7, m]
-                st[10, m] = j if m == cnt else st[10, m]
+                st[5, m] = q if m == cnt else st[5, m]
+                st[8, m] = j if m == cnt else st[8, m]
             cnt += 1
         j += 1
     for m in range(nlev):
-        st[7, m] = 0 if m >= cnt else st[7, m]
-        st[10, m] = wa if m >= cnt else st[10, m]
+        st[5, m] = 0 if m >= cnt else st[5, m]
+        st[8, m] = wa if m >= cnt else st[8, m]
 
 
 def _list_remove(st, rq, ri, pos, nlev):  # pragma: no cover - jitted
@@ -389,70 +389,70 @@ def _list_insert(st, rq, ri, pos, nlev, v, j):  # pragma: no cover - jitted
 def _bid_top_update(rows, rt, c, nb, nlev, st, j, v):  # pragma: no cover - jitted
     """Bid level ``j`` now holds ``v`` (``nb`` non-empty bid levels): update the top list in place.
 
-    The list (rows 5, 9 of ``st``: sizes, level indices) is sorted by index, best first.  A level deeper than a full
+    The list (rows 4, 7 of ``st``: sizes, level indices) is sorted by index, best first.  A level deeper than a full
     list changes nothing; a removed top level shifts the list up and the freed last slot is filled
     by scanning below the new last entry (the only row reads).
     """
     pos = 0  # entries better than j (empty entries have index -1 < j)
     hit = False
     for m in range(nlev):
-        if st[9, m] > j:
+        if st[7, m] > j:
             pos += 1
-        if st[9, m] == j:
+        if st[7, m] == j:
             hit = True
     if hit:
         if v > 0:
             for m in range(nlev):
-                st[5, m] = v if st[9, m] == j else st[5, m]
+                st[4, m] = v if st[7, m] == j else st[4, m]
             return
-        _list_remove(st, 5, 9, pos, nlev)
+        _list_remove(st, 4, 7, pos, nlev)
         valid = 0
         for m in range(nlev - 1):
-            if st[9, m] >= 0:
+            if st[7, m] >= 0:
                 valid += 1
         jj = -1
         if valid == nlev - 1 and valid < nb:  # deeper levels exist: find the next one
-            jj = _next_bid(rows, rt, c, (st[9, nlev - 2] if nlev >= 2 else j) - 1)
+            jj = _next_bid(rows, rt, c, (st[7, nlev - 2] if nlev >= 2 else j) - 1)
         if jj >= 0:
-            st[5, nlev - 1] = _rg(rows, rt, c, jj)
-            st[9, nlev - 1] = jj
+            st[4, nlev - 1] = _rg(rows, rt, c, jj)
+            st[7, nlev - 1] = jj
         else:
-            st[5, nlev - 1] = 0
-            st[9, nlev - 1] = -1
+            st[4, nlev - 1] = 0
+            st[7, nlev - 1] = -1
     elif v > 0 and pos < nlev:
-        _list_insert(st, 5, 9, pos, nlev, v, j)
+        _list_insert(st, 4, 7, pos, nlev, v, j)
 
 
 def _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, j, v):  # pragma: no cover - jitted
-    """Ask twin of :func:`_bid_top_update` (rows 7, 10; ``j`` within the ask side; empty = ``wa``)."""
+    """Ask twin of :func:`_bid_top_update` (rows 5, 8; ``j`` within the ask side; empty = ``wa``)."""
     pos = 0  # entries better than j (empty entries have index wa > j)
     hit = False
     for m in range(nlev):
-        if st[10, m] < j:
+        if st[8, m] < j:
             pos += 1
-        if st[10, m] == j:
+        if st[8, m] == j:
             hit = True
     if hit:
         if v > 0:
             for m in range(nlev):
-                st[7, m] = v if st[10, m] == j else st[7, m]
+                st[5, m] = v if st[8, m] == j else st[5, m]
             return
-        _list_remove(st, 7, 10, pos, nlev)
+        _list_remove(st, 5, 8, pos, nlev)
         valid = 0
         for m in range(nlev - 1):
-            if st[10, m] < wa:
+            if st[8, m] < wa:
                 valid += 1
         jj = wa
         if valid == nlev - 1 and valid < na:
-            jj = _next_ask(rows, rt, c, wb, wa, (st[10, nlev - 2] if nlev >= 2 else j) + 1)
+            jj = _next_ask(rows, rt, c, wb, wa, (st[8, nlev - 2] if nlev >= 2 else j) + 1)
         if jj < wa:
-            st[7, nlev - 1] = _rg(rows, rt, c, wb + jj)
-            st[10, nlev - 1] = jj
+            st[5, nlev - 1] = _rg(rows, rt, c, wb + jj)
+            st[8, nlev - 1] = jj
         else:
-            st[7, nlev - 1] = 0
-            st[10, nlev - 1] = wa
+            st[5, nlev - 1] = 0
+            st[8, nlev - 1] = wa
     elif v > 0 and pos < nlev:
-        _list_insert(st, 7, 10, pos, nlev, v, j)
+        _list_insert(st, 5, 8, pos, nlev, v, j)
 
 
 #: int64 values per lane and output array in a staged replay's shared buffer (mode 2 of replay_chunk)
@@ -503,10 +503,10 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                  tail, diag, st, mode, rec, Lp, stg, sk, sn, lane, active):  # pragma: no cover
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
-    ``st`` is an int64 scratch of shape (11, >= nlev): rows 0-3 the previous
+    ``st`` is an int64 scratch of shape (9, >= nlev): rows 0-3 the previous
     observation's top levels (bid level index, bid size, ask level index, ask size),
-    5 and 7 the current bid / ask sizes and 9-10 their level indices (kept up to date
-    op by op), 8 the OFI accumulator; rows 4 and 6 are unused.  Level indices order
+    4 and 5 the current bid / ask sizes and 7-8 their level indices (kept up to date
+    op by op), 6 the OFI accumulator.  Level indices order
     like prices (an empty bid slot is -1, an empty ask slot ``wa``), so OFI compares
     indices; prices are formed only for output rows (:func:`_bid_px`).
     ``best[c]`` holds (best bid index, best ask index, bid levels, ask levels) at
@@ -529,11 +529,11 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     na = best[c, 3]
     _top(rows, rt, c, wb, wa, best[c, 0], best[c, 1], nb, na, nlev, st)
     for m in range(nlev):
-        st[0, m] = st[9, m]
-        st[1, m] = st[5, m]
-        st[2, m] = st[10, m]
-        st[3, m] = st[7, m]
-        st[8, m] = 0
+        st[0, m] = st[7, m]
+        st[1, m] = st[4, m]
+        st[2, m] = st[8, m]
+        st[3, m] = st[5, m]
+        st[6, m] = 0
     k = out_base[c]
     n_ch = bounds[c + 1] - bounds[c] if active else 0
     n_loop = Lp if mode == 2 else n_ch
@@ -583,11 +583,11 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 # fast path: an op deeper than the last of a full top list changes nothing visible
                 if j < wb:
                     nb += d
-                    if j >= st[9, nlev - 1]:
+                    if j >= st[7, nlev - 1]:
                         _bid_top_update(rows, rt, c, nb, nlev, st, j, v)
                 else:
                     na += d
-                    if j - wb <= st[10, nlev - 1]:
+                    if j - wb <= st[8, nlev - 1]:
                         _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, j - wb, v)
         elif kd == OP_CLEAR:
             if s >= 0:
@@ -602,46 +602,46 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 na = 0
                 if j_n >= wb:
                     r_n = np.int64(0)
-            _top(rows, rt, c, wb, wa, st[9, 0], st[10, 0], nb, na, nlev, st)
+            _top(rows, rt, c, wb, wa, st[7, 0], st[8, 0], nb, na, nlev, st)
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
-        if (f & F_OBSERVE) != 0 and st[9, 0] >= 0 and st[10, 0] < wa:
-            if _bid_px(st[9, 0], pmin_b, comp, ub) >= _ask_px(st[10, 0], wa, pmin_a, comp, ua):  # crossed/locked
+        if (f & F_OBSERVE) != 0 and st[7, 0] >= 0 and st[8, 0] < wa:
+            if _bid_px(st[7, 0], pmin_b, comp, ub) >= _ask_px(st[8, 0], wa, pmin_a, comp, ua):  # crossed/locked
                 if diag[c, 2] == 0:
                     diag[c, 3] = bounds[c] + jj
                 diag[c, 2] += 1
         if obs:
             for m in range(nlev):  # prices compared through their level indices (same order)
-                bp = st[9, m]
+                bp = st[7, m]
                 pbp = st[0, m]
-                ap = st[10, m]
+                ap = st[8, m]
                 pap = st[2, m]
                 e = np.int64(0)
                 if bp >= pbp:
-                    e += st[5, m]
+                    e += st[4, m]
                 if bp <= pbp:
                     e -= st[1, m]
                 if ap <= pap:
-                    e -= st[7, m]
+                    e -= st[5, m]
                 if ap >= pap:
                     e += st[3, m]
-                st[8, m] += e
+                st[6, m] += e
                 st[0, m] = bp
-                st[1, m] = st[5, m]
+                st[1, m] = st[4, m]
                 st[2, m] = ap
-                st[3, m] = st[7, m]
+                st[3, m] = st[5, m]
         if emit and mode == 2:
             n_st = sn[lane]
             if n_st == 0:
                 sk[lane] = k
             for m in range(nlev):
-                stg[lane, 0, n_st * nlev + m] = _bid_px(st[9, m], pmin_b, comp, ub)
-                stg[lane, 1, n_st * nlev + m] = st[5, m]
-                stg[lane, 2, n_st * nlev + m] = _ask_px(st[10, m], wa, pmin_a, comp, ua)
-                stg[lane, 3, n_st * nlev + m] = st[7, m]
+                stg[lane, 0, n_st * nlev + m] = _bid_px(st[7, m], pmin_b, comp, ub)
+                stg[lane, 1, n_st * nlev + m] = st[4, m]
+                stg[lane, 2, n_st * nlev + m] = _ask_px(st[8, m], wa, pmin_a, comp, ua)
+                stg[lane, 3, n_st * nlev + m] = st[5, m]
                 if do_ofi:
-                    stg[lane, 4, n_st * nlev + m] = st[8, m]
-                    st[8, m] = 0
+                    stg[lane, 4, n_st * nlev + m] = st[6, m]
+                    st[6, m] = 0
             sn[lane] = n_st + 1
             k += 1
         elif emit and mode == 1:
@@ -649,33 +649,34 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             # bid px, bid qty, ask px, ask qty, ofi per row; a warp's records are adjacent (coalesced)
             slot = c + jj * C
             for m in range(nlev):
-                rec[slot, m] = _bid_px(st[9, m], pmin_b, comp, ub)
-                rec[slot, nlev + m] = st[5, m]
-                rec[slot, 2 * nlev + m] = _ask_px(st[10, m], wa, pmin_a, comp, ua)
-                rec[slot, 3 * nlev + m] = st[7, m]
+                rec[slot, m] = _bid_px(st[7, m], pmin_b, comp, ub)
+                rec[slot, nlev + m] = st[4, m]
+                rec[slot, 2 * nlev + m] = _ask_px(st[8, m], wa, pmin_a, comp, ua)
+                rec[slot, 3 * nlev + m] = st[5, m]
                 if do_ofi:
-                    rec[slot, 4 * nlev + m] = st[8, m]
-                    st[8, m] = 0
+                    rec[slot, 4 * nlev + m] = st[6, m]
+                    st[6, m] = 0
             k += 1
         elif emit:
             for m in range(nlev):
-                out_bp[k, m] = _bid_px(st[9, m], pmin_b, comp, ub)
-                out_bq[k, m] = st[5, m]
-                out_ap[k, m] = _ask_px(st[10, m], wa, pmin_a, comp, ua)
-                out_aq[k, m] = st[7, m]
+                out_bp[k, m] = _bid_px(st[7, m], pmin_b, comp, ub)
+                out_bq[k, m] = st[4, m]
+                out_ap[k, m] = _ask_px(st[8, m], wa, pmin_a, comp, ua)
+                out_aq[k, m] = st[5, m]
                 if do_ofi:
-                    out_ofi[k, m] = st[8, m]
-                    st[8, m] = 0
+                    out_ofi[k, m] = st[6, m]
+                    st[6, m] = 0
             k += 1
         if mode == 2 and (jj % S == S - 1 or jj == n_loop - 1):
-            _stage_flush(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi)
+            # bound by Twins: _stage_flush_cpu / _stage_flush_cuda
+            _stage_flush(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi)  # noqa: F821
     if active:
-        best[c, 0] = st[9, 0]
-        best[c, 1] = st[10, 0]
+        best[c, 0] = st[7, 0]
+        best[c, 1] = st[8, 0]
         best[c, 2] = nb
         best[c, 3] = na
         for m in range(nlev):
-            tail[c, m] = st[8, m]  # OFI observed after the chunk's last emitted row (carried by the caller)
+            tail[c, m] = st[6, m]  # OFI observed after the chunk's last emitted row (carried by the caller)
 
 
 def gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
@@ -859,7 +860,7 @@ def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, w
     """One thread per chunk replays it from its start book (modes 0 and 1).  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
-        st = cuda.local.array((11, NLEV_CAP), dtype=np.int64)
+        st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
         stg = cuda.local.array((1, 1, 1), dtype=np.int64)  # no stage in these modes
         sk = cuda.local.array(1, dtype=np.int64)
         md = 0 if mode == 2 else mode  # (mode 2 needs the staged kernel: rows go straight out here)
@@ -883,7 +884,7 @@ def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt
     sn = cuda.shared.array(32, dtype=np.int64)
     sn[lane] = 0
     cuda.syncthreads()
-    st = cuda.local.array((11, NLEV_CAP), dtype=np.int64)
+    st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
     # every thread runs the same loop and reaches the same block barriers (threads past the last chunk
     # inactive), so no barrier sits in divergent code
     active = c < C
@@ -963,7 +964,7 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
                out_ofi, tail, diag, mode, rec, Lp):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay).  Rows
     staged on the GPU (mode 2) go straight to the outputs here: the same rows."""
-    st = np.empty((11, max(nlev, 1)), dtype=np.int64)
+    st = np.empty((9, max(nlev, 1)), dtype=np.int64)
     stg = np.zeros((1, 1, 1), dtype=np.int64)
     sk = np.zeros(1, dtype=np.int64)
     m = 0 if mode == 2 else mode

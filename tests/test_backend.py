@@ -5,10 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from gpuflow.kernels.stream import STREAM_CHECKSUM
 from numba import cuda
 
 from gpuflow.backend import KernelPair, get_backend, nvvm_opt_level
-from gpuflow.kernels.stream import STREAM_CHECKSUM
 
 
 def test_launcher_rejects_more_than_1024_threads_per_block(device_backend):
@@ -46,9 +46,10 @@ def test_nvvm_opt_level_overrides_and_restores(monkeypatch):
 
 
 def test_backtest_kernel_compiles_at_the_configured_level():
+    from gpuflow.kernels.backtest import engine_pair
+
     from gpuflow import config
     from gpuflow.backtest.strategies import get_strategy
-    from gpuflow.kernels.backtest import engine_pair
 
     pair = engine_pair(get_strategy("market_making"))
     assert pair.nvvm_opt == config.get_option("backtest_nvvm_opt") == 1
@@ -61,9 +62,10 @@ def test_backtest_kernel_is_compiled_without_link_time_optimisation(monkeypatch)
     (passed to cuda.jit only on a real device: the simulator's jit has no such option)."""
     import types
 
+    from gpuflow.kernels import backtest as kbt
+
     from gpuflow import backend as gb
     from gpuflow.backtest.strategies import get_strategy
-    from gpuflow.kernels import backtest as kbt
 
     seen = []
 

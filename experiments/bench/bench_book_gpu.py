@@ -10,8 +10,7 @@ Events: a seeded zero-intelligence L2 stream (gpuflow.synthetic, Cont-Stoikov-Ta
 the total number of events replayed is ``--events``.  A configuration written ``NAME@B`` (e.g.
 ``every64_ofi@4e8``) uses batches of ``B`` events instead (a prefix of one stream generated at the
 largest batch size): more chunks per launch keep more of the GPU busy.  JIT compilation is excluded
-(one warm-up on a
-small slice) and the device is synchronised before every clock read.  The CPU twin (sequential njit
+(one warm-up on a small slice) and the device is synchronised before every clock read.  The CPU twin (sequential njit
 replay) runs on the first ``--cpu-events`` events of the same stream on the same machine; its first
 rows are compared with the GPU's for exact equality.
 """
@@ -146,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
                 be.synchronize()
                 el = time.perf_counter() - t
             except Exception as exc:  # noqa: BLE001 - e.g. out of device memory: record it, go on with the rest
-                f = None
                 _free_device_memory()
                 runs.append({"config": cfg_name, "batch_events": cb, "chunk": chunk, "layout": lay, "threads": tpb,
                              "error": f"{type(exc).__name__}: {exc}"[:500]})

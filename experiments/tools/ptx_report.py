@@ -70,14 +70,12 @@ def record_launches() -> list[tuple[object, tuple]]:
             rebuild_book(ev, levels=5, ofi=True, backend=fake, chunk=512, layout=layout)
         rebuild_book(ev, levels=5, ofi=True, every=64, backend=fake, chunk=512)
         from gpuflow.backtest import BacktestConfig, prepare_market, run
-        from gpuflow.backtest.strategies import get_strategy
+        from gpuflow.backtest.strategies import STRATEGIES, get_strategy
         from gpuflow.synthetic import generate
 
         gb.Backend.launch = orig  # prepare_market on the real CPU backend
         market = prepare_market(generate(2_000, seed=1, mode="l2"), levels=5, backend="cpu")
         gb.Backend.launch = launch
-        from gpuflow.backtest.strategies import STRATEGIES
-
         for name in STRATEGIES:  # every strategy's engine kernel (default parameters)
             run(get_strategy(name), {}, market, BacktestConfig(levels=5), engine="sweep", backend=fake,
                 record_fills=False)
