@@ -9,7 +9,7 @@
 #
 # Order: the backtest benchmark starts at once in the background (its JIT compile of the sweep kernel
 # takes minutes of CPU) and waits before timing anything until the book benchmark has finished, so the
-# two never share the GPU while timed; the tests run last.
+# two never share the GPU while timed; the tests (side by side) run last.
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-/tmp/gpuflow-out}
@@ -61,22 +61,25 @@ if [ -n "$BT_PID" ]; then
   grep -v '^{' "$OUT/bench_backtest_gpu.txt" | cut -c1-400 | tail -20
 fi
 
+# The two GPU test suites check results only (nothing timed), so they run side by side: the book tests
+# and the backtest tests (sweep engine == exact engine for every strategy on the device, one engine
+# kernel compile per strategy, a few seconds each at NVVM -O1). -v: a run stopped by its timeout still
+# shows which tests passed and failed.
 echo "== GPU tests ($TEST_SEL)"
-# CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one; -v: a run
-# stopped by its timeout still shows which tests passed and failed
-CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -v -p no:cacheprovider \
+# CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one
+( CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -v -p no:cacheprovider \
   -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" --tb=short -rfE \
   $(for t in $TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests.txt" 2>&1
-echo "pytest exit: $?" >> "$OUT/tests.txt"
-grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests.txt" | tail -30
-
-# backtest: sweep engine == exact engine for every strategy on the device (one engine kernel compile per
-# strategy, a few seconds each at NVVM -O1); a run stopped by its timeout still lists what passed
+  echo "pytest exit: $?" >> "$OUT/tests.txt" ) &
+BOOK_TESTS=$!
 if [ "${SKIP_BT_TESTS:-0}" != 1 ] && [ "${SMALL:-0}" != 1 ]; then
   echo "== GPU tests (${BT_TEST_SEL:=tests/backtest/test_engine.py tests/backtest/test_strategies.py tests/backtest/test_execution.py})"
   GPUFLOW_TEST_GPU=1 timeout "${BT_TEST_TIMEOUT:-150}" $PY -m pytest -v -p no:cacheprovider \
     -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" --tb=short -rfE \
     $(for t in $BT_TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests_backtest.txt" 2>&1
   echo "pytest exit: $?" >> "$OUT/tests_backtest.txt"
-  grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests_backtest.txt" | tail -20
 fi
+wait "$BOOK_TESTS"
+grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests.txt" | tail -30
+[ -f "$OUT/tests_backtest.txt" ] && grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests_backtest.txt" | tail -20
+exit 0
