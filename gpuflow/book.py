@@ -374,7 +374,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
                  ofi: bool = False, init: Mapping[str, Any] | None = None, window: Any = None,
                  backend: str | Backend | None = None, chunk: int | None = None,
                  max_levels: int = DEFAULT_MAX_LEVELS, profile: bool = False,
-                 layout: tuple[bool | int, ...] = (True, False, 0), threads: int | None = None) -> BookFrame:
+                 layout: tuple[bool | int, ...] = (True, False, 2, True), threads: int | None = None) -> BookFrame:
     """Rebuild the book and emit the top ``levels`` levels per event, every k events or on a clock grid.
 
     Parameters
@@ -410,8 +410,9 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         in shared memory and written out by the warp a few rows per thread at a time (contiguous runs);
         and int32 level sizes in the chunk summaries and start books where they provably fit (streams
         of level sets, L2; ``stats["level_size_dtype"]`` says which was used).
-        Results are the same, speed is not; the default, interleaved ops with row-major books and
-        direct rows, was the fastest measured (BENCHMARKS.md).
+        Results are the same, speed is not; the default, interleaved ops, row-major books, rows staged
+        in shared memory and int32 sizes where they fit, was the fastest measured (H100, 2026-11-26:
+        1.9e9 events/s with a row after every event, 2.0x direct rows; BENCHMARKS.md).
     threads : int, optional
         Threads per block of the GPU replay kernel (default 64; the staged replay always uses 32).
 
