@@ -461,8 +461,9 @@ def exchange_until(p, e, limit, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend
 def order_schedule(ordv):  # pragma: no cover - jitted
     """One pass over the order slots: (bit mask of the slots resting at the exchange, earliest pending
     arrival or cancel time there (BIG when none), then a summary of the resting orders for
-    :func:`book_event_skips`: highest resting bid price, lowest resting ask price, bit sets of resting
-    bid / ask prices modulo 64, 1 when some resting order's queue is unknown or its level is out of view).
+    :func:`book_event_skips`: of those whose level is in view with a known queue, the highest bid
+    price, the lowest ask price and bit sets of bid / ask prices modulo 64; of the others (queue
+    unknown or level beyond the N known), the highest bid and the lowest ask price).
 
     The trade and book checks visit only the masked slots and skip book events the summary rules out:
     register tests instead of reads of every slot (thread-local memory on the GPU) at every event."""
@@ -472,7 +473,8 @@ def order_schedule(ordv):  # pragma: no cover - jitted
     lo_ask = _BIG
     fb = np.int64(0)
     fa = np.int64(0)
-    slow = 0
+    hi_ob = -_BIG
+    lo_oa = _BIG
     for k in range(ordv.shape[0]):
         st = ordv[k, O_STATE]
         if st == S_FREE:
@@ -480,36 +482,56 @@ def order_schedule(ordv):  # pragma: no cover - jitted
         if st == S_RESTING:
             rmask |= np.int64(1) << k
             px = ordv[k, O_PRICE]
-            if ordv[k, O_SIDE] > 0:
+            if ordv[k, O_QUEUE] == _UNKNOWN or ordv[k, O_OUT] != 0:
+                if ordv[k, O_SIDE] > 0:
+                    hi_ob = max(hi_ob, px)
+                else:
+                    lo_oa = min(lo_oa, px)
+            elif ordv[k, O_SIDE] > 0:
                 hi_bid = max(hi_bid, px)
                 fb |= np.int64(1) << (px & 63)
             else:
                 lo_ask = min(lo_ask, px)
                 fa |= np.int64(1) << (px & 63)
-            if ordv[k, O_QUEUE] == _UNKNOWN or ordv[k, O_OUT] != 0:
-                slow = 1
         elif ordv[k, O_ARRIVE] < nxt:
             nxt = ordv[k, O_ARRIVE]
         if ordv[k, O_CANCEL] >= 0 and ordv[k, O_CANCEL] < nxt:
             nxt = ordv[k, O_CANCEL]
-    return rmask, nxt, hi_bid, lo_ask, fb, fa, slow
+    return rmask, nxt, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa
 
 
-def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, slow):  # pragma: no cover - jitted
-    """True when :func:`on_book` would skip every resting order for this event (so it need not run):
-    a single-level change on a side where no resting order of ours has that price (a bit of ``fb`` /
-    ``fa`` clear: exact; a set bit may be another price, then on_book decides), that cannot cross the
-    resting orders of the other side."""
-    if slow != 0:
-        return False
-    if not single_level(ekind):
-        return False
-    bit = np.int64(1) << (eprice & 63)
-    if eside > 0:  # a bid level: our bids at that price, our asks at or below it
-        return (fb & bit) == 0 and eprice < lo_ask
-    if eside < 0:
-        return (fa & bit) == 0 and eprice > hi_bid
-    return False
+def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, row, bp, bq, ap, aq,
+                     nlev):  # pragma: no cover - jitted
+    """True when :func:`on_book` would change nothing for this event and book row ``row`` (so it need not run).
+
+    Orders in view with a known queue (``hi_bid``, ``lo_ask``, ``fb``, ``fa``): the event changes one
+    level, on a side where no such order of ours has that price (a bit of ``fb`` / ``fa`` clear: exact;
+    a set bit may be another price, then on_book decides), and cannot cross those of the other side.
+    Orders out of view (``hi_ob``, ``lo_oa``), after any event: the row's N-th level on their side is
+    still strictly better than every one of them (rows hold their levels best first, empty ones last,
+    so all N are), and the opposite best does not reach them: on_book would only confirm that they are
+    out of view.  Four reads of the row instead of a scan of its levels per order: on a book deeper
+    than N levels most quotes a few ticks away sit out of view most of the time."""
+    if hi_bid > -_BIG or lo_ask < _BIG:
+        if not single_level(ekind):
+            return False
+        bit = np.int64(1) << (eprice & 63)
+        if eside > 0:  # a bid level: our bids at that price, our asks at or below it
+            if (fb & bit) != 0 or eprice >= lo_ask:
+                return False
+        elif eside < 0:
+            if (fa & bit) != 0 or eprice <= hi_bid:
+                return False
+        else:
+            return False
+    d = nlev - 1
+    if hi_ob > -_BIG:
+        if not (bq[row, d] > 0 and bp[row, d] > hi_ob) or (aq[row, 0] > 0 and ap[row, 0] <= hi_ob):
+            return False
+    if lo_oa < _BIG:
+        if not (aq[row, d] > 0 and ap[row, d] < lo_oa) or (bq[row, 0] > 0 and bp[row, 0] >= lo_oa):
+            return False
+    return True
 
 
 def pend_next(pend):  # pragma: no cover - jitted
@@ -561,7 +583,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
     s_i = 0
     # slots resting at the exchange (the trade and book checks only run when non-zero), the earliest order
     # arrival or cancel at the exchange, and the resting orders' summary for book_event_skips
-    rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
+    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
     next_p = _BIG  # earliest fill notice reaching the strategy
     for e in range(n):
         t = ts[e]
@@ -573,7 +595,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
             if next_x <= next_sample - feed:
                 exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
                                fills)
-                rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
+                rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
                 next_p = pend_next(pend)
             record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
             s_i += 1
@@ -581,7 +603,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
         # orders and cancels reaching the exchange before this event
         if next_x <= t_x:
             exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-            rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
+            rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
             next_p = pend_next(pend)
         # reports (fills, ends of orders) that have reached the strategy
         if next_p <= t:
@@ -607,13 +629,14 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
             cur[inst] = row
             if bq[row, 0] > 0 and aq[row, 0] > 0:
                 mid2[inst] = bp[row, 0] + ap[row, 0]
-            if rmask != 0 and not book_event_skips(kd, side[e], price[e], hi_bid, lo_ask, fb, fa, slow):
+            if rmask != 0 and not book_event_skips(kd, side[e], price[e], hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, row,
+                                                   bp, bq, ap, aq, nlev):
                 on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills, kd,
                         side[e], price[e])
                 # fills or queue knowledge may have changed
-                rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
+                rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
         if cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
-            rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
+            rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
             next_p = pend_next(pend)
         # the strategy decides after a complete message (the last event of its receive time: it has seen
         # every event with ts_local <= t), at the first one at or after each decision time
@@ -636,11 +659,11 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                 n_act = acts.shape[0]
             if n_act > 0:
                 apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
-                rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
+                rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
     while s_i < n_samples:
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-            rmask, next_x, hi_bid, lo_ask, fb, fa, slow = order_schedule(ordv)
+            rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
         record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
         s_i += 1
         next_sample += sample

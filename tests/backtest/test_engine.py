@@ -105,6 +105,26 @@ def test_queue_models():
     assert fills(go(rows, {3: (GTC, 1, 99, 4, 0)}, queue_model="probabilistic")) == [(6, 1, 99, 2, 1)]
 
 
+# four levels a side, three known to the engine (levels=3): the fourth (bid 96, ask 104) is out of view
+BOOK4 = [(0, S, 1, 99, 10), (1, S, 1, 98, 20), (2, S, 1, 97, 5), (3, S, 1, 96, 8),
+         (4, S, -1, 101, 5), (5, S, -1, 102, 7), (6, S, -1, 103, 4), (7, S, -1, 104, 6)]
+
+
+def test_orders_out_of_view_join_the_queue_when_their_level_comes_into_view():
+    bid, ask = {7: (GTC, 1, 96, 4, 0)}, {7: (GTC, -1, 104, 4, 0)}
+    # our bid at 96 lies beyond the 3 known levels: its queue is unknown, a sell at 96 cannot fill it
+    assert fills(go(BOOK4 + [(10, S, 1, 98, 25), (11, T, -1, 96, 9)], bid)) == []
+    # 99 empties, 96 becomes the third level: we join behind its 8 lots; a sell of 9 passes them by 1
+    assert fills(go(BOOK4 + [(10, S, 1, 98, 25), (11, S, 1, 99, 0), (12, T, -1, 96, 9)], bid)) == [
+        (10, 1, 96, 1, 1)]
+    # the same on the ask side
+    assert fills(go(BOOK4 + [(10, S, -1, 102, 9), (11, T, 1, 104, 7)], ask)) == []
+    assert fills(go(BOOK4 + [(10, S, -1, 101, 0), (11, T, 1, 104, 7)], ask)) == [(9, -1, 104, 1, 1)]
+    # out of view and still crossed: the best ask comes down to our bid (a crossed feed) -> filled whole
+    assert fills(go(BOOK4 + [(10, S, -1, 96, 3)], bid)) == [(8, 1, 96, 4, 1)]
+    assert fills(go(BOOK4 + [(10, S, 1, 104, 3)], ask)) == [(8, -1, 104, 4, 1)]
+
+
 def test_bad_config_and_params_name_the_field():
     with pytest.raises(ConfigError, match="unknown parameter.*'nope'"):
         run(SCRIPT, {"nope": 1}, market(BOOK, {}), BacktestConfig(levels=3))
