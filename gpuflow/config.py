@@ -86,6 +86,14 @@ _register_option("chunk_events", 1 << 16,
 _register_option("backtest_nvvm_opt", 1,
                  "NVVM optimisation level (0-3) for the backtest sweep kernel's compile: 3 takes minutes, 1 seconds.",
                  _choice(0, 1, 2, 3), parse=int)
+_register_option("backtest_event_tile", 0,
+                 "Events a block of the GPU sweep engine stages in shared memory at a time (0: every thread "
+                 "reads the events from global memory). Same results either way.",
+                 _choice(0, 16, 32, 64, 128, 256, 512), parse=int)
+_register_option("backtest_sort_sets", True,
+                 "Sweep engine on a GPU: run parameter sets in sorted order so that a warp's threads hold similar "
+                 "sets (less divergence); results are returned in the caller's order.",
+                 _choice(True, False), parse=_parse_bool)
 
 
 def _lookup(name: str) -> _Option:

@@ -500,9 +500,10 @@ def order_schedule(ordv):  # pragma: no cover - jitted
     return rmask, nxt, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa
 
 
-def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, row, bp, bq, ap, aq,
-                     nlev):  # pragma: no cover - jitted
-    """True when :func:`on_book` would change nothing for this event and book row ``row`` (so it need not run).
+def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, b0, a0, bd,
+                     ad):  # pragma: no cover - jitted
+    """True when :func:`on_book` would change nothing for this event, whose book row has best prices
+    ``b0`` / ``a0`` and N-th level prices ``bd`` / ``ad`` (:func:`row_top_at`), so it need not run.
 
     Orders in view with a known queue (``hi_bid``, ``lo_ask``, ``fb``, ``fa``): the event changes one
     level, on a side where no such order of ours has that price (a bit of ``fb`` / ``fa`` clear: exact;
@@ -510,7 +511,7 @@ def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa,
     Orders out of view (``hi_ob``, ``lo_oa``), after any event: the row's N-th level on their side is
     still strictly better than every one of them (rows hold their levels best first, empty ones last,
     so all N are), and the opposite best does not reach them: on_book would only confirm that they are
-    out of view.  Four reads of the row instead of a scan of its levels per order: on a book deeper
+    out of view.  Four values of the row instead of a scan of its levels per order: on a book deeper
     than N levels most quotes a few ticks away sit out of view most of the time."""
     if hi_bid > -_BIG or lo_ask < _BIG:
         if not single_level(ekind):
@@ -524,14 +525,9 @@ def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa,
                 return False
         else:
             return False
-    d = nlev - 1
-    if hi_ob > -_BIG:
-        if not (bq[row, d] > 0 and bp[row, d] > hi_ob) or (aq[row, 0] > 0 and ap[row, 0] <= hi_ob):
-            return False
-    if lo_oa < _BIG:
-        if not (aq[row, d] > 0 and ap[row, d] < lo_oa) or (bq[row, 0] > 0 and bp[row, 0] >= lo_oa):
-            return False
-    return True
+    if hi_ob > -_BIG and (bd <= hi_ob or a0 <= hi_ob):
+        return False
+    return not (lo_oa < _BIG and (ad >= lo_oa or b0 >= lo_oa))
 
 
 def pend_next(pend):  # pragma: no cover - jitted
@@ -541,6 +537,85 @@ def pend_next(pend):  # pragma: no cover - jitted
         if pend[j, 0] >= 0 and pend[j, 0] < nxt:
             nxt = pend[j, 0]
     return nxt
+
+
+# ----------------------------------------------------------------------------- event access
+# With tiles (the GPU kernel's option) the engine reads event e's fields, the next event's receive time and
+# four values of the event's book row from an event tile in the block's shared memory: the block loads
+# ``tile`` events at a time with coalesced reads, one event per thread, and each thread then walks the tile
+# in shared memory instead of waiting on global memory at every event.  Without tiles (the CPU twin, the
+# GPU kernel by default) it reads the arrays inline and never calls the tile readers.  Tile columns:
+TL_TS, TL_TX, TL_INST, TL_ROW, TL_KIND, TL_SIDE, TL_PRICE, TL_QTY, TL_B0, TL_A0, TL_BD, TL_AD = range(12)
+NTL = 12
+
+
+def row_top_at(row, bp, bq, ap, aq, nlev):  # pragma: no cover - jitted
+    """(best bid, best ask, N-th bid, N-th ask) prices of book row ``row``; an empty level reads -BIG on
+    the bid side and BIG on the ask side (so ``b0 > -BIG`` means the side has a best level)."""
+    d = nlev - 1
+    b0 = bp[row, 0] if bq[row, 0] > 0 else -_BIG
+    a0 = ap[row, 0] if aq[row, 0] > 0 else _BIG
+    bd = bp[row, d] if bq[row, d] > 0 else -_BIG
+    ad = ap[row, d] if aq[row, d] > 0 else _BIG
+    return b0, a0, bd, ad
+
+
+def ev_tile_none(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev,
+                 tl):  # pragma: no cover - jitted
+    """No tile (the CPU twin, the GPU kernel without tiles): nothing to load; offset 0."""
+    return 0
+
+
+def ev_tile_cuda(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev,
+                 tl):  # pragma: no cover - device code
+    """Load events ``b .. b + T`` (T = tile length, ``tl`` has T + 1 rows; row T holds only the next
+    tile's first receive time) into the block's tile; returns the offset ``b``.  Every thread of the
+    block calls it the same number of times (the barriers)."""
+    cuda.syncthreads()  # every thread is done with the previous tile
+    T = tl.shape[0] - 1
+    i = cuda.threadIdx.x
+    while i <= T:
+        e = b + i
+        if e < n:
+            tl[i, TL_TS] = ts[e]
+            if i < T:
+                row = ev_row[e]
+                tl[i, TL_TX] = tx[e]
+                tl[i, TL_INST] = ev_inst[e]
+                tl[i, TL_ROW] = row
+                tl[i, TL_KIND] = kind[e]
+                tl[i, TL_SIDE] = side[e]
+                tl[i, TL_PRICE] = price[e]
+                tl[i, TL_QTY] = qty[e]
+                if row >= 0:
+                    b0, a0, bd, ad = row_top_at(row, bp, bq, ap, aq, nlev)
+                    tl[i, TL_B0] = b0
+                    tl[i, TL_A0] = a0
+                    tl[i, TL_BD] = bd
+                    tl[i, TL_AD] = ad
+        else:
+            tl[i, TL_TS] = _BIG  # past the last event: no next receive time
+        i += cuda.blockDim.x
+    cuda.syncthreads()
+    return b
+
+
+def ev_fields(e, off, ts, tx, ev_inst, ev_row, kind, side, price, qty, tl):  # pragma: no cover - device code
+    """Event ``e`` from the tile: (ts_local, exchange time, instrument, book row, kind, side, price, qty)."""
+    j = e - off
+    return (tl[j, TL_TS], tl[j, TL_TX], tl[j, TL_INST], tl[j, TL_ROW], tl[j, TL_KIND], tl[j, TL_SIDE],
+            tl[j, TL_PRICE], tl[j, TL_QTY])
+
+
+def ev_next_ts(e, off, n, ts, tl):  # pragma: no cover - device code
+    """Receive time of event ``e + 1`` from the tile (BIG after the last event)."""
+    return tl[e + 1 - off, TL_TS]
+
+
+def ev_top(e, off, row, bp, bq, ap, aq, nlev, tl):  # pragma: no cover - device code
+    """:func:`row_top_at` of event ``e``'s row from the tile."""
+    j = e - off
+    return tl[j, TL_B0], tl[j, TL_A0], tl[j, TL_BD], tl[j, TL_AD]
 
 
 def record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem):  # pragma: no cover - jitted
@@ -553,8 +628,11 @@ def record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem):  # pragma: no
 
 def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt,
-             out_acct, out_sst):  # pragma: no cover - jitted
-    """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring)."""
+             out_acct, out_sst, tl, tile):  # pragma: no cover - jitted
+    """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring).
+
+    Events are taken ``tile`` at a time; with a shared-memory tile ``tl`` (more than one row: the GPU kernel
+    with tiles) ``ev_tile`` loads each tile and the ``ev_*`` readers read it, else the arrays are read inline."""
     n = ts.size
     for k in range(ordv.shape[0]):
         for c in range(NCOL):
@@ -585,81 +663,104 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
     # arrival or cancel at the exchange, and the resting orders' summary for book_event_skips
     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
     next_p = _BIG  # earliest fill notice reaching the strategy
-    for e in range(n):
-        t = ts[e]
-        t_x = tx[e]
-        inst = ev_inst[e]
-        # equity samples due before this event; orders reaching the exchange before a sample time are
-        # processed first (against the current book: no market event happens in between)
-        while s_i < n_samples and next_sample <= t:
-            if next_x <= next_sample - feed:
-                exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
-                               fills)
+    tile = max(tile, 1)
+    # events from a shared-memory tile (the GPU kernel with tiles: ``tl`` has a row per event and one more),
+    # else straight from the arrays (inline: under the CUDA simulator every device-function call is slow)
+    tiled = tl.shape[0] > 1
+    for b in range(0, n, tile):
+        off = ev_tile(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, tl)  # noqa: F821
+        for e in range(b, min(b + tile, n)):
+            if tiled:
+                t, t_x, inst, row, kd, es, epx, eqty = ev_fields(e, off, ts, tx, ev_inst, ev_row, kind, side,
+                                                                 price, qty, tl)
+            else:
+                t = ts[e]
+                t_x = tx[e]
+                inst = ev_inst[e]
+                row = ev_row[e]
+                kd = kind[e]
+                es = side[e]
+                epx = price[e]
+                eqty = qty[e]
+            # equity samples due before this event; orders reaching the exchange before a sample time are
+            # processed first (against the current book: no market event happens in between)
+            while s_i < n_samples and next_sample <= t:
+                if next_x <= next_sample - feed:
+                    exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
+                                   fills)
+                    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                    next_p = pend_next(pend)
+                record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
+                s_i += 1
+                next_sample += sample
+            # orders and cancels reaching the exchange before this event
+            if next_x <= t_x:
+                exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
                 rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
                 next_p = pend_next(pend)
-            record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
-            s_i += 1
-            next_sample += sample
-        # orders and cancels reaching the exchange before this event
-        if next_x <= t_x:
-            exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-            rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
-            next_p = pend_next(pend)
-        # reports (fills, ends of orders) that have reached the strategy
-        if next_p <= t:
-            for j in range(pend.shape[0]):
-                if pend[j, 0] >= 0 and pend[j, 0] <= t:
-                    k = pend[j, 3]
-                    dq = pend[j, 2]
-                    seen[pend[j, 1]] += dq
-                    lv[k, O_QTY] -= dq if dq >= 0 else -dq
-                    if pend[j, 4] != 0:
-                        lv[k, O_STATE] = 0
-                    pend[j, 0] = -1
-            next_p = pend_next(pend)
-        nf0 = cnt[N_FILLS]
-        # the event itself
-        row = ev_row[e]
-        kd = kind[e]
-        if rmask != 0 and (kd == _KIND_TRADE or kd == _KIND_EXECUTE):
-            agg = side[e] if kd == _KIND_TRADE else -side[e]
-            if agg != 0:
-                on_trade(p, e, t_x, inst, agg, price[e], qty[e], ordv, rmask, cfg, acct, pend, cnt, fills)
-        if row >= 0 and row != cur[inst]:
-            cur[inst] = row
-            if bq[row, 0] > 0 and aq[row, 0] > 0:
-                mid2[inst] = bp[row, 0] + ap[row, 0]
-            if rmask != 0 and not book_event_skips(kd, side[e], price[e], hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, row,
-                                                   bp, bq, ap, aq, nlev):
-                on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills, kd,
-                        side[e], price[e])
-                # fills or queue knowledge may have changed
-                rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
-        if cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
-            rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
-            next_p = pend_next(pend)
-        # the strategy decides after a complete message (the last event of its receive time: it has seen
-        # every event with ts_local <= t), at the first one at or after each decision time
-        if t >= next_decision and (e == n - 1 or ts[e + 1] > t):
-            if interval > 0:
-                if cfg[C_GRID] != 0:
-                    next_decision += ((t - next_decision) // interval + 1) * interval  # fixed clock from t0
+            # reports (fills, ends of orders) that have reached the strategy
+            if next_p <= t:
+                for j in range(pend.shape[0]):
+                    if pend[j, 0] >= 0 and pend[j, 0] <= t:
+                        k = pend[j, 3]
+                        dq = pend[j, 2]
+                        seen[pend[j, 1]] += dq
+                        lv[k, O_QTY] -= dq if dq >= 0 else -dq
+                        if pend[j, 4] != 0:
+                            lv[k, O_STATE] = 0
+                        pend[j, 0] = -1
+                next_p = pend_next(pend)
+            nf0 = cnt[N_FILLS]
+            # the event itself
+            if rmask != 0 and (kd == _KIND_TRADE or kd == _KIND_EXECUTE):
+                agg = es if kd == _KIND_TRADE else -es
+                if agg != 0:
+                    on_trade(p, e, t_x, inst, agg, epx, eqty, ordv, rmask, cfg, acct, pend, cnt, fills)
+            if row >= 0 and row != cur[inst]:
+                cur[inst] = row
+                if tiled:
+                    b0, a0, bd, ad = ev_top(e, off, row, bp, bq, ap, aq, nlev, tl)
                 else:
-                    next_decision = t + interval
-            for a in range(acts.shape[0]):
-                for c in range(6):
-                    acts[a, c] = 0
-            n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, lv,  # noqa: F821
-                                  acts)  # strategy_step: the strategy's step, bound by engine_pair
-            cnt[N_DECISIONS] += 1
-            if n_act < 0:
-                cnt[N_NAN_ACTIONS] += 1
-                n_act = 0
-            if n_act > acts.shape[0]:
-                n_act = acts.shape[0]
-            if n_act > 0:
-                apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
+                    b0, a0, bd, ad = row_top_at(row, bp, bq, ap, aq, nlev)
+                if b0 > -_BIG and a0 < _BIG:
+                    mid2[inst] = b0 + a0
+                if rmask != 0 and not book_event_skips(kd, es, epx, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, b0, a0, bd,
+                                                       ad):
+                    on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills, kd,
+                            es, epx)
+                    # fills or queue knowledge may have changed
+                    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+            if cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
                 rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                next_p = pend_next(pend)
+            # the strategy decides after a complete message (the last event of its receive time: it has seen
+            # every event with ts_local <= t), at the first one at or after each decision time
+            decide = False
+            if t >= next_decision:
+                if tiled:
+                    decide = ev_next_ts(e, off, n, ts, tl) > t
+                else:
+                    decide = e == n - 1 or ts[e + 1] > t
+            if decide:
+                if interval > 0:
+                    if cfg[C_GRID] != 0:
+                        next_decision += ((t - next_decision) // interval + 1) * interval  # fixed clock from t0
+                    else:
+                        next_decision = t + interval
+                for a in range(acts.shape[0]):
+                    for c in range(6):
+                        acts[a, c] = 0
+                n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, lv,  # noqa: F821
+                                      acts)  # strategy_step: the strategy's step, bound by engine_pair
+                cnt[N_DECISIONS] += 1
+                if n_act < 0:
+                    cnt[N_NAN_ACTIONS] += 1
+                    n_act = 0
+                if n_act > acts.shape[0]:
+                    n_act = acts.shape[0]
+                if n_act > 0:
+                    apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
+                    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
     while s_i < n_samples:
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
@@ -679,22 +780,33 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
 # ----------------------------------------------------------------------------- kernels
 def run_cuda(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
              eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst):  # pragma: no cover - device code
-    """One thread per parameter set.  Twin: :func:`run_cpu`."""
+    """One thread per parameter set.  Twin: :func:`run_cpu`.  ``TILE`` (compile-time): events per
+    shared-memory tile, 0 for none."""
     p = cuda.grid(1)
-    if p < params.shape[0]:
-        ordv = cuda.local.array((MAX_ORDERS, NCOL), dtype=np.int64)
-        lv = cuda.local.array((MAX_ORDERS, NCOL), dtype=np.int64)
-        acct = cuda.local.array((MAX_INSTRUMENTS, NACC), dtype=np.int64)
-        seen = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
-        pend = cuda.local.array((MAX_PENDING, 5), dtype=np.int64)
-        cnt = cuda.local.array(NCNT, dtype=np.int64)
-        sst = cuda.local.array(STATE_SIZE, dtype=np.float64)  # noqa: F821 - bound by engine_pair
-        acts = cuda.local.array((MAX_ACTIONS, 6), dtype=np.int64)
-        cur = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
-        mid2 = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
-        simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-                 ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
-                 out_sst)
+    P = params.shape[0]
+    if TILE == 0 and p >= P:  # noqa: F821 - TILE bound by engine_pair
+        return
+    if p >= P:
+        # with tiles every thread of the block takes part in the tile loads (block barriers): a thread past
+        # the last set runs the last set again and writes the same values as its own thread
+        p = P - 1
+    ordv = cuda.local.array((MAX_ORDERS, NCOL), dtype=np.int64)
+    lv = cuda.local.array((MAX_ORDERS, NCOL), dtype=np.int64)
+    acct = cuda.local.array((MAX_INSTRUMENTS, NACC), dtype=np.int64)
+    seen = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
+    pend = cuda.local.array((MAX_PENDING, 5), dtype=np.int64)
+    cnt = cuda.local.array(NCNT, dtype=np.int64)
+    sst = cuda.local.array(STATE_SIZE, dtype=np.float64)  # noqa: F821 - bound by engine_pair
+    acts = cuda.local.array((MAX_ACTIONS, 6), dtype=np.int64)
+    cur = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
+    mid2 = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
+    tl = cuda.shared.array((TILE_ROWS, NTL), dtype=np.int64)  # noqa: F821 - TILE + 1, bound by engine_pair
+    tile = ts.size
+    if TILE > 0:  # noqa: F821
+        tile = TILE  # noqa: F821
+    simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+             ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
+             out_sst, tl, tile)
 
 
 def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
@@ -711,17 +823,19 @@ def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
         acts = np.zeros((MAX_ACTIONS, 6), dtype=np.int64)
         cur = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
+        tl = np.zeros((1, NTL), dtype=np.int64)  # no tile on the CPU: events are read where they lie
         simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
                  ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
-                 out_sst)
+                 out_sst, tl, ts.size)
 
 
 _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
-                 exchange_until, order_schedule, single_level, book_event_skips, pend_next, record_sample, simulate)
-_PAIRS: dict[str, KernelPair] = {}
+                 exchange_until, order_schedule, single_level, book_event_skips, pend_next, row_top_at, ev_fields,
+                 ev_next_ts, ev_top, record_sample, simulate)
+_PAIRS: dict[tuple[str, int], KernelPair] = {}
 
 
-def engine_pair(strategy: object) -> KernelPair:
+def engine_pair(strategy: object, tile: int | None = None) -> KernelPair:
     """The engine compiled with ``strategy`` (a module or object with ``step``, ``CORES``, ``STATE_SIZE``).
 
     ``strategy.step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts) -> int``
@@ -733,19 +847,30 @@ def engine_pair(strategy: object) -> KernelPair:
     the exchange's own state, which would be look-ahead), writes up to
     ``MAX_ACTIONS`` rows of ``acts`` and returns their number (-1: no valid
     decision, e.g. a NaN; counted).  ``CORES`` lists the plain-Python helpers it calls.
+
+    ``tile``: events per shared-memory tile of the CUDA kernel (0: none; default: the
+    ``backtest_event_tile`` option).  The CPU twin is the same either way.
     """
     name = getattr(strategy, "NAME", None) or getattr(strategy, "__name__", repr(strategy))
-    if name not in _PAIRS:
-        cores = [*_ENGINE_CORES, *getattr(strategy, "CORES", ()), ("strategy_step", strategy.step)]
+    tile = int(config.get_option("backtest_event_tile") if tile is None else tile)
+    if tile < 0:
+        msg = f"engine_pair: tile must be >= 0 events, got {tile}"
+        raise ValueError(msg)
+    key = (name, tile)
+    if key not in _PAIRS:
+        # the block's tile loads on the GPU with tiles; nothing to do on the CPU and without tiles
+        loader = ("ev_tile", ev_tile_none, ev_tile_cuda if tile else ev_tile_none)
+        cores = [*_ENGINE_CORES, loader, *getattr(strategy, "CORES", ()), ("strategy_step", strategy.step)]
         tw = Twins(*cores, nrt=False)  # the cores never allocate: no per-call array reference counting
         size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
         # NVVM -O1: the whole engine inlined takes NVVM minutes at -O3 (ptxas -O3 still optimises the code).
         # No link-time optimisation: with nvJitLink installed numba-cuda links LTO-IR by default and
         # nvJitLink re-optimises the whole kernel at -O3 at link time, as slow as NVVM -O3
-        _PAIRS[name] = KernelPair(f"backtest[{name}]", tw.cuda(run_cuda, STATE_SIZE=size, lto=False),
-                                  tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64,
-                                  nvvm_opt=int(config.get_option("backtest_nvvm_opt")), nvvm_fma=False)
-    return _PAIRS[name]
+        _PAIRS[key] = KernelPair(f"backtest[{name}]" + (f"[tile {tile}]" if tile else ""),
+                                 tw.cuda(run_cuda, STATE_SIZE=size, TILE=tile, TILE_ROWS=tile + 1, lto=False),
+                                 tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64,
+                                 nvvm_opt=int(config.get_option("backtest_nvvm_opt")), nvvm_fma=False)
+    return _PAIRS[key]
 
 
 def _with_state(fn: object, size: int) -> object:

@@ -79,6 +79,11 @@ def record_launches() -> list[tuple[object, tuple]]:
         for name in STRATEGIES:  # every strategy's engine kernel (default parameters)
             run(get_strategy(name), {}, market, BacktestConfig(levels=5), engine="sweep", backend=fake,
                 record_fills=False)
+        from gpuflow.config import config_context
+
+        with config_context(backtest_event_tile=128):  # and market making's with shared-memory event tiles
+            run(get_strategy("market_making"), {}, market, BacktestConfig(levels=5), engine="sweep", backend=fake,
+                record_fills=False)
     finally:
         gb.Backend.launch = orig
     return list(seen.values())

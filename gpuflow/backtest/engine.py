@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from gpuflow import config as options
 from gpuflow.backend import Backend, get_backend
 from gpuflow.errors import GpuflowError, SchemaError
 from gpuflow.schema import (KIND_ADD, KIND_CANCEL, KIND_CLEAR, KIND_DELETE, KIND_DIFF, KIND_EXECUTE, KIND_MODIFY,
@@ -345,12 +346,20 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     pm = param_matrix(strategy, params)
     be = get_backend("cpu") if engine == "exact" else (backend if isinstance(backend, Backend)
                                                        else get_backend(backend))
+    # on a GPU (or the simulator) the sets run in sorted order (lexicographic over the parameters), so that
+    # neighbouring threads of a warp hold similar sets and take the same branches more often; the results
+    # are put back in the caller's order below
+    order = None
+    pm_run = pm
+    if be.name != "cpu" and pm.shape[0] > 1 and pm.shape[1] and bool(options.get_option("backtest_sort_sets")):
+        order = np.lexsort(pm.T[::-1])
+        pm_run = pm[order]
     cv = cfg.vector()
     t0 = int(market.ts[0]) if market.n_events else 0
     cv[kb.C_T0] = t0
     span = int(market.ts[-1]) - t0 if market.n_events else 0
     n_samples = span // cfg.sample_ns + 1
-    P = pm.shape[0]
+    P = pm_run.shape[0]
     M = len(market.instruments)
     xp = be.xp
     F = cfg.max_fills if record_fills else 0
@@ -375,11 +384,18 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     pair = kb.engine_pair(strategy)
     start = time.perf_counter()
     be.launch(pair, P, d["ts"], be.asarray(tx), d["inst"], d["row"], d["kind"], d["side"], d["price"], d["qty"], d["bid_price"],
-              d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm),
+              d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm_run),
               be.asarray(cv), np.int64(M), fills, eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst)
     be.synchronize()
     secs = time.perf_counter() - start
-    h = be.to_host
+    if order is None:
+        h = be.to_host
+    else:
+        inv = np.empty_like(order)
+        inv[order] = np.arange(order.size)
+
+        def h(a: Any) -> np.ndarray:  # the caller's sets, in the caller's order
+            return be.to_host(a)[inv]
     return BacktestResult(getattr(strategy, "NAME", "strategy"), pm, list(strategy.PARAMS), h(out_cnt), h(out_acct),
                           h(eq2), h(eqfee), h(eqfrem), t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64),
                           h(fills), list(market.instruments), cfg, engine, be.name, h(out_sst), secs)

@@ -20,5 +20,6 @@ def test_small_run_sweep_equals_exact(tmp_path, device_backend):
     r = json.loads(out.read_text())
     (m,) = r["markets"]
     assert m["check"]["equal"] and sum(m["check"]["fills_per_set"]) > 0
-    assert [g["sets"] for g in m["gpu"]] == [4, 8]
+    assert set(m["check"]["fields"]) == {"t16s1"}  # the sweep kernel with event tiles of 16
+    assert [(g["variant"], g["sets"]) for g in m["gpu"]] == [("t16s1", 4), ("t16s1", 8)]
     assert all(g["counters_equal_cpu_first_sets"] == 4 for g in m["gpu"])

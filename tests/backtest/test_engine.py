@@ -154,10 +154,16 @@ def _random_market(rng, n=300):
     return rows
 
 
-def test_sweep_engine_equals_exact_engine(device_backend):
-    # one seed only: the CUDA simulator runs each thread's loop in Python
+@pytest.mark.parametrize("tile", [0, 16])
+def test_sweep_engine_equals_exact_engine(device_backend, tile):
+    # one seed only: the CUDA simulator runs each thread's loop in Python.  tile 16: the GPU kernel walks
+    # the events through shared-memory tiles of 16 (160 events: 10 tiles), its block's last threads past
+    # the last set (8 sets, 32 threads per block under the simulator)
+    from gpuflow.config import config_context
+
     mm = get_strategy("market_making")
     a = np.array(_random_market(np.random.default_rng(5), n=160), dtype=np.int64)
+    a[:, 0] //= 2  # some events share a receive time: the strategy decides after the last of them
     ev = events_table({"ts_local": a[:, 0], "kind": a[:, 1], "side": a[:, 2], "price": a[:, 3], "qty": a[:, 4],
                        "flags": np.full(len(a), FLAG_EOM)}, INS)
     mk = prepare_market(ev, levels=3)
@@ -166,12 +172,31 @@ def test_sweep_engine_equals_exact_engine(device_backend):
     cfg = BacktestConfig(levels=3, sample_ns=50, entry_latency_ns=3, response_latency_ns=2, maker_fee_bps=-0.25,
                          taker_fee_bps=5, decision_interval_ns=7, queue_model="probabilistic")
     ex = run(mm, sets, mk, cfg, engine="exact")
-    sw = run(mm, sets, mk, cfg, engine="sweep", backend=device_backend)
+    with config_context(backtest_event_tile=tile):
+        sw = run(mm, sets[::-1], mk, cfg, engine="sweep", backend=device_backend)  # run sorted, returned as given
     assert ex.counters[:, kb.N_FILLS].sum() > 0
-    np.testing.assert_array_equal(sw.counters, ex.counters)
-    np.testing.assert_array_equal(sw.account, ex.account)
-    np.testing.assert_array_equal(sw.equity2, ex.equity2)
-    np.testing.assert_array_equal(sw.fills, ex.fills)
+    np.testing.assert_array_equal(sw.params, np.asarray(ex.params)[::-1])
+    np.testing.assert_array_equal(sw.counters[::-1], ex.counters)
+    np.testing.assert_array_equal(sw.account[::-1], ex.account)
+    np.testing.assert_array_equal(sw.equity2[::-1], ex.equity2)
+    np.testing.assert_array_equal(sw.fills[::-1], ex.fills)
+    np.testing.assert_array_equal(sw.state[::-1], ex.state)
+
+
+@pytest.mark.parametrize("engine,tile", [("exact", 0), ("sweep", 0), ("sweep", 16)])
+def test_strategy_decides_after_the_last_event_of_a_receive_time(engine, tile, device_backend):
+    # events 4 and 5 share receive time 10: the strategy decides once, after event 5, so an action written
+    # at event 4 is never read; one at event 5 sends the bid, which the sell through 99 at ts 12 fills
+    from gpuflow.config import config_context
+
+    rows = BOOK + [(10, T, -1, 97, 1), (10, S, 1, 90, 1), (12, T, -1, 97, 1)]
+    c = BacktestConfig(levels=3, sample_ns=1000)
+    be = device_backend if engine == "sweep" else None
+    with config_context(backtest_event_tile=tile):
+        early = run(SCRIPT, {}, market(rows, {4: (GTC, 1, 99, 4, 0)}), c, engine=engine, backend=be)
+        late = run(SCRIPT, {}, market(rows, {5: (GTC, 1, 99, 4, 0)}), c, engine=engine, backend=be)
+    assert fills(early) == [] and early.counters[0, kb.N_ORDERS] == 0
+    assert fills(late) == [(6, 1, 99, 4, 1)]
 
 
 class _Watcher:
