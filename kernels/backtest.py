@@ -600,19 +600,19 @@ def ev_tile_cuda(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, 
     return b
 
 
-def ev_fields(e, off, ts, tx, ev_inst, ev_row, kind, side, price, qty, tl):  # pragma: no cover - device code
+def ev_fields(e, off, tl):  # pragma: no cover - device code
     """Event ``e`` from the tile: (ts_local, exchange time, instrument, book row, kind, side, price, qty)."""
     j = e - off
     return (tl[j, TL_TS], tl[j, TL_TX], tl[j, TL_INST], tl[j, TL_ROW], tl[j, TL_KIND], tl[j, TL_SIDE],
             tl[j, TL_PRICE], tl[j, TL_QTY])
 
 
-def ev_next_ts(e, off, n, ts, tl):  # pragma: no cover - device code
+def ev_next_ts(e, off, tl):  # pragma: no cover - device code
     """Receive time of event ``e + 1`` from the tile (BIG after the last event)."""
     return tl[e + 1 - off, TL_TS]
 
 
-def ev_top(e, off, row, bp, bq, ap, aq, nlev, tl):  # pragma: no cover - device code
+def ev_top(e, off, tl):  # pragma: no cover - device code
     """:func:`row_top_at` of event ``e``'s row from the tile."""
     j = e - off
     return tl[j, TL_B0], tl[j, TL_A0], tl[j, TL_BD], tl[j, TL_AD]
@@ -671,8 +671,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
         off = ev_tile(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, tl)  # noqa: F821
         for e in range(b, min(b + tile, n)):
             if tiled:
-                t, t_x, inst, row, kd, es, epx, eqty = ev_fields(e, off, ts, tx, ev_inst, ev_row, kind, side,
-                                                                 price, qty, tl)
+                t, t_x, inst, row, kd, es, epx, eqty = ev_fields(e, off, tl)
             else:
                 t = ts[e]
                 t_x = tx[e]
@@ -719,7 +718,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
             if row >= 0 and row != cur[inst]:
                 cur[inst] = row
                 if tiled:
-                    b0, a0, bd, ad = ev_top(e, off, row, bp, bq, ap, aq, nlev, tl)
+                    b0, a0, bd, ad = ev_top(e, off, tl)
                 else:
                     b0, a0, bd, ad = row_top_at(row, bp, bq, ap, aq, nlev)
                 if b0 > -_BIG and a0 < _BIG:
@@ -738,7 +737,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
             decide = False
             if t >= next_decision:
                 if tiled:
-                    decide = ev_next_ts(e, off, n, ts, tl) > t
+                    decide = ev_next_ts(e, off, tl) > t
                 else:
                     decide = e == n - 1 or ts[e + 1] > t
             if decide:
