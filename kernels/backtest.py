@@ -665,7 +665,8 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
     next_p = _BIG  # earliest fill notice reaching the strategy
     tile = max(tile, 1)
     # events from a shared-memory tile (the GPU kernel with tiles: ``tl`` has a row per event and one more),
-    # else straight from the arrays (inline: under the CUDA simulator every device-function call is slow)
+    # else straight from the arrays, inline (the CPU twin and the GPU kernel without tiles: the same reads
+    # as before tiles existed)
     tiled = tl.shape[0] > 1
     for b in range(0, n, tile):
         off = ev_tile(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, tl)  # noqa: F821

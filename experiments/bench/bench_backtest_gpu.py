@@ -247,12 +247,14 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     return out
 
 
+_VARIANT = re.compile(r"t(\d+)s([01])")
+
+
 def _variants(spec: str) -> list[str]:
     """Sweep-kernel variants ``tTsS``: event tile T (0: none), S 1/0: sets sorted or in the given order."""
     out = []
     for v in spec.split(","):
-        m = re.fullmatch(r"t(\d+)s([01])", v.strip())
-        if not m:
+        if not _VARIANT.fullmatch(v.strip()):
             msg = f"--variants: expected items like t0s1 or t128s1, got {v!r}"
             raise SystemExit(msg)
         out.append(v.strip())
@@ -267,7 +269,7 @@ def _variant(v: str | None) -> Any:
 
     if v is None:
         return contextlib.nullcontext()
-    m = re.fullmatch(r"t(\d+)s([01])", v)
+    m = _VARIANT.fullmatch(v)
     return config_context(backtest_event_tile=int(m.group(1)), backtest_sort_sets=m.group(2) == "1")
 
 
