@@ -177,16 +177,23 @@ class Twins:
 
         return njit(**njit_options)(self._clone(body, dict(body.__globals__, **self._cpu_ns)))
 
-    def cuda(self, body: Callable[..., Any], *, lto: bool | None = None, **constants: Any) -> Callable[..., Any]:
+    def cuda(self, body: Callable[..., Any], *, lto: bool | None = None, max_registers: int | None = None,
+             **constants: Any) -> Callable[..., Any]:
         """Compile ``body`` as a CUDA kernel against the device versions of the cores.
 
         ``constants`` override module globals for this kernel only (compile-time
         constants such as a local array size).  ``lto``: link-time optimisation
         (None: numba-cuda's default, on wherever nvJitLink is installed).  With LTO,
         nvJitLink optimises the whole kernel again at link time at its own level,
-        so :func:`nvvm_opt_level` only takes effect with ``lto=False``.
+        so :func:`nvvm_opt_level` only takes effect with ``lto=False``.  ``max_registers``: a cap on the
+        registers per thread (None or 0: ptxas's choice).
         """
-        opts = {} if lto is None or simulator_enabled() else {"lto": bool(lto)}
+        opts: dict[str, Any] = {}
+        if not simulator_enabled():
+            if lto is not None:
+                opts["lto"] = bool(lto)
+            if max_registers:
+                opts["max_registers"] = int(max_registers)
         # the function goes in the same call as the options: numba-cuda 0.30.4's ``jit(lto=...)(f)`` form
         # drops ``lto`` on its way to the dispatcher
         return cuda_module().jit(self._clone(body, dict(body.__globals__, **self._dev_ns, **constants)), **opts)

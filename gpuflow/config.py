@@ -90,6 +90,11 @@ _register_option("backtest_event_tile", 0,
                  "Events a block of the GPU sweep engine stages in shared memory at a time (0: every thread "
                  "reads the events from global memory). Same results either way.",
                  _choice(0, 16, 32, 64, 128, 256, 512), parse=int)
+_register_option("backtest_max_registers", 0,
+                 "Registers per thread the GPU sweep engine's kernel may use (0: as ptxas chooses, about 180 on "
+                 "sm_90, which allows 8 warps per SM); fewer allow more warps per SM at the cost of spills to "
+                 "thread-local memory. Same results either way.",
+                 _choice(0, 64, 80, 96, 128, 168), parse=int)
 _register_option("backtest_sort_sets", True,
                  "Sweep engine on a GPU: run parameter sets in sorted order so that a warp's threads hold similar "
                  "sets (less divergence); results are returned in the caller's order.",

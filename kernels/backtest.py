@@ -312,8 +312,13 @@ def single_level(ekind):  # pragma: no cover - jitted
 def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills, ekind, eside,
             eprice):  # pragma: no cover
     """The book of ``inst`` changed (row ``row``) by an event of kind ``ekind`` at (``eside``, ``eprice``):
-    queue positions and crossing fills of resting orders."""
+    queue positions and crossing fills of resting orders.
+
+    Returns True when an order's view changed (its level left or entered the known levels, or its queue
+    became known): the inputs of :func:`order_schedule`'s summary other than fills (which the caller
+    sees in the fill counter); queue positions alone leave the summary as it was."""
     single = single_level(ekind)
+    changed = False
     for k in range(ordv.shape[0]):
         if (rmask >> k) & 1 == 0:
             continue
@@ -338,13 +343,18 @@ def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, 
             continue
         lq = level_qty(bp, bq, ap, aq, row, nlev, side, price)
         if lq < 0:
-            ordv[k, O_OUT] = 1
+            if ordv[k, O_OUT] == 0:
+                ordv[k, O_OUT] = 1
+                changed = True
             continue  # beyond the known levels: nothing to learn
-        ordv[k, O_OUT] = 0
+        if ordv[k, O_OUT] != 0:
+            ordv[k, O_OUT] = 0
+            changed = True
         q = ordv[k, O_QUEUE]
         if q == _UNKNOWN:
             ordv[k, O_QUEUE] = lq  # the level comes into view: join behind what is shown
             ordv[k, O_QENTRY] = lq
+            changed = True
         else:
             prev = ordv[k, O_LEVEL]
             if cfg[C_QMODEL] == 1 and prev > lq and prev > 0:
@@ -359,6 +369,7 @@ def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, 
                 q = 0
             ordv[k, O_QUEUE] = q
         ordv[k, O_LEVEL] = lq
+    return changed
 
 
 def send_cancel(k, t, ordv, lv, cfg, cnt):  # pragma: no cover - jitted
@@ -663,6 +674,8 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
     # arrival or cancel at the exchange, and the resting orders' summary for book_event_skips
     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
     next_p = _BIG  # earliest fill notice reaching the strategy
+    cur0 = np.int64(-1)
+    cur1 = np.int64(-1)
     tile = max(tile, 1)
     # events from a shared-memory tile (the GPU kernel with tiles: ``tl`` has a row per event and one more),
     # else straight from the arrays, inline (the CPU twin and the GPU kernel without tiles: the same reads
@@ -710,14 +723,21 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                             lv[k, O_STATE] = 0
                         pend[j, 0] = -1
                 next_p = pend_next(pend)
-            nf0 = cnt[N_FILLS]
-            # the event itself
+            # the event itself; nf0: the fill count before the first check of our orders (-1: none ran)
+            nf0 = np.int64(-1)
             if rmask != 0 and (kd == _KIND_TRADE or kd == _KIND_EXECUTE):
                 agg = es if kd == _KIND_TRADE else -es
                 if agg != 0:
+                    nf0 = cnt[N_FILLS]
                     on_trade(p, e, t_x, inst, agg, epx, eqty, ordv, rmask, cfg, acct, pend, cnt, fills)
-            if row >= 0 and row != cur[inst]:
+            # cur0 / cur1: registers mirroring cur[0] / cur[1] (a read of thread-local memory at every event
+            # otherwise)
+            if row >= 0 and row != (cur0 if inst == 0 else cur1):
                 cur[inst] = row
+                if inst == 0:
+                    cur0 = row
+                else:
+                    cur1 = row
                 if tiled:
                     b0, a0, bd, ad = ev_top(e, off, tl)
                 else:
@@ -726,11 +746,13 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                     mid2[inst] = b0 + a0
                 if rmask != 0 and not book_event_skips(kd, es, epx, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, b0, a0, bd,
                                                        ad):
-                    on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills, kd,
-                            es, epx)
-                    # fills or queue knowledge may have changed
-                    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
-            if cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
+                    # a changed view of our orders changes the summary (fills: below)
+                    if nf0 < 0:
+                        nf0 = cnt[N_FILLS]
+                    if on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills,
+                               kd, es, epx):
+                        rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+            if nf0 >= 0 and cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
                 rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
                 next_p = pend_next(pend)
             # the strategy decides after a complete message (the last event of its receive time: it has seen
@@ -835,7 +857,7 @@ _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade
 _PAIRS: dict[tuple[str, int], KernelPair] = {}
 
 
-def engine_pair(strategy: object, tile: int | None = None) -> KernelPair:
+def engine_pair(strategy: object, tile: int | None = None, max_registers: int | None = None) -> KernelPair:
     """The engine compiled with ``strategy`` (a module or object with ``step``, ``CORES``, ``STATE_SIZE``).
 
     ``strategy.step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts) -> int``
@@ -849,14 +871,16 @@ def engine_pair(strategy: object, tile: int | None = None) -> KernelPair:
     decision, e.g. a NaN; counted).  ``CORES`` lists the plain-Python helpers it calls.
 
     ``tile``: events per shared-memory tile of the CUDA kernel (0: none; default: the
-    ``backtest_event_tile`` option).  The CPU twin is the same either way.
+    ``backtest_event_tile`` option).  ``max_registers``: the CUDA kernel's register cap (0: none; default:
+    the ``backtest_max_registers`` option).  The CPU twin is the same either way.
     """
     name = getattr(strategy, "NAME", None) or getattr(strategy, "__name__", repr(strategy))
     tile = int(config.get_option("backtest_event_tile") if tile is None else tile)
     if tile < 0:
         msg = f"engine_pair: tile must be >= 0 events, got {tile}"
         raise ValueError(msg)
-    key = (name, tile)
+    regs = int(config.get_option("backtest_max_registers") if max_registers is None else max_registers)
+    key = (name, tile, regs)
     if key not in _PAIRS:
         # the block's tile loads on the GPU with tiles; nothing to do on the CPU and without tiles
         loader = ("ev_tile", ev_tile_none, ev_tile_cuda if tile else ev_tile_none)
@@ -866,8 +890,9 @@ def engine_pair(strategy: object, tile: int | None = None) -> KernelPair:
         # NVVM -O1: the whole engine inlined takes NVVM minutes at -O3 (ptxas -O3 still optimises the code).
         # No link-time optimisation: with nvJitLink installed numba-cuda links LTO-IR by default and
         # nvJitLink re-optimises the whole kernel at -O3 at link time, as slow as NVVM -O3
-        _PAIRS[key] = KernelPair(f"backtest[{name}]" + (f"[tile {tile}]" if tile else ""),
-                                 tw.cuda(run_cuda, STATE_SIZE=size, TILE=tile, TILE_ROWS=tile + 1, lto=False),
+        label = f"backtest[{name}]" + (f"[tile {tile}]" if tile else "") + (f"[regs {regs}]" if regs else "")
+        _PAIRS[key] = KernelPair(label, tw.cuda(run_cuda, STATE_SIZE=size, TILE=tile, TILE_ROWS=tile + 1, lto=False,
+                                                max_registers=regs),
                                  tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64,
                                  nvvm_opt=int(config.get_option("backtest_nvvm_opt")), nvvm_fma=False)
     return _PAIRS[key]

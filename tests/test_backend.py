@@ -89,6 +89,45 @@ def test_backtest_kernel_is_compiled_without_link_time_optimisation(monkeypatch)
         assert kbt.engine_pair(get_strategy("market_making")).cuda.targetoptions["lto"] is False
 
 
+def test_backtest_kernel_register_cap_reaches_the_jit(monkeypatch):
+    """``backtest_max_registers`` (or engine_pair's argument) becomes cuda.jit's max_registers on a device, a
+    separate kernel per cap; 0 passes no cap; the simulator's jit gets none."""
+    import types
+
+    from gpuflow.kernels import backtest as kbt
+
+    from gpuflow import backend as gb
+    from gpuflow import config
+    from gpuflow.backtest.strategies import get_strategy
+
+    seen = []
+
+    def jit(*args, **kw):
+        seen.append(kw)
+        return args[0] if args else (lambda f: f)
+
+    monkeypatch.setattr(gb, "cuda_module", lambda: types.SimpleNamespace(jit=jit))
+    monkeypatch.setattr(gb, "simulator_enabled", lambda: False)
+    monkeypatch.setattr(kbt, "_PAIRS", {})
+    mm = get_strategy("market_making")
+    a = kbt.engine_pair(mm, max_registers=96)
+    assert seen[-1].get("max_registers") == 96
+    with config.config_context(backtest_max_registers=128):
+        b = kbt.engine_pair(mm)
+    assert seen[-1].get("max_registers") == 128
+    c = kbt.engine_pair(mm, max_registers=0)
+    assert "max_registers" not in seen[-1]
+    assert len({id(a), id(b), id(c)}) == 3 and "regs 96" in a.name and "regs" not in c.name
+    from gpuflow.errors import GpuflowError
+
+    with pytest.raises(GpuflowError, match="backtest_max_registers"):
+        config.set_option("backtest_max_registers", 100)
+    monkeypatch.setattr(gb, "simulator_enabled", lambda: True)
+    monkeypatch.setattr(kbt, "_PAIRS", {})
+    kbt.engine_pair(mm, max_registers=96)
+    assert "max_registers" not in seen[-1]
+
+
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="simulator only")
 def test_simulator_local_arrays_start_as_garbage_not_zeros():
     """conftest makes the simulator's thread-local arrays uninitialised-looking, as on a GPU."""
