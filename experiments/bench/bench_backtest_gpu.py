@@ -154,10 +154,6 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
 
     # 1. warm-up (JIT) on a few events, same argument types as the timed runs
     tiny = window(market, 0, min(n_ev, 64))
-    import faulthandler
-
-    # a step that takes minutes dumps every thread's Python stack (compile or device wait?) every 30 s
-    faulthandler.dump_traceback_later(30, repeat=True)
     t = time.perf_counter()
     steps = {}
     variants = _variants(args.variants)
@@ -169,8 +165,9 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
         with _variant(v):
             run(mm, grid[:2], tiny, cfg, engine=eng, backend=be if eng == "sweep" else None, record_fills=rec)
         steps[name] = round(time.perf_counter() - t1, 2)
-        print(f"  JIT warm-up {name}: {steps[name]} s", flush=True)  # a stopped run shows which step took long
-    faulthandler.cancel_dump_traceback_later()
+        # a stopped run shows which step took long (no faulthandler stack dumps: one taken while a thread was
+        # inside llvmlite crashed the process on the H100, 2026-11-26 16:35 UTC)
+        print(f"  JIT warm-up {name}: {steps[name]} s", flush=True)
     out["jit_warmup_steps_s"] = steps
     from gpuflow.backend import NVVM_OVERRIDES
 
@@ -247,15 +244,16 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     return out
 
 
-_VARIANT = re.compile(r"t(\d+)s([01])")
+_VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?")
 
 
 def _variants(spec: str) -> list[str]:
-    """Sweep-kernel variants ``tTsS``: event tile T (0: none), S 1/0: sets sorted or in the given order."""
+    """Sweep-kernel variants ``tTsS[rR]``: event tile T (0: none), S 1/0: sets sorted or in the given order,
+    R: a cap on the kernel's registers per thread (none when absent)."""
     out = []
     for v in spec.split(","):
         if not _VARIANT.fullmatch(v.strip()):
-            msg = f"--variants: expected items like t0s1 or t128s1, got {v!r}"
+            msg = f"--variants: expected items like t0s1, t128s1 or t0s1r128, got {v!r}"
             raise SystemExit(msg)
         out.append(v.strip())
     return out
@@ -270,7 +268,8 @@ def _variant(v: str | None) -> Any:
     if v is None:
         return contextlib.nullcontext()
     m = _VARIANT.fullmatch(v)
-    return config_context(backtest_event_tile=int(m.group(1)), backtest_sort_sets=m.group(2) == "1")
+    return config_context(backtest_event_tile=int(m.group(1)), backtest_sort_sets=m.group(2) == "1",
+                          backtest_max_registers=int(m.group(3) or 0))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,13 +66,35 @@ fi
 # and the backtest tests (sweep engine == exact engine for every strategy on the device, one engine
 # kernel compile per strategy, a few seconds each at NVVM -O1). -v: a run stopped by its timeout still
 # shows which tests passed and failed.
-echo "== GPU tests ($TEST_SEL)"
-# CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one
-( CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -v -p no:cacheprovider \
-  -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" --tb=short -rfE \
-  $(for t in $TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests.txt" 2>&1
-  echo "pytest exit: $?" >> "$OUT/tests.txt" ) &
-BOOK_TESTS=$!
+# PROFILE=1: Nsight Compute reports of one sweep-engine launch per variant (PROFILE_VARIANTS) and of the
+# book's prepare, summarise and replay kernels (every 64th event), side by side with the tests (ncu's
+# kernel replay serialises its own launches; its counters are per kernel). Reports in $OUT/ncu_*.txt.
+PROF_PID=
+if [ "${PROFILE:-0}" = 1 ]; then
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  SECTIONS=${NCU_SECTIONS:-"--set detailed"}  # speed of light, occupancy, warp stalls, memory, source counters
+  echo "== ncu profiles ($NCU)"
+  ( V=${PROFILE_VARIANTS:-t0s1,t128s1}
+    timeout "${PROF_TIMEOUT:-180}" "$NCU" $SECTIONS -k regex:run_cuda --launch-count "$(echo "$V" | tr ',' '\n' | wc -l)" \
+      $PY "$REPO/experiments/tools/profile_gpu.py" sweep --sets "${PROF_SETS:-4096}" --events "${PROF_EVENTS:-1e5}" \
+      --variant "$V" --reps 1 > "$OUT/ncu_sweep.txt" 2>&1
+    echo "ncu exit: $?" >> "$OUT/ncu_sweep.txt"
+    timeout "${PROF_BOOK_TIMEOUT:-90}" "$NCU" $SECTIONS -k regex:"prepare_cuda|summarise_cuda|replay" --launch-count 3 \
+      $PY "$REPO/experiments/tools/profile_gpu.py" book --events "${PROF_BOOK_EVENTS:-1e7}" --every 64 --reps 1 > "$OUT/ncu_book.txt" 2>&1
+    echo "ncu exit: $?" >> "$OUT/ncu_book.txt" ) &
+  PROF_PID=$!
+fi
+
+BOOK_TESTS=
+if [ "${SKIP_BOOK_TESTS:-0}" != 1 ]; then
+  echo "== GPU tests ($TEST_SEL)"
+  # CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one
+  ( CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -v -p no:cacheprovider \
+    -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" --tb=short -rfE \
+    $(for t in $TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests.txt" 2>&1
+    echo "pytest exit: $?" >> "$OUT/tests.txt" ) &
+  BOOK_TESTS=$!
+fi
 if [ "${SKIP_BT_TESTS:-0}" != 1 ] && [ "${SMALL:-0}" != 1 ]; then
   echo "== GPU tests (${BT_TEST_SEL:=tests/backtest/test_engine.py tests/backtest/test_strategies.py tests/backtest/test_execution.py})"
   GPUFLOW_TEST_GPU=1 timeout "${BT_TEST_TIMEOUT:-240}" $PY -m pytest -v -p no:cacheprovider \
@@ -80,7 +102,7 @@ if [ "${SKIP_BT_TESTS:-0}" != 1 ] && [ "${SMALL:-0}" != 1 ]; then
     $(for t in $BT_TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests_backtest.txt" 2>&1
   echo "pytest exit: $?" >> "$OUT/tests_backtest.txt"
 fi
-wait "$BOOK_TESTS"
-grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests.txt" | tail -30
+[ -n "$BOOK_TESTS" ] && wait "$BOOK_TESTS" && grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests.txt" | tail -30
+[ -n "$PROF_PID" ] && wait "$PROF_PID" && tail -n 3 "$OUT"/ncu_*.txt
 [ -f "$OUT/tests_backtest.txt" ] && grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests_backtest.txt" | tail -20
 exit 0
