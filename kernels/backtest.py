@@ -53,11 +53,13 @@ __all__ = [
     "O_STATE", "O_SIDE", "O_PRICE", "O_QTY", "O_TYPE", "O_ARRIVE", "O_QUEUE", "O_ID", "O_CANCEL", "O_INST",
     "O_ORIG", "O_LEVEL", "O_QENTRY", "NCOL", "T_GTC", "T_IOC", "T_FOK", "T_POST", "T_MARKET", "A_CANCEL",
     "A_CANCEL_ALL", "A_MODIFY", "C_ENTRY", "C_RESP", "C_FEED", "C_MAKER", "C_TAKER", "C_QMODEL", "C_PARTIAL",
-    "C_INTERVAL", "C_SAMPLE", "C_T0", "C_GRID", "NCFG", "N_ORDERS", "N_CANCELS", "N_FILLS", "N_MAKER", "N_TAKER",
+    "C_INTERVAL", "C_SAMPLE", "C_T0", "C_GRID", "C_SKIP", "NCFG", "N_ORDERS", "N_CANCELS", "N_FILLS", "N_MAKER",
+    "N_TAKER",
     "MAKER_LOTS", "TAKER_LOTS", "N_REJECTS", "N_FILLS_DROPPED", "N_UNFILLED_MARKET", "N_BAD_ACTIONS",
     "N_NAN_ACTIONS", "N_DECISIONS", "N_NOTICES_DROPPED", "ORDERED_LOTS", "NCNT", "ACC_POS", "ACC_CASH", "ACC_FEE",
     "ACC_LOTS", "ACC_NOTIONAL", "ACC_FEE_REM", "NACC", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
-    "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS", "MAX_ACTIONS", "MAX_PENDING", "engine_pair",
+    "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS", "MAX_ACTIONS", "MAX_PENDING", "SKIP_BLOCK", "NBLK", "event_blocks",
+    "engine_pair",
 ]
 
 # order table columns
@@ -73,8 +75,9 @@ A_CANCEL, A_CANCEL_ALL, A_MODIFY = 6, 7, 8
 #: action columns: code, instrument, side, price (ticks), qty (lots), slot
 AC_CODE, AC_INST, AC_SIDE, AC_PRICE, AC_QTY, AC_SLOT = range(6)
 # config vector
-C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0, C_GRID = range(11)
-NCFG = 11
+# (C_SKIP: log2 of the event-block size of the skip summaries, 0: no skipping; set by the engine, not the config)
+C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0, C_GRID, C_SKIP = range(12)
+NCFG = 12
 # counters
 (N_ORDERS, N_CANCELS, N_FILLS, N_MAKER, N_TAKER, MAKER_LOTS, TAKER_LOTS, N_REJECTS, N_FILLS_DROPPED,
  N_UNFILLED_MARKET, N_BAD_ACTIONS, N_NAN_ACTIONS, N_DECISIONS, MAX_ABS_POS, N_ORDER_ID, N_NOTICES_DROPPED,
@@ -88,6 +91,17 @@ _MILLION = np.int64(1_000_000)
 # fill record columns
 F_EVENT, F_TS, F_INST, F_SIDE, F_PRICE, F_QTY, F_LIQ, F_QUEUE, F_ORDER = range(9)
 NFILL = 9
+#: event blocks (:func:`block_quiet`): events per block by default (a power of two; the engine's
+#: ``backtest_skip_block`` option) and the block summary's columns: the
+#: last receive time and the largest exchange time; the lowest price of a trade whose passive side is the bid
+#: and the highest one on the ask side; then over the events that change their instrument's book row: any that
+#: changes more than one level (or has no side), the highest bid-side and lowest ask-side price and their
+#: prices' bits modulo 64, the lowest N-th bid and best ask, the highest N-th ask and best bid (row_top_at's
+#: values); the last such row and its mid x 2 (``_UNSET``: none) per instrument
+SKIP_BLOCK = 16
+(B_TS, B_TX, B_PB, B_PA, B_MULTI, B_BIDMAX, B_BIDBITS, B_ASKMIN, B_ASKBITS, B_BDMIN, B_A0MIN, B_ADMAX, B_B0MAX, B_ROW0,
+ B_MID0, B_ROW1, B_MID1) = range(17)
+NBLK = 17
 #: per-set capacities (local arrays on the GPU)
 MAX_ORDERS = 16
 MAX_ACTIONS = 8
@@ -95,6 +109,7 @@ MAX_PENDING = 64
 MAX_INSTRUMENTS = 2
 _UNKNOWN = np.int64(1) << 60
 _BIG = np.int64(1) << 62
+_UNSET = -_BIG
 _KIND_TRADE = KIND_TRADE
 _KIND_EXECUTE = KIND_EXECUTE
 _KIND_SET = KIND_SET
@@ -541,6 +556,33 @@ def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa,
     return not (lo_oa < _BIG and (ad >= lo_oa or b0 >= lo_oa))
 
 
+def block_quiet(blk, k, t_sample, next_x, next_p, next_decision, rmask, hi_bid, lo_ask, fb, fa, hi_ob,
+                lo_oa):  # pragma: no cover - jitted
+    """True when no event of event block ``k`` (summary row ``blk[k]``, see :data:`SKIP_BLOCK`) can do more for
+    this set than move its current book rows: no equity sample (``t_sample``: the next one's time, BIG when
+    none is left), order arrival or cancel, fill notice or decision falls in it, no trade reaches a resting
+    order (a passive-side trade at or through its price), and :func:`book_event_skips` holds for each of its
+    book-row changes (the same tests on the block's extremes and OR-ed price bits: exact for every event
+    of the block at once)."""
+    tmax = blk[k, B_TS]
+    if t_sample <= tmax or next_p <= tmax or next_decision <= tmax or next_x <= blk[k, B_TX]:
+        return False
+    if rmask == 0:
+        return True
+    if blk[k, B_PB] <= max(hi_bid, hi_ob) or blk[k, B_PA] >= min(lo_ask, lo_oa):
+        return False
+    if hi_bid > -_BIG or lo_ask < _BIG:
+        if blk[k, B_MULTI] != 0:
+            return False
+        if (blk[k, B_BIDBITS] & fb) != 0 or blk[k, B_BIDMAX] >= lo_ask:
+            return False
+        if (blk[k, B_ASKBITS] & fa) != 0 or blk[k, B_ASKMIN] <= hi_bid:
+            return False
+    if hi_ob > -_BIG and (blk[k, B_BDMIN] <= hi_ob or blk[k, B_A0MIN] <= hi_ob):
+        return False
+    return not (lo_oa < _BIG and (blk[k, B_ADMAX] >= lo_oa or blk[k, B_B0MAX] >= lo_oa))
+
+
 def pend_next(pend):  # pragma: no cover - jitted
     """Earliest time a fill notice reaches the strategy (BIG when none is in flight)."""
     nxt = _BIG
@@ -639,11 +681,14 @@ def record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem):  # pragma: no
 
 def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt,
-             out_acct, out_sst, tl, tile):  # pragma: no cover - jitted
+             out_acct, out_sst, tl, tile, blk):  # pragma: no cover - jitted
     """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring).
 
     Events are taken ``tile`` at a time; with a shared-memory tile ``tl`` (more than one row: the GPU kernel
-    with tiles) ``ev_tile`` loads each tile and the ``ev_*`` readers read it, else the arrays are read inline."""
+    with tiles) ``ev_tile`` loads each tile and the ``ev_*`` readers read it, else the arrays are read inline.
+    Without tiles, a block of ``2 ** cfg[C_SKIP]`` events that :func:`block_quiet` clears (summaries ``blk``;
+    none when ``cfg[C_SKIP]`` is 0) is passed over at once: only the current book rows and mids move, to the
+    block's last ones, as the events one by one would have moved them."""
     n = ts.size
     for k in range(ordv.shape[0]):
         for c in range(NCOL):
@@ -681,9 +726,31 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
     # else straight from the arrays, inline (the CPU twin and the GPU kernel without tiles: the same reads
     # as before tiles existed)
     tiled = tl.shape[0] > 1
+    sh = cfg[C_SKIP]
+    skips = not tiled and sh > 0 and blk.shape[0] > 0
+    bmask = (np.int64(1) << sh) - 1
     for b in range(0, n, tile):
         off = ev_tile(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, tl)  # noqa: F821
-        for e in range(b, min(b + tile, n)):
+        e = b
+        e_end = min(b + tile, n)
+        while e < e_end:
+            if skips and (e & bmask) == 0:
+                k = e >> sh
+                if block_quiet(blk, k, next_sample if s_i < n_samples else _BIG, next_x, next_p, next_decision,
+                               rmask, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa):
+                    if blk[k, B_ROW0] >= 0:
+                        cur0 = blk[k, B_ROW0]
+                        cur[0] = cur0
+                    if blk[k, B_MID0] != _UNSET:
+                        mid2[0] = blk[k, B_MID0]
+                    if n_inst > 1:
+                        if blk[k, B_ROW1] >= 0:
+                            cur1 = blk[k, B_ROW1]
+                            cur[1] = cur1
+                        if blk[k, B_MID1] != _UNSET:
+                            mid2[1] = blk[k, B_MID1]
+                    e += bmask + 1
+                    continue
             if tiled:
                 t, t_x, inst, row, kd, es, epx, eqty = ev_fields(e, off, tl)
             else:
@@ -783,6 +850,7 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                 if n_act > 0:
                     apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
                     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+            e += 1
     while s_i < n_samples:
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
@@ -799,9 +867,77 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
         out_sst[p, c] = sst[c]
 
 
+def event_blocks(ts: np.ndarray, tx: np.ndarray, ev_inst: np.ndarray, ev_row: np.ndarray, kind: np.ndarray,
+                 side: np.ndarray, price: np.ndarray, bp: np.ndarray, bq: np.ndarray, ap: np.ndarray, aq: np.ndarray,
+                 block: int = SKIP_BLOCK) -> np.ndarray:
+    """Host: the summary of each block of ``block`` events that :func:`block_quiet` reads (columns
+    :data:`B_TS` ...; one row per block, the last one possibly partial), from the engine's event arrays.
+
+    Computed over the same events the engine would look at one by one: trades by their passive side
+    (:func:`on_trade`), and the events that change their instrument's current book row (the engine's
+    ``row != cur[inst]``; the same for every set, since every set sees the same events)."""
+    n = int(ts.size)
+    nb = -(-n // block)
+    out = np.empty((nb, NBLK), np.int64)
+    if n == 0:
+        return out
+    starts = np.arange(0, n, block)
+    big = _BIG
+    kind = kind.astype(np.int64)
+    side = side.astype(np.int64)
+    price = price.astype(np.int64)
+    out[:, B_TS] = ts[np.minimum(starts + block, n) - 1]
+    out[:, B_TX] = np.maximum.reduceat(tx.astype(np.int64), starts)
+    trade = kind == _KIND_TRADE
+    execute = kind == _KIND_EXECUTE
+    pas_bid = (trade & (side == -1)) | (execute & (side == 1))
+    pas_ask = (trade & (side == 1)) | (execute & (side == -1))
+    out[:, B_PB] = np.minimum.reduceat(np.where(pas_bid, price, big), starts)
+    out[:, B_PA] = np.maximum.reduceat(np.where(pas_ask, price, -big), starts)
+    # events that change their instrument's current row (the first valid row of an instrument always does)
+    row = ev_row.astype(np.int64)
+    inst = ev_inst.astype(np.int64)
+    chg = np.zeros(n, bool)
+    for i in np.unique(inst[row >= 0]):
+        idx = np.nonzero((inst == i) & (row >= 0))[0]
+        rr = row[idx]
+        chg[idx] = np.concatenate(([True], rr[1:] != rr[:-1]))
+    single = (kind == KIND_SET) | (kind == KIND_ADD) | (kind == KIND_CANCEL) | (kind == KIND_DELETE) | execute
+    out[:, B_MULTI] = np.maximum.reduceat((chg & (~single | (side == 0))).astype(np.int64), starts)
+    bid_ev = chg & (side > 0)
+    ask_ev = chg & (side < 0)
+    bits = np.left_shift(np.int64(1), price & 63)
+    out[:, B_BIDMAX] = np.maximum.reduceat(np.where(bid_ev, price, -big), starts)
+    out[:, B_BIDBITS] = np.bitwise_or.reduceat(np.where(bid_ev, bits, 0), starts)
+    out[:, B_ASKMIN] = np.minimum.reduceat(np.where(ask_ev, price, big), starts)
+    out[:, B_ASKBITS] = np.bitwise_or.reduceat(np.where(ask_ev, bits, 0), starts)
+    if bp.shape[0] == 0 or bp.shape[1] == 0:  # no book rows: no event changes one
+        bp = bq = ap = aq = np.zeros((1, 1), np.int64)
+    r = np.where(row >= 0, row, 0)
+    d = bp.shape[1] - 1
+    b0 = np.where(bq[r, 0] > 0, bp[r, 0], -big)
+    a0 = np.where(aq[r, 0] > 0, ap[r, 0], big)
+    bd = np.where(bq[r, d] > 0, bp[r, d], -big)
+    ad = np.where(aq[r, d] > 0, ap[r, d], big)
+    out[:, B_BDMIN] = np.minimum.reduceat(np.where(chg, bd, big), starts)
+    out[:, B_A0MIN] = np.minimum.reduceat(np.where(chg, a0, big), starts)
+    out[:, B_ADMAX] = np.maximum.reduceat(np.where(chg, ad, -big), starts)
+    out[:, B_B0MAX] = np.maximum.reduceat(np.where(chg, b0, -big), starts)
+    # per instrument: the block's last row change, and its last mid x 2 where both sides are present
+    pos = np.arange(n, dtype=np.int64)
+    both = (b0 > -big) & (a0 < big)
+    for i, (cr, cm) in enumerate(((B_ROW0, B_MID0), (B_ROW1, B_MID1))):
+        mine = chg & (inst == i)
+        last = np.maximum.reduceat(np.where(mine, pos, -1), starts)
+        out[:, cr] = np.where(last >= 0, row[np.maximum(last, 0)], -1)
+        lastm = np.maximum.reduceat(np.where(mine & both, pos, -1), starts)
+        out[:, cm] = np.where(lastm >= 0, (b0 + a0)[np.maximum(lastm, 0)], _UNSET)
+    return out
+
+
 # ----------------------------------------------------------------------------- kernels
 def run_cuda(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
-             eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst):  # pragma: no cover - device code
+             eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk):  # pragma: no cover - device code
     """One thread per parameter set.  Twin: :func:`run_cpu`.  ``TILE`` (compile-time): events per
     shared-memory tile, 0 for none."""
     p = cuda.grid(1)
@@ -828,11 +964,11 @@ def run_cuda(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nl
         tile = TILE  # noqa: F821
     simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
-             out_sst, tl, tile)
+             out_sst, tl, tile, blk)
 
 
 def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
-            eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst):  # pragma: no cover - jitted
+            eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk):  # pragma: no cover - jitted
     """The exact engine: every parameter set in turn on the CPU (``prange`` over sets)."""
     for p in prange(params.shape[0]):
         ordv = np.zeros((MAX_ORDERS, NCOL), dtype=np.int64)
@@ -848,12 +984,12 @@ def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
         tl = np.zeros((1, NTL), dtype=np.int64)  # no tile on the CPU: events are read where they lie
         simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
                  ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
-                 out_sst, tl, ts.size)
+                 out_sst, tl, ts.size, blk)
 
 
 _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
-                 exchange_until, order_schedule, single_level, book_event_skips, pend_next, row_top_at, ev_fields,
-                 ev_next_ts, ev_top, record_sample, simulate)
+                 exchange_until, order_schedule, single_level, book_event_skips, block_quiet, pend_next, row_top_at,
+                 ev_fields, ev_next_ts, ev_top, record_sample, simulate)
 _PAIRS: dict[tuple[str, int], KernelPair] = {}
 
 

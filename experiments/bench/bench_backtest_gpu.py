@@ -24,8 +24,9 @@ For each market:
 3. Equality: the sweep engine with fills recorded on the first ``--check-sets`` sets must equal the
    exact engine (counters, accounts, equity samples, every fill), and the counters of the first
    ``--cpu-sets`` sets of every sweep below must equal step 2's.
-   Steps 3 and 4 run for each variant of the sweep kernel (``--variants``, default ``t0s0,t0s1,t128s1``:
-   events read from global memory or staged in shared-memory tiles of 128, sets in grid order or sorted).
+   Steps 3 and 4 run for each variant of the sweep kernel (``--variants``, default ``t0s1k0,t0s1,t128s1``:
+   events read from global memory or staged in shared-memory tiles of 128, sets sorted, quiet blocks of
+   events skipped (the default, 16 events per block) or not (``k0``); tiles never skip).
 4. Sweep engine (one CUDA thread per set, fills not recorded) on 1,000 / 10,000 / 100,000 sets
    (``--sets``).  ``kernel_s`` is the launch to device synchronisation (``BacktestResult.seconds``);
    ``wall_s`` adds the host->device copies of the market and the output allocation / copy back.
@@ -103,15 +104,35 @@ def window(market: Any, start: int, n: int) -> Any:
 
 
 def load_market(source: str, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The prepared market (host arrays) and a description of it."""
+    """The prepared market (host arrays) and a description of it.  ``--market-cache FILE`` (binance only): a
+    pickle of the prepared market, read when it exists, else written (reading and preparing the recording on
+    a fresh GPU machine compiles the CPU ingest first: about a minute of device time)."""
     from gpuflow.backtest import prepare_market
 
     t = time.perf_counter()
+    cache = getattr(args, "market_cache", None)
+    if source == "binance" and cache and Path(cache).is_file() and not args.max_events:
+        import gzip
+        import pickle
+
+        with gzip.open(cache, "rb") as fh:
+            market = pickle.load(fh)  # a file this script wrote
+        desc = {"source": "binance usdm btcusdt_20240808 (recording)", "path": str(args.path),
+                "market_cache": str(cache), "events": market.n_events,
+                "span_s": round((int(market.ts[-1]) - int(market.ts[0])) / 1e9, 3),
+                "prepare_s": round(time.perf_counter() - t, 3)}
+        return market, desc
     if source == "binance":
         from gpuflow.io.binance import read_binance
 
         table = read_binance(args.path).tables[0]
         market = prepare_market(table, levels=SETTINGS["levels"], backend="cpu")
+        if cache and not args.max_events:
+            import gzip
+            import pickle
+
+            with gzip.open(cache, "wb", compresslevel=6) as fh:
+                pickle.dump(market, fh)
         if args.max_events:
             # start a little after the snapshot so that the book is complete in a short window
             first = int(np.nonzero((market.bid_qty[market.row, 0] > 0) & (market.ask_qty[market.row, 0] > 0))[0][0])
@@ -244,16 +265,17 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     return out
 
 
-_VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?")
+_VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?(?:k(\d+))?")
 
 
 def _variants(spec: str) -> list[str]:
-    """Sweep-kernel variants ``tTsS[rR]``: event tile T (0: none), S 1/0: sets sorted or in the given order,
-    R: a cap on the kernel's registers per thread (none when absent)."""
+    """Sweep-kernel variants ``tTsS[rR][kK]``: event tile T (0: none), S 1/0: sets sorted or in the given order,
+    R: a cap on the kernel's registers per thread (none when absent), K: events per skip block (0: no
+    skipping; the ``backtest_skip_block`` default when absent)."""
     out = []
     for v in spec.split(","):
         if not _VARIANT.fullmatch(v.strip()):
-            msg = f"--variants: expected items like t0s1, t128s1 or t0s1r128, got {v!r}"
+            msg = f"--variants: expected items like t0s1, t128s1, t0s1r128 or t0s1k0, got {v!r}"
             raise SystemExit(msg)
         out.append(v.strip())
     return out
@@ -268,20 +290,24 @@ def _variant(v: str | None) -> Any:
     if v is None:
         return contextlib.nullcontext()
     m = _VARIANT.fullmatch(v)
+    from gpuflow.config import get_option
+
+    skip = get_option("backtest_skip_block") if m.group(4) is None else int(m.group(4))
     return config_context(backtest_event_tile=int(m.group(1)), backtest_sort_sets=m.group(2) == "1",
-                          backtest_max_registers=int(m.group(3) or 0))
+                          backtest_max_registers=int(m.group(3) or 0), backtest_skip_block=skip)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", choices=("binance", "synthetic", "both"), default="both")
     ap.add_argument("--path", default=str(BINANCE))
+    ap.add_argument("--market-cache", default=None, help="pickle of the prepared recording (read, or written)")
     ap.add_argument("--synthetic-events", type=float, default=2e6)
     ap.add_argument("--max-events", type=float, default=0, help="use only this many events (0: all)")
     ap.add_argument("--sets", default="1000,10000,100000")
-    ap.add_argument("--variants", default="t0s0,t0s1,t128s1",
-                    help="sweep-kernel variants, each timed on every size: tTsS = event tile T (0: none), "
-                         "sets sorted (S=1) or not")
+    ap.add_argument("--variants", default="t0s1k0,t0s1,t128s1",
+                    help="sweep-kernel variants, each timed on every size: tTsS[rR][kK] = event tile T (0: none), "
+                         "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none)")
     ap.add_argument("--cpu-sets", type=int, default=32)
     ap.add_argument("--check-sets", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)

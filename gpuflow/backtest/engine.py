@@ -151,8 +151,9 @@ class MarketData:
     instruments: list[Instrument]
     signals: np.ndarray
     signal_names: list[str] = field(default_factory=list)
-    # init=False: dataclasses.replace (a window, new signals) gives the copy its own, empty cache
+    # init=False: dataclasses.replace (a window, new signals) gives the copy its own, empty caches
     _device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _blocks: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     _ARRAYS = ("ts", "inst", "row", "kind", "side", "price", "qty", "bid_price", "bid_qty", "ask_price", "ask_qty",
                "signals")
@@ -164,6 +165,21 @@ class MarketData:
         if be.name not in self._device:
             self._device[be.name] = {k: be.asarray(getattr(self, k)) for k in self._ARRAYS}
         return self._device[be.name]
+
+    def blocks(self, tx: np.ndarray, key: Any, size: int, be: Backend) -> Any:
+        """The summaries of blocks of ``size`` events (``kernels.backtest.event_blocks``) for exchange times
+        ``tx`` (``key`` names them: the feed-latency setting and the size), on ``be``'s device; computed once
+        per key and kept."""
+        from gpuflow.kernels import backtest as kb
+
+        if key not in self._blocks:
+            self._blocks[key] = {"cpu": kb.event_blocks(self.ts, tx, self.inst, self.row, self.kind, self.side,
+                                                        self.price, self.bid_price, self.bid_qty, self.ask_price,
+                                                        self.ask_qty, block=size)}
+        cache = self._blocks[key]
+        if be.uses_cuda and be.name not in cache:
+            cache[be.name] = be.asarray(cache["cpu"])
+        return cache[be.name if be.uses_cuda else "cpu"]
 
     @property
     def n_events(self) -> int:
@@ -382,10 +398,17 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
         tx = market.ts - cfg.feed_latency_ns
     d = market.on(be)
     pair = kb.engine_pair(strategy)
+    # event-block summaries: the engines pass over blocks of events that cannot touch a set
+    bsize = int(options.get_option("backtest_skip_block"))
+    if bsize:
+        blk = market.blocks(tx, (cfg.feed_latency_ns, bsize), bsize, be)
+        cv[kb.C_SKIP] = bsize.bit_length() - 1
+    else:
+        blk = be.zeros((0, kb.NBLK), xp.int64)
     start = time.perf_counter()
     be.launch(pair, P, d["ts"], be.asarray(tx), d["inst"], d["row"], d["kind"], d["side"], d["price"], d["qty"], d["bid_price"],
               d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm_run),
-              be.asarray(cv), np.int64(M), fills, eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst)
+              be.asarray(cv), np.int64(M), fills, eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk)
     be.synchronize()
     secs = time.perf_counter() - start
     if order is None:

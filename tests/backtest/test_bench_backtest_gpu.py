@@ -23,3 +23,21 @@ def test_small_run_sweep_equals_exact(tmp_path, device_backend):
     assert set(m["check"]["fields"]) == {"t16s1"}  # the sweep kernel with event tiles of 16
     assert [(g["variant"], g["sets"]) for g in m["gpu"]] == [("t16s1", 4), ("t16s1", 8)]
     assert all(g["counters_equal_cpu_first_sets"] == 4 for g in m["gpu"])
+
+
+def test_variant_names_select_the_engine_options():
+    from gpuflow.config import get_option
+
+    spec = importlib.util.spec_from_file_location("bench_backtest_gpu", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod._variants("t0s1k0, t128s0r96,t0s1r128k32") == ["t0s1k0", "t128s0r96", "t0s1r128k32"]
+    with pytest.raises(SystemExit, match="t0s1k0"):
+        mod._variants("t0s1,k16")
+    default_skip = get_option("backtest_skip_block")
+    for v, want in (("t0s1k0", (0, True, 0, 0)), ("t128s0r96", (128, False, 96, default_skip)),
+                    ("t0s1r128k32", (0, True, 128, 32))):
+        with mod._variant(v):
+            got = tuple(get_option(o) for o in ("backtest_event_tile", "backtest_sort_sets",
+                                                 "backtest_max_registers", "backtest_skip_block"))
+        assert got == want, v

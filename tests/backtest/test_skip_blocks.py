@@ -1,0 +1,128 @@
+"""Event blocks: the engines pass over a block of events at once when its summary shows that none of them can
+touch a parameter set (``kernels.backtest.block_quiet``).  The summaries are checked against a hand-worked
+block, and the engines with and without the skip against each other, event by event being the reference."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpuflow.backtest import BacktestConfig, prepare_market, run
+from gpuflow.backtest.strategies import get_strategy
+from gpuflow.config import config_context
+from gpuflow.kernels import backtest as kb
+from gpuflow.schema import FLAG_EOM, KIND_SET, KIND_TRADE, Instrument, events_table
+
+INS = Instrument("test", "X", "1", "1")
+S, T = KIND_SET, KIND_TRADE
+BIG = 1 << 62
+
+
+def _market(rows, levels=2):
+    a = np.array(rows, dtype=np.int64)
+    ev = events_table({"ts_local": a[:, 0], "kind": a[:, 1], "side": a[:, 2], "price": a[:, 3], "qty": a[:, 4],
+                       "flags": np.full(len(rows), FLAG_EOM)}, INS)
+    return prepare_market(ev, levels=levels)
+
+
+def test_event_block_summary_by_hand():
+    # two blocks of 4 events: book rows after each set, levels = 2
+    rows = [(1, S, 1, 99, 5), (2, S, -1, 101, 4), (3, S, 1, 98, 2), (4, T, -1, 99, 1),   # block 0
+            (5, T, 1, 101, 2), (6, S, -1, 102, 3), (7, S, -1, 102, 3), (8, S, 1, 99, 0)]  # block 1
+    mk = _market(rows)
+    tx = mk.ts - 1
+    b = kb.event_blocks(mk.ts, tx, mk.inst, mk.row, mk.kind, mk.side, mk.price, mk.bid_price, mk.bid_qty,
+                        mk.ask_price, mk.ask_qty, block=4)
+    assert b.shape == (2, kb.NBLK)
+    assert b[:, kb.B_TS].tolist() == [4, 8] and b[:, kb.B_TX].tolist() == [3, 7]
+    # a sell trade at 99 reaches resting bids (passive bid); a buy trade at 101 resting asks
+    assert b[:, kb.B_PB].tolist() == [99, BIG] and b[:, kb.B_PA].tolist() == [-BIG, 101]
+    assert b[:, kb.B_MULTI].tolist() == [0, 0]
+    # block 0 changes rows at events 0, 1, 2 (bids 99, 98; ask 101); block 1 at 5 (ask 102) and 7 (bid 99 gone);
+    # event 6 repeats a set that leaves the book as it was: its row is the same, so it is not a change
+    assert b[:, kb.B_BIDMAX].tolist() == [99, 99] and b[:, kb.B_ASKMIN].tolist() == [101, 102]
+    assert b[0, kb.B_BIDBITS] == (1 << (99 & 63)) | (1 << (98 & 63)) and b[1, kb.B_BIDBITS] == 1 << (99 & 63)
+    assert b[:, kb.B_ASKBITS].tolist() == [1 << (101 & 63), 1 << (102 & 63)]
+    # row values: best bid / ask and 2nd bid / ask after each change (empty: -BIG / BIG)
+    #   e0: 99 | -  -> b0 99, a0 BIG, bd -BIG, ad BIG;  e1: 99 | 101;  e2: 99,98 | 101 -> bd 98
+    #   e5: 99,98 | 101,102 -> ad 102;  e7: 98 | 101,102 -> b0 98, bd -BIG
+    assert b[:, kb.B_BDMIN].tolist() == [-BIG, -BIG]
+    assert b[:, kb.B_A0MIN].tolist() == [101, 101]
+    assert b[:, kb.B_ADMAX].tolist() == [BIG, 102]
+    assert b[:, kb.B_B0MAX].tolist() == [99, 99]
+    assert b[0, kb.B_ROW0] == mk.row[2] and b[1, kb.B_ROW0] == mk.row[7] and b[1, kb.B_ROW0] != mk.row[5]
+    assert b[:, kb.B_MID0].tolist() == [99 + 101, 98 + 101]
+    assert b[:, kb.B_ROW1].tolist() == [-1, -1] and b[:, kb.B_MID1].tolist() == [kb._UNSET, kb._UNSET]
+
+
+def _random_rows(rng, n):
+    rows, t = [], 0
+    for _ in range(n):
+        t += int(rng.integers(0, 4))
+        if rng.random() < 0.2:
+            rows.append((t, T, int(rng.choice([-1, 1])), int(rng.integers(95, 106)), int(rng.integers(1, 8))))
+        else:
+            sd = int(rng.choice([-1, 1]))
+            px = int(rng.integers(90, 100)) if sd > 0 else int(rng.integers(101, 111))
+            rows.append((t, S, sd, px, int(rng.integers(0, 15))))
+    return rows
+
+
+def _same(a, b):
+    for name in ("counters", "account", "equity2", "equity_fee", "fills", "state"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+@pytest.mark.parametrize("seed,block", [(1, 16), (2, 16), (3, 4), (3, 64)])
+def test_exact_engine_with_and_without_skips_random_markets(seed, block):
+    # 3,000 events, quotes from the touch to 6 ticks away (in and out of the 3 known levels), decisions every
+    # 40 ns: many blocks pass a set's orders by, many do not
+    mk = _market(_random_rows(np.random.default_rng(seed), 3000), levels=3)
+    mm = get_strategy("market_making")
+    sets = [{"half_spread_ticks": h, "order_lots": q, "max_position_lots": 8, "skew_ticks_per_lot": 0.25}
+            for h in (0, 1, 3, 6) for q in (1, 4)]
+    cfg = BacktestConfig(levels=3, sample_ns=97, entry_latency_ns=5, response_latency_ns=3, decision_interval_ns=40,
+                         queue_model="probabilistic", partial_fills=True)
+    with config_context(backtest_skip_block=0):
+        ref = run(mm, sets, mk, cfg, engine="exact")
+    with config_context(backtest_skip_block=block):
+        got = run(mm, sets, mk, cfg, engine="exact")
+    assert (ref.counters[:, kb.N_FILLS] > 0).sum() >= 6
+    _same(ref, got)
+
+
+def test_exact_engine_with_and_without_skips_binance(shared_data: Path):
+    """The bench's grid on the first 100,000 events of the USD-M recording: every fill the same."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "bench"))
+    import argparse
+
+    import bench_backtest_gpu as bb
+
+    ns = argparse.Namespace(path=str(shared_data / "binance" / "usdm" / "btcusdt_20240808.gz"), max_events=100_000,
+                            synthetic_events=0, seed=7)
+    mk, _ = bb.load_market("binance", ns)
+    cfg = bb._config(mk, bb.SETTINGS["decision_interval_ns"])
+    grid = bb.param_grid(24, seed=7)
+    mm = get_strategy("market_making")
+    with config_context(backtest_skip_block=0):
+        ref = run(mm, grid, mk, cfg, engine="exact")
+    got = run(mm, grid, mk, cfg, engine="exact")
+    assert ref.counters[:, kb.N_FILLS].sum() > 100
+    _same(ref, got)
+
+
+def test_sweep_engine_with_skips_equals_exact_without(device_backend):
+    # the GPU kernel (the simulator here) skips per thread: threads of one block at different events
+    mk = _market(_random_rows(np.random.default_rng(9), 400), levels=3)
+    mm = get_strategy("market_making")
+    sets = [{"half_spread_ticks": h, "order_lots": 2, "max_position_lots": 6, "skew_ticks_per_lot": 0.0}
+            for h in (0, 2, 5)]
+    cfg = BacktestConfig(levels=3, sample_ns=61, entry_latency_ns=4, response_latency_ns=2, decision_interval_ns=30)
+    with config_context(backtest_skip_block=0):
+        ref = run(mm, sets, mk, cfg, engine="exact")
+    got = run(mm, sets, mk, cfg, engine="sweep", backend=device_backend)
+    assert ref.counters[:, kb.N_FILLS].sum() > 0
+    _same(ref, got)
