@@ -116,7 +116,9 @@ def load_market(source: str, args: argparse.Namespace) -> tuple[Any, dict[str, A
         import pickle
 
         with gzip.open(cache, "rb") as fh:
-            market = pickle.load(fh)  # a file this script wrote
+            # a file this script wrote; replace(): a fresh copy, its device and block caches empty whatever the
+            # pickled object's class held
+            market = replace(pickle.load(fh))
         desc = {"source": "binance usdm btcusdt_20240808 (recording)", "path": str(args.path),
                 "market_cache": str(cache), "events": market.n_events,
                 "span_s": round((int(market.ts[-1]) - int(market.ts[0])) / 1e9, 3),
@@ -132,7 +134,7 @@ def load_market(source: str, args: argparse.Namespace) -> tuple[Any, dict[str, A
             import pickle
 
             with gzip.open(cache, "wb", compresslevel=6) as fh:
-                pickle.dump(market, fh)
+                pickle.dump(replace(market), fh)
         if args.max_events:
             # start a little after the snapshot so that the book is complete in a short window
             first = int(np.nonzero((market.bid_qty[market.row, 0] > 0) & (market.ask_qty[market.row, 0] > 0))[0][0])
