@@ -91,8 +91,9 @@ _MILLION = np.int64(1_000_000)
 # fill record columns
 F_EVENT, F_TS, F_INST, F_SIDE, F_PRICE, F_QTY, F_LIQ, F_QUEUE, F_ORDER = range(9)
 NFILL = 9
-#: event blocks (:func:`block_quiet`): events per block by default (a power of two; the engine's
-#: ``backtest_skip_block`` option) and the block summary's columns: the
+#: event blocks (:func:`block_quiet`): events per block on the CPU by default (a power of two; the engine's
+#: ``backtest_skip_block`` option; none on a GPU, where lanes of a warp that skip apart lose more than they
+#: save) and the block summary's columns: the
 #: last receive time and the largest exchange time; the lowest price of a trade whose passive side is the bid
 #: and the highest one on the ask side; then over the events that change their instrument's book row: any that
 #: changes more than one level (or has no side), the highest bid-side and lowest ask-side price and their
@@ -731,11 +732,12 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
     bmask = (np.int64(1) << sh) - 1
     for b in range(0, n, tile):
         off = ev_tile(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, tl)  # noqa: F821
-        e = b
         e_end = min(b + tile, n)
-        while e < e_end:
-            if skips and (e & bmask) == 0:
-                k = e >> sh
+        # skip blocks of bmask + 1 events (aligned: the tile is the whole stream when skips), else one block
+        step = bmask + 1 if skips else e_end - b
+        for e0 in range(b, e_end, step):
+            if skips:
+                k = e0 >> sh
                 if block_quiet(blk, k, next_sample if s_i < n_samples else _BIG, next_x, next_p, next_decision,
                                rmask, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa):
                     if blk[k, B_ROW0] >= 0:
@@ -749,108 +751,108 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                             cur[1] = cur1
                         if blk[k, B_MID1] != _UNSET:
                             mid2[1] = blk[k, B_MID1]
-                    e += bmask + 1
                     continue
-            if tiled:
-                t, t_x, inst, row, kd, es, epx, eqty = ev_fields(e, off, tl)
-            else:
-                t = ts[e]
-                t_x = tx[e]
-                inst = ev_inst[e]
-                row = ev_row[e]
-                kd = kind[e]
-                es = side[e]
-                epx = price[e]
-                eqty = qty[e]
-            # equity samples due before this event; orders reaching the exchange before a sample time are
-            # processed first (against the current book: no market event happens in between)
-            while s_i < n_samples and next_sample <= t:
-                if next_x <= next_sample - feed:
-                    exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
-                                   fills)
+            for e in range(e0, min(e0 + step, e_end)):
+                if tiled:
+                    t, t_x, inst, row, kd, es, epx, eqty = ev_fields(e, off, tl)
+                else:
+                    t = ts[e]
+                    t_x = tx[e]
+                    inst = ev_inst[e]
+                    row = ev_row[e]
+                    kd = kind[e]
+                    es = side[e]
+                    epx = price[e]
+                    eqty = qty[e]
+                # equity samples due before this event; orders reaching the exchange before a sample time are
+                # processed first (against the current book: no market event happens in between)
+                while s_i < n_samples and next_sample <= t:
+                    if next_x <= next_sample - feed:
+                        exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
+                                       fills)
+                        rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                        next_p = pend_next(pend)
+                    record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
+                    s_i += 1
+                    next_sample += sample
+                # orders and cancels reaching the exchange before this event
+                if next_x <= t_x:
+                    exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
                     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
                     next_p = pend_next(pend)
-                record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
-                s_i += 1
-                next_sample += sample
-            # orders and cancels reaching the exchange before this event
-            if next_x <= t_x:
-                exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-                rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
-                next_p = pend_next(pend)
-            # reports (fills, ends of orders) that have reached the strategy
-            if next_p <= t:
-                for j in range(pend.shape[0]):
-                    if pend[j, 0] >= 0 and pend[j, 0] <= t:
-                        k = pend[j, 3]
-                        dq = pend[j, 2]
-                        seen[pend[j, 1]] += dq
-                        lv[k, O_QTY] -= dq if dq >= 0 else -dq
-                        if pend[j, 4] != 0:
-                            lv[k, O_STATE] = 0
-                        pend[j, 0] = -1
-                next_p = pend_next(pend)
-            # the event itself; nf0: the fill count before the first check of our orders (-1: none ran)
-            nf0 = np.int64(-1)
-            if rmask != 0 and (kd == _KIND_TRADE or kd == _KIND_EXECUTE):
-                agg = es if kd == _KIND_TRADE else -es
-                if agg != 0:
-                    nf0 = cnt[N_FILLS]
-                    on_trade(p, e, t_x, inst, agg, epx, eqty, ordv, rmask, cfg, acct, pend, cnt, fills)
-            # cur0 / cur1: registers mirroring cur[0] / cur[1] (a read of thread-local memory at every event
-            # otherwise)
-            if row >= 0 and row != (cur0 if inst == 0 else cur1):
-                cur[inst] = row
-                if inst == 0:
-                    cur0 = row
-                else:
-                    cur1 = row
-                if tiled:
-                    b0, a0, bd, ad = ev_top(e, off, tl)
-                else:
-                    b0, a0, bd, ad = row_top_at(row, bp, bq, ap, aq, nlev)
-                if b0 > -_BIG and a0 < _BIG:
-                    mid2[inst] = b0 + a0
-                if rmask != 0 and not book_event_skips(kd, es, epx, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, b0, a0, bd,
-                                                       ad):
-                    # a changed view of our orders changes the summary (fills: below)
-                    if nf0 < 0:
+                # reports (fills, ends of orders) that have reached the strategy
+                if next_p <= t:
+                    for j in range(pend.shape[0]):
+                        if pend[j, 0] >= 0 and pend[j, 0] <= t:
+                            k = pend[j, 3]
+                            dq = pend[j, 2]
+                            seen[pend[j, 1]] += dq
+                            lv[k, O_QTY] -= dq if dq >= 0 else -dq
+                            if pend[j, 4] != 0:
+                                lv[k, O_STATE] = 0
+                            pend[j, 0] = -1
+                    next_p = pend_next(pend)
+                # the event itself; nf0: the fill count before the first check of our orders (-1: none ran)
+                nf0 = np.int64(-1)
+                if rmask != 0 and (kd == _KIND_TRADE or kd == _KIND_EXECUTE):
+                    agg = es if kd == _KIND_TRADE else -es
+                    if agg != 0:
                         nf0 = cnt[N_FILLS]
-                    if on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills,
-                               kd, es, epx):
-                        rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
-            if nf0 >= 0 and cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
-                rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
-                next_p = pend_next(pend)
-            # the strategy decides after a complete message (the last event of its receive time: it has seen
-            # every event with ts_local <= t), at the first one at or after each decision time
-            decide = False
-            if t >= next_decision:
-                if tiled:
-                    decide = ev_next_ts(e, off, tl) > t
-                else:
-                    decide = e == n - 1 or ts[e + 1] > t
-            if decide:
-                if interval > 0:
-                    if cfg[C_GRID] != 0:
-                        next_decision += ((t - next_decision) // interval + 1) * interval  # fixed clock from t0
+                        on_trade(p, e, t_x, inst, agg, epx, eqty, ordv, rmask, cfg, acct, pend, cnt, fills)
+                # cur0 / cur1: registers mirroring cur[0] / cur[1] (a read of thread-local memory at every event
+                # otherwise)
+                if row >= 0 and row != (cur0 if inst == 0 else cur1):
+                    cur[inst] = row
+                    if inst == 0:
+                        cur0 = row
                     else:
-                        next_decision = t + interval
-                for a in range(acts.shape[0]):
-                    for c in range(6):
-                        acts[a, c] = 0
-                n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, lv,  # noqa: F821
-                                      acts)  # strategy_step: the strategy's step, bound by engine_pair
-                cnt[N_DECISIONS] += 1
-                if n_act < 0:
-                    cnt[N_NAN_ACTIONS] += 1
-                    n_act = 0
-                if n_act > acts.shape[0]:
-                    n_act = acts.shape[0]
-                if n_act > 0:
-                    apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
+                        cur1 = row
+                    if tiled:
+                        b0, a0, bd, ad = ev_top(e, off, tl)
+                    else:
+                        b0, a0, bd, ad = row_top_at(row, bp, bq, ap, aq, nlev)
+                    if b0 > -_BIG and a0 < _BIG:
+                        mid2[inst] = b0 + a0
+                    if rmask != 0 and not book_event_skips(kd, es, epx, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, b0, a0,
+                                                           bd, ad):
+                        # a changed view of our orders changes the summary (fills: below)
+                        if nf0 < 0:
+                            nf0 = cnt[N_FILLS]
+                        if on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills,
+                                   kd, es, epx):
+                            rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                if nf0 >= 0 and cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
                     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
-            e += 1
+                    next_p = pend_next(pend)
+                # the strategy decides after a complete message (the last event of its receive time: it has seen
+                # every event with ts_local <= t), at the first one at or after each decision time
+                decide = False
+                if t >= next_decision:
+                    if tiled:
+                        decide = ev_next_ts(e, off, tl) > t
+                    else:
+                        decide = e == n - 1 or ts[e + 1] > t
+                if decide:
+                    if interval > 0:
+                        if cfg[C_GRID] != 0:
+                            next_decision += ((t - next_decision) // interval + 1) * interval  # fixed clock from t0
+                        else:
+                            next_decision = t + interval
+                    for a in range(acts.shape[0]):
+                        for c in range(6):
+                            acts[a, c] = 0
+                    # strategy_step: the strategy's step, bound by engine_pair
+                    n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen,  # noqa: F821
+                                          lv, acts)
+                    cnt[N_DECISIONS] += 1
+                    if n_act < 0:
+                        cnt[N_NAN_ACTIONS] += 1
+                        n_act = 0
+                    if n_act > acts.shape[0]:
+                        n_act = acts.shape[0]
+                    if n_act > 0:
+                        apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
+                        rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
     while s_i < n_samples:
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
@@ -875,64 +877,109 @@ def event_blocks(ts: np.ndarray, tx: np.ndarray, ev_inst: np.ndarray, ev_row: np
 
     Computed over the same events the engine would look at one by one: trades by their passive side
     (:func:`on_trade`), and the events that change their instrument's current book row (the engine's
-    ``row != cur[inst]``; the same for every set, since every set sees the same events)."""
+    ``row != cur[inst]``; the same for every set, since every set sees the same events).  One compiled
+    pass over the events."""
     n = int(ts.size)
-    nb = -(-n // block)
-    out = np.empty((nb, NBLK), np.int64)
+    out = np.empty((-(-n // block), NBLK), np.int64)
     if n == 0:
         return out
-    starts = np.arange(0, n, block)
-    big = _BIG
-    kind = kind.astype(np.int64)
-    side = side.astype(np.int64)
-    price = price.astype(np.int64)
-    out[:, B_TS] = ts[np.minimum(starts + block, n) - 1]
-    out[:, B_TX] = np.maximum.reduceat(tx.astype(np.int64), starts)
-    trade = kind == _KIND_TRADE
-    execute = kind == _KIND_EXECUTE
-    pas_bid = (trade & (side == -1)) | (execute & (side == 1))
-    pas_ask = (trade & (side == 1)) | (execute & (side == -1))
-    out[:, B_PB] = np.minimum.reduceat(np.where(pas_bid, price, big), starts)
-    out[:, B_PA] = np.maximum.reduceat(np.where(pas_ask, price, -big), starts)
-    # events that change their instrument's current row (the first valid row of an instrument always does)
-    row = ev_row.astype(np.int64)
-    inst = ev_inst.astype(np.int64)
-    chg = np.zeros(n, bool)
-    for i in np.unique(inst[row >= 0]):
-        idx = np.nonzero((inst == i) & (row >= 0))[0]
-        rr = row[idx]
-        chg[idx] = np.concatenate(([True], rr[1:] != rr[:-1]))
-    single = (kind == KIND_SET) | (kind == KIND_ADD) | (kind == KIND_CANCEL) | (kind == KIND_DELETE) | execute
-    out[:, B_MULTI] = np.maximum.reduceat((chg & (~single | (side == 0))).astype(np.int64), starts)
-    bid_ev = chg & (side > 0)
-    ask_ev = chg & (side < 0)
-    bits = np.left_shift(np.int64(1), price & 63)
-    out[:, B_BIDMAX] = np.maximum.reduceat(np.where(bid_ev, price, -big), starts)
-    out[:, B_BIDBITS] = np.bitwise_or.reduceat(np.where(bid_ev, bits, 0), starts)
-    out[:, B_ASKMIN] = np.minimum.reduceat(np.where(ask_ev, price, big), starts)
-    out[:, B_ASKBITS] = np.bitwise_or.reduceat(np.where(ask_ev, bits, 0), starts)
     if bp.shape[0] == 0 or bp.shape[1] == 0:  # no book rows: no event changes one
         bp = bq = ap = aq = np.zeros((1, 1), np.int64)
-    r = np.where(row >= 0, row, 0)
-    d = bp.shape[1] - 1
-    b0 = np.where(bq[r, 0] > 0, bp[r, 0], -big)
-    a0 = np.where(aq[r, 0] > 0, ap[r, 0], big)
-    bd = np.where(bq[r, d] > 0, bp[r, d], -big)
-    ad = np.where(aq[r, d] > 0, ap[r, d], big)
-    out[:, B_BDMIN] = np.minimum.reduceat(np.where(chg, bd, big), starts)
-    out[:, B_A0MIN] = np.minimum.reduceat(np.where(chg, a0, big), starts)
-    out[:, B_ADMAX] = np.maximum.reduceat(np.where(chg, ad, -big), starts)
-    out[:, B_B0MAX] = np.maximum.reduceat(np.where(chg, b0, -big), starts)
-    # per instrument: the block's last row change, and its last mid x 2 where both sides are present
-    pos = np.arange(n, dtype=np.int64)
-    both = (b0 > -big) & (a0 < big)
-    for i, (cr, cm) in enumerate(((B_ROW0, B_MID0), (B_ROW1, B_MID1))):
-        mine = chg & (inst == i)
-        last = np.maximum.reduceat(np.where(mine, pos, -1), starts)
-        out[:, cr] = np.where(last >= 0, row[np.maximum(last, 0)], -1)
-        lastm = np.maximum.reduceat(np.where(mine & both, pos, -1), starts)
-        out[:, cm] = np.where(lastm >= 0, (b0 + a0)[np.maximum(lastm, 0)], _UNSET)
+    _event_blocks_nb()(ts, tx, ev_inst, ev_row, kind, side, price, bp, bq, ap, aq, int(block), out)
     return out
+
+
+_EB = []
+
+
+def _event_blocks_nb():  # noqa: ANN202
+    """The compiled pass of :func:`event_blocks` (compiled on first use)."""
+    if not _EB:
+        from numba import njit
+
+        big = _BIG
+        unset = _UNSET
+
+        @njit(nogil=True)
+        def fill(ts, tx, ev_inst, ev_row, kind, side, price, bp, bq, ap, aq, block, out):  # pragma: no cover
+            n = ts.size
+            d = bp.shape[1] - 1
+            cur0 = np.int64(-1)
+            cur1 = np.int64(-1)
+            for k in range(out.shape[0]):
+                lo = k * block
+                hi = min(n, lo + block)
+                out[k, B_TS] = ts[hi - 1]
+                txm = -big
+                pb, pa, multi = big, -big, np.int64(0)
+                bidmax, bidbits, askmin, askbits = -big, np.int64(0), big, np.int64(0)
+                bdmin, a0min, admax, b0max = big, big, -big, -big
+                row0, mid0, row1, mid1 = np.int64(-1), unset, np.int64(-1), unset
+                for e in range(lo, hi):
+                    t_x = np.int64(tx[e])
+                    txm = max(txm, t_x)
+                    kd = np.int64(kind[e])
+                    sd = np.int64(side[e])
+                    px = np.int64(price[e])
+                    if (kd == _KIND_TRADE and sd == -1) or (kd == _KIND_EXECUTE and sd == 1):
+                        pb = min(pb, px)
+                    elif (kd == _KIND_TRADE and sd == 1) or (kd == _KIND_EXECUTE and sd == -1):
+                        pa = max(pa, px)
+                    r = np.int64(ev_row[e])
+                    i = np.int64(ev_inst[e])
+                    if r < 0 or r == (cur0 if i == 0 else cur1):
+                        continue
+                    if i == 0:
+                        cur0 = r
+                    else:
+                        cur1 = r
+                    single = kd == _KIND_SET or kd == _KIND_ADD or kd == _KIND_CANCEL or kd == _KIND_DELETE \
+                        or kd == _KIND_EXECUTE
+                    if not single or sd == 0:
+                        multi = np.int64(1)
+                    bit = np.int64(1) << (px & 63)
+                    if sd > 0:
+                        bidmax = max(bidmax, px)
+                        bidbits |= bit
+                    elif sd < 0:
+                        askmin = min(askmin, px)
+                        askbits |= bit
+                    b0 = bp[r, 0] if bq[r, 0] > 0 else -big
+                    a0 = ap[r, 0] if aq[r, 0] > 0 else big
+                    bd = bp[r, d] if bq[r, d] > 0 else -big
+                    ad = ap[r, d] if aq[r, d] > 0 else big
+                    bdmin = min(bdmin, bd)
+                    a0min = min(a0min, a0)
+                    admax = max(admax, ad)
+                    b0max = max(b0max, b0)
+                    both = b0 > -big and a0 < big
+                    if i == 0:
+                        row0 = r
+                        if both:
+                            mid0 = b0 + a0
+                    else:
+                        row1 = r
+                        if both:
+                            mid1 = b0 + a0
+                out[k, B_TX] = txm
+                out[k, B_PB] = pb
+                out[k, B_PA] = pa
+                out[k, B_MULTI] = multi
+                out[k, B_BIDMAX] = bidmax
+                out[k, B_BIDBITS] = bidbits
+                out[k, B_ASKMIN] = askmin
+                out[k, B_ASKBITS] = askbits
+                out[k, B_BDMIN] = bdmin
+                out[k, B_A0MIN] = a0min
+                out[k, B_ADMAX] = admax
+                out[k, B_B0MAX] = b0max
+                out[k, B_ROW0] = row0
+                out[k, B_MID0] = mid0
+                out[k, B_ROW1] = row1
+                out[k, B_MID1] = mid1
+
+        _EB.append(fill)
+    return _EB[0]
 
 
 # ----------------------------------------------------------------------------- kernels

@@ -15,7 +15,10 @@ entry and response latency, 2 / 5 bp fees, risk-averse queue without partial fil
     (``market_making``, ``decision_interval_ns`` = 100 ms); ``engine_kernel`` is the compiled loop
     alone (``BacktestResult.seconds``: no output allocation or Python wrapper);
   - ``prepare+engine``: :func:`gpuflow.backtest.prepare_market` (Binance sync, top-5 book after every
-    event) followed by the engine run.
+    event) followed by the engine run;
+  - for information: the engine passing over quiet blocks of 16 events (``backtest_skip_block``, the
+    default from 8 parameter sets on, not for this single set) and its block summaries, built once per
+    market and feed latency (cached on the market), timed apart.
 
 JIT compilation is excluded by one warm-up call of everything; each figure is the best of
 ``--repeat`` runs.  Rates are per row of each engine's own input (hftbacktest: its converted rows,
@@ -121,6 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     t_kernel = min(kernel[1:])
     n = market.n_events
     t_both = t_prep + t_eng
+    # for information: the same run passing over quiet blocks of 16 events (the engines' default from 8 sets on;
+    # one set by default does not skip): the summaries are built once per market and feed latency and cached
+    # on the market, so they are timed apart
+    from gpuflow.config import config_context
+
+    tx = market.ts - F
+    t_blk, _ = _best(lambda: kb.event_blocks(market.ts, tx, market.inst, market.row, market.kind, market.side,
+                                             market.price, market.bid_price, market.bid_qty, market.ask_price,
+                                             market.ask_qty), args.repeat)
+    with config_context(backtest_skip_block=kb.SKIP_BLOCK):
+        t_skip, res_skip = _best(lambda: run(mm, params, market, cfg, engine="exact"), args.repeat)
+    if int(res_skip.counters[0, kb.N_FILLS]) != int(res.counters[0, kb.N_FILLS]):
+        msg = "the engine with skip blocks made different fills"
+        raise SystemExit(msg)
 
     out = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -135,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                   "gpuflow": int(res.counters[0, kb.N_FILLS])},
         "seconds": {"hftbacktest_hashmap": t_hash, "hftbacktest_roivector": t_roi, "gpuflow_engine": t_eng,
                     "gpuflow_engine_kernel": t_kernel, "gpuflow_prepare_market": t_prep,
+                    "gpuflow_event_blocks": t_blk, "gpuflow_engine_skip16": t_skip,
                     "gpuflow_prepare_plus_engine": t_both},
         "rows_per_s": {"hftbacktest_hashmap": hb.size / t_hash, "hftbacktest_roivector": hb.size / t_roi,
                        "gpuflow_engine": n / t_eng, "gpuflow_engine_kernel": n / t_kernel,
@@ -151,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                 ("gpuflow engine (run, exact)", t_eng, n, out["fills"]["gpuflow"]),
                 ("gpuflow engine kernel only", t_kernel, n, out["fills"]["gpuflow"]),
                 ("gpuflow prepare_market", t_prep, n, None),
-                ("gpuflow prepare_market + engine", t_both, n, out["fills"]["gpuflow"])]
+                ("gpuflow prepare_market + engine", t_both, n, out["fills"]["gpuflow"]),
+                ("(info) engine skipping quiet blocks of 16 events", t_skip, n, out["fills"]["gpuflow"]),
+                ("(info) its block summaries (once per market)", t_blk, n, None)]
         for name, t, rows_, fills in rows:
             print(f"  {name:48} {t * 1e3:9.2f} ms  {rows_ / t / 1e6:7.1f} M rows/s"
                   + (f"  fills {fills}" if fills is not None else ""))

@@ -24,9 +24,10 @@ For each market:
 3. Equality: the sweep engine with fills recorded on the first ``--check-sets`` sets must equal the
    exact engine (counters, accounts, equity samples, every fill), and the counters of the first
    ``--cpu-sets`` sets of every sweep below must equal step 2's.
-   Steps 3 and 4 run for each variant of the sweep kernel (``--variants``, default ``t0s1k0,t0s1,t128s1``:
+   Steps 3 and 4 run for each variant of the sweep kernel (``--variants``, default ``t0s1,t0s1k16,t128s1``:
    events read from global memory or staged in shared-memory tiles of 128, sets sorted, quiet blocks of
-   events skipped (the default, 16 events per block) or not (``k0``); tiles never skip).
+   events not skipped (the GPU default) or skipped in blocks of 16 (``k16``, the CPU default); tiles never
+   skip).  The CPU reference (step 2) skips (its default).
 4. Sweep engine (one CUDA thread per set, fills not recorded) on 1,000 / 10,000 / 100,000 sets
    (``--sets``).  ``kernel_s`` is the launch to device synchronisation (``BacktestResult.seconds``);
    ``wall_s`` adds the host->device copies of the market and the output allocation / copy back.
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-events", type=float, default=2e6)
     ap.add_argument("--max-events", type=float, default=0, help="use only this many events (0: all)")
     ap.add_argument("--sets", default="1000,10000,100000")
-    ap.add_argument("--variants", default="t0s1k0,t0s1,t128s1",
+    ap.add_argument("--variants", default="t0s1,t0s1k16,t128s1",
                     help="sweep-kernel variants, each timed on every size: tTsS[rR][kK] = event tile T (0: none), "
                          "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none)")
     ap.add_argument("--cpu-sets", type=int, default=32)

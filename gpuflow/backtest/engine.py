@@ -399,7 +399,12 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     d = market.on(be)
     pair = kb.engine_pair(strategy)
     # event-block summaries: the engines pass over blocks of events that cannot touch a set
-    bsize = int(options.get_option("backtest_skip_block"))
+    bsize = options.get_option("backtest_skip_block")
+    if bsize == "auto":
+        # on the CPU when the summaries pay for themselves: built once per market (about 10 ns per event,
+        # kept on the market) against about 2 ns per event and set saved on the USD-M recording
+        bsize = kb.SKIP_BLOCK if not be.uses_cuda and P >= 8 else 0
+    bsize = int(bsize)
     if bsize:
         blk = market.blocks(tx, (cfg.feed_latency_ns, bsize), bsize, be)
         cv[kb.C_SKIP] = bsize.bit_length() - 1

@@ -115,7 +115,8 @@ def test_exact_engine_with_and_without_skips_binance(shared_data: Path):
 
 
 def test_sweep_engine_with_skips_equals_exact_without(device_backend):
-    # the GPU kernel (the simulator here) skips per thread: threads of one block at different events
+    # the GPU kernel (the simulator here) skips per thread when asked to (not by default: see the option):
+    # threads of one block at different events
     mk = _market(_random_rows(np.random.default_rng(9), 400), levels=3)
     mm = get_strategy("market_making")
     sets = [{"half_spread_ticks": h, "order_lots": 2, "max_position_lots": 6, "skew_ticks_per_lot": 0.0}
@@ -123,6 +124,56 @@ def test_sweep_engine_with_skips_equals_exact_without(device_backend):
     cfg = BacktestConfig(levels=3, sample_ns=61, entry_latency_ns=4, response_latency_ns=2, decision_interval_ns=30)
     with config_context(backtest_skip_block=0):
         ref = run(mm, sets, mk, cfg, engine="exact")
-    got = run(mm, sets, mk, cfg, engine="sweep", backend=device_backend)
+    with config_context(backtest_skip_block=16):
+        got = run(mm, sets, mk, cfg, engine="sweep", backend=device_backend)
     assert ref.counters[:, kb.N_FILLS].sum() > 0
     _same(ref, got)
+
+
+def test_skip_block_option_auto_skips_on_the_cpu_only(monkeypatch):
+    """'auto' (the default): blocks of 16 on the CPU for 8 sets or more, none for fewer (the summaries would
+    cost more than they save) nor on a GPU backend; the engine passes the block size to the kernels as its
+    log2 (cfg[C_SKIP]) with the summaries."""
+    from gpuflow.backend import get_backend
+    from gpuflow.backtest import engine as eng
+
+    seen = []
+    real_launch = type(get_backend("cpu")).launch
+
+    def spy(self, pair, n, *args):
+        if pair.name.startswith("backtest"):
+            seen.append((self.uses_cuda, int(args[15][kb.C_SKIP]), args[-1].shape[0]))
+        return real_launch(self, pair, n, *args)
+
+    mk = _market(_random_rows(np.random.default_rng(4), 100), levels=3)
+    monkeypatch.setattr(type(get_backend("cpu")), "launch", spy)
+    mm = get_strategy("market_making")
+    cfg = BacktestConfig(levels=3, sample_ns=61, decision_interval_ns=30)
+    eight = [{"half_spread_ticks": h} for h in range(8)]
+    run(mm, eight, mk, cfg, engine="exact")
+    assert seen[-1] == (False, 4, 7)  # 100 events: 7 blocks of 16
+    run(mm, eight[:7], mk, cfg, engine="exact")
+    assert seen[-1] == (False, 0, 0)
+    with config_context(backtest_skip_block=0):
+        run(mm, eight, mk, cfg, engine="exact")
+    assert seen[-1] == (False, 0, 0)
+    with config_context(backtest_skip_block=32):
+        run(mm, {}, mk, cfg, engine="exact")
+    assert seen[-1] == (False, 5, 4)
+
+    class _Gpu:  # what the engine asks of a GPU backend (uses_cuda), with the CPU twin underneath
+        def __init__(self):
+            self._cpu = get_backend("cpu")
+            self.uses_cuda = True
+            self.name = "fake-gpu"
+
+        def __getattr__(self, k):
+            return getattr(self._cpu, k)
+
+        def launch(self, pair, n, *args):
+            return spy(self._cpu, pair, n, *args)
+
+    monkeypatch.setattr(eng, "get_backend", lambda b=None: _Gpu())
+    monkeypatch.setattr(eng, "Backend", _Gpu)
+    run(mm, eight, mk, cfg, engine="sweep", backend="fake")
+    assert seen[-1][1:] == (0, 0)
