@@ -892,7 +892,7 @@ def event_blocks(ts: np.ndarray, tx: np.ndarray, ev_inst: np.ndarray, ev_row: np
 _EB = []
 
 
-def _event_blocks_nb():  # noqa: ANN202
+def _event_blocks_nb():  # returns a numba dispatcher
     """The compiled pass of :func:`event_blocks` (compiled on first use)."""
     if not _EB:
         from numba import njit
