@@ -83,6 +83,30 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
 
 
 @pytest.fixture
+def fake_device_jit(monkeypatch):
+    """A stand-in numba.cuda whose ``jit`` returns the function unchanged and records its options, with the
+    simulator reported off and the backtest engine's kernel cache emptied: what engine_pair asks of a real
+    device, without one.  Returns the list of option dicts, one per jit call."""
+    import types
+
+    from gpuflow.kernels import backtest as kbt
+
+    from gpuflow import backend as gb
+
+    seen: list[dict] = []
+
+    def jit(*args, **kw):
+        seen.append(kw)
+        return args[0] if args else (lambda f: f)
+
+    monkeypatch.setattr(gb, "cuda_module", lambda: types.SimpleNamespace(jit=jit))
+    monkeypatch.setattr(gb, "simulator_enabled", lambda: False)
+    monkeypatch.setattr(kbt, "simulator_enabled", lambda: False)
+    monkeypatch.setattr(kbt, "_PAIRS", {})
+    return seen
+
+
+@pytest.fixture
 def device_backend():
     """The CUDA backend for parity tests: the simulator in CI, the device with GPUFLOW_TEST_GPU=1."""
     from gpuflow.backend import get_backend

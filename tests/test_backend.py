@@ -56,26 +56,16 @@ def test_backtest_kernel_compiles_at_the_configured_level():
     assert pair.nvvm_fma is False  # float results as on the CPU: sweep == exact bit for bit
 
 
-def test_backtest_kernel_is_compiled_without_link_time_optimisation(monkeypatch):
+def test_backtest_kernel_is_compiled_without_link_time_optimisation(monkeypatch, fake_device_jit):
     """With nvJitLink installed (the GPU machines) numba-cuda links LTO-IR by default and nvJitLink then
     re-optimises the whole engine kernel at -O3, taking minutes; the engine kernel asks for lto=False
     (passed to cuda.jit only on a real device: the simulator's jit has no such option)."""
-    import types
-
     from gpuflow.kernels import backtest as kbt
 
     from gpuflow import backend as gb
     from gpuflow.backtest.strategies import get_strategy
 
-    seen = []
-
-    def jit(*args, **kw):
-        seen.append(kw)
-        return args[0] if args else (lambda f: f)
-
-    monkeypatch.setattr(gb, "cuda_module", lambda: types.SimpleNamespace(jit=jit))
-    monkeypatch.setattr(gb, "simulator_enabled", lambda: False)
-    monkeypatch.setattr(kbt, "_PAIRS", {})
+    seen = fake_device_jit
     kbt.engine_pair(get_strategy("market_making"))
     assert {"lto": False} in seen
     seen.clear()
@@ -89,26 +79,16 @@ def test_backtest_kernel_is_compiled_without_link_time_optimisation(monkeypatch)
         assert kbt.engine_pair(get_strategy("market_making")).cuda.targetoptions["lto"] is False
 
 
-def test_backtest_kernel_register_cap_reaches_the_jit(monkeypatch):
+def test_backtest_kernel_register_cap_reaches_the_jit(monkeypatch, fake_device_jit):
     """``backtest_max_registers`` (or engine_pair's argument) becomes cuda.jit's max_registers on a device, a
     separate kernel per cap; 0 passes no cap; the simulator's jit gets none."""
-    import types
-
     from gpuflow.kernels import backtest as kbt
 
     from gpuflow import backend as gb
     from gpuflow import config
     from gpuflow.backtest.strategies import get_strategy
 
-    seen = []
-
-    def jit(*args, **kw):
-        seen.append(kw)
-        return args[0] if args else (lambda f: f)
-
-    monkeypatch.setattr(gb, "cuda_module", lambda: types.SimpleNamespace(jit=jit))
-    monkeypatch.setattr(gb, "simulator_enabled", lambda: False)
-    monkeypatch.setattr(kbt, "_PAIRS", {})
+    seen = fake_device_jit
     mm = get_strategy("market_making")
     a = kbt.engine_pair(mm, max_registers=96)
     assert seen[-1].get("max_registers") == 96

@@ -4,6 +4,9 @@
 # Real data travels only inside the checkout: before calling the device tool, copy what the backtest
 # benchmark reads into ./shared (ignored by git; the device tool carries shared/), e.g.
 #   mkdir -p shared/data/binance/usdm && cp ../shared/data/binance/usdm/btcusdt_20240808.gz shared/data/binance/usdm/
+# and, to spare the device the CPU ingest's JIT compile (about a minute), the prepared recording:
+#   python experiments/bench/bench_backtest_gpu.py --source binance --backend cpu --sets 8 --variants t0s1 \
+#     --market-cache "$PWD/shared/market_usdm.pkl.gz"       (written when missing; read when present)
 # The package is laid out under /tmp/pp (gpuflow + gpuflow.kernels/dashboards/live) so nothing is
 # installed and no network is needed; commands run from /tmp/pp so the checkout's folders do not shadow it.
 #
@@ -36,6 +39,7 @@ else
   BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 4096 --layouts 1021,100,1001 --threads 64 --configs every1_ofi,every64_ofi"}
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
   BT_ARGS="--time-budget ${BT_BUDGET:-285} ${BT_EXTRA:-}"
+  if [ -f "$REPO/shared/market_usdm.pkl.gz" ]; then BT_ARGS="$BT_ARGS --market-cache $REPO/shared/market_usdm.pkl.gz"; fi
 fi
 DONE=/tmp/gpuflow-book-bench-done
 rm -f "$DONE"

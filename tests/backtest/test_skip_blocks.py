@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gpuflow.kernels import backtest as kb
 
 from gpuflow.backtest import BacktestConfig, prepare_market, run
 from gpuflow.backtest.strategies import get_strategy
 from gpuflow.config import config_context
-from gpuflow.kernels import backtest as kb
 from gpuflow.schema import FLAG_EOM, KIND_SET, KIND_TRADE, Instrument, events_table
 
 INS = Instrument("test", "X", "1", "1")
@@ -177,3 +177,18 @@ def test_skip_block_option_auto_skips_on_the_cpu_only(monkeypatch):
     monkeypatch.setattr(eng, "Backend", _Gpu)
     run(mm, eight, mk, cfg, engine="sweep", backend="fake")
     assert seen[-1][1:] == (0, 0)
+
+
+def test_gpu_kernel_votes_per_warp_the_simulator_and_cpu_per_set(monkeypatch, fake_device_jit):
+    """On a device the kernel skips a block only when the whole warp can (cuda.all_sync over the active lanes);
+    the simulator, which has no warp votes, and the CPU twin decide per set."""
+    from gpuflow import backend as gb
+
+    mm = get_strategy("market_making")
+    for sim, want in ((False, kb.warp_all_cuda), (True, kb.warp_all_cpu)):
+        monkeypatch.setattr(gb, "simulator_enabled", lambda s=sim: s)
+        monkeypatch.setattr(kb, "simulator_enabled", lambda s=sim: s)
+        monkeypatch.setattr(kb, "_PAIRS", {})
+        pair = kb.engine_pair(mm)
+        assert pair.cuda.__globals__["warp_all"].__code__ is want.__code__
+        assert pair.cpu.py_func.__globals__["warp_all"].py_func.__code__ is kb.warp_all_cpu.__code__
