@@ -45,8 +45,9 @@ def _fake_device(cc: tuple[int, int]) -> None:
     devices.get_context = lambda *a, **k: types.SimpleNamespace(device=dev)
 
 
-def record_launches() -> list[tuple[object, tuple]]:
-    """Run the book rebuild (every layout) and a sweep of every strategy through a recording backend."""
+def record_launches(only: str = "") -> list[tuple[object, tuple]]:
+    """Run the book rebuild (every layout) and a sweep of every strategy through a recording backend (with
+    ``only``: just the runs that can launch a kernel whose name contains it)."""
     from gpuflow import backend as gb
     from gpuflow.book import rebuild_book
     from gpuflow.synthetic import generate_arrays
@@ -66,9 +67,12 @@ def record_launches() -> list[tuple[object, tuple]]:
     gb.Backend.launch = launch
     try:
         ev = generate_arrays(20_000, seed=1, mode="l2")
-        for layout in ((True, False, 0), (True, False, 1), (True, False, 2), (False, True, 0), (True, False, 2, True)):
-            rebuild_book(ev, levels=5, ofi=True, backend=fake, chunk=512, layout=layout)
-        rebuild_book(ev, levels=5, ofi=True, every=64, backend=fake, chunk=512)
+        book_names = ("prepare", "chunk_bounds", "interleave", "summarise", "group", "row_best", "replay", "gather")
+        if not only or any(only in n for n in book_names):
+            for layout in ((True, False, 0), (True, False, 1), (True, False, 2), (False, True, 0),
+                           (True, False, 2, True)):
+                rebuild_book(ev, levels=5, ofi=True, backend=fake, chunk=512, layout=layout)
+            rebuild_book(ev, levels=5, ofi=True, every=64, backend=fake, chunk=512)
         from gpuflow.backtest import BacktestConfig, prepare_market, run
         from gpuflow.backtest.strategies import STRATEGIES, get_strategy
         from gpuflow.synthetic import generate
@@ -77,13 +81,16 @@ def record_launches() -> list[tuple[object, tuple]]:
         market = prepare_market(generate(2_000, seed=1, mode="l2"), levels=5, backend="cpu")
         gb.Backend.launch = launch
         for name in STRATEGIES:  # every strategy's engine kernel (default parameters)
+            if only and only not in f"backtest[{name}]":
+                continue
             run(get_strategy(name), {}, market, BacktestConfig(levels=5), engine="sweep", backend=fake,
                 record_fills=False)
         from gpuflow.config import config_context
 
         with config_context(backtest_event_tile=128):  # and market making's with shared-memory event tiles
-            run(get_strategy("market_making"), {}, market, BacktestConfig(levels=5), engine="sweep", backend=fake,
-                record_fills=False)
+            if not only or only in "backtest[market_making][tile 128]":
+                run(get_strategy("market_making"), {}, market, BacktestConfig(levels=5), engine="sweep",
+                    backend=fake, record_fills=False)
     finally:
         gb.Backend.launch = orig
     return list(seen.values())
@@ -122,6 +129,23 @@ def _ptxas() -> str:
     raise SystemExit("ptxas not found (install a CUDA toolkit or set CUDA_HOME)")
 
 
+def _keep(folder: Path, name: str, i: int, ptx: Path, cubin: Path) -> None:
+    """Copy a kernel's PTX and cubin to ``folder`` as ``NN_name.ptx`` / ``.cubin`` and disassemble the cubin
+    to ``.sass`` when nvdisasm is found (``pip install nvidia-cuda-nvdisasm`` puts one in the venv)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / f"{i:02d}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}"
+    shutil.copyfile(ptx, stem.with_suffix(".ptx"))
+    shutil.copyfile(cubin, stem.with_suffix(".cubin"))
+    home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    venv_bin = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    cands = [shutil.which("nvdisasm"), os.path.join(home, "bin", "nvdisasm"),
+             *map(str, venv_bin.glob("nvidia/cu*/bin/nvdisasm"))]
+    tool = next((c for c in cands if c and os.path.exists(c)), None)
+    if tool:
+        sass = subprocess.run([tool, "-c", "-g", str(cubin)], capture_output=True, text=True, check=True).stdout
+        stem.with_suffix(".sass").write_text(sass)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cc", default="9.0", help="compute capability, e.g. 9.0 (H100/H200) or 8.0 (A100)")
@@ -129,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--link", action="store_true",
                     help="also time numba-cuda's whole compile + link to a cubin with and without link-time "
                          "optimisation (needs nvJitLink: pip install nvidia-nvjitlink; what a first launch costs)")
+    ap.add_argument("--maxrregcount", type=int, default=0,
+                    help="pass ptxas a register cap (what the backtest_max_registers option asks of the device)")
+    ap.add_argument("--keep", default="",
+                    help="write each kernel's PTX and cubin, compiled with line info, (and its SASS, where nvdisasm "
+                         "is on PATH, in $CUDA_HOME/bin or in the venv) to this folder, for reading the machine code")
     args = ap.parse_args(argv)
     cc = tuple(int(x) for x in args.cc.split("."))
     os.environ.pop("NUMBA_ENABLE_CUDASIM", None)
@@ -141,19 +170,25 @@ def main(argv: list[str] | None = None) -> int:
     arch = f"sm_{cc[0]}{cc[1]}"
     head = f"{'kernel':34s} {'regs':>5s} {'stack B':>8s} {'spill st/ld B':>14s} {'nvvm s':>7s}"
     print(head + (f" {'cubin s (lto)':>14s} {'cubin s (no lto)':>17s} {'kernel lto':>10s}" if args.link else ""))
+    kept: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for pair, sig in record_launches():
+        for pair, sig in record_launches(args.only):
             if args.only and args.only not in pair.name:
                 continue
             t = time.perf_counter()
             with nvvm_opt_level(pair.nvvm_opt, pair.nvvm_fma):
-                ptx, _ = cuda.compile_ptx(pair.cuda.py_func, sig, cc=cc)
+                ptx, _ = cuda.compile_ptx(pair.cuda.py_func, sig, cc=cc, lineinfo=bool(args.keep))
             secs = time.perf_counter() - t
             src = Path(tmp) / "k.ptx"
             src.write_text(ptx)
-            out = subprocess.run([ptxas, f"-arch={arch}", "-v", str(src), "-o", str(Path(tmp) / "k.cubin")],
+            out = subprocess.run([ptxas, f"-arch={arch}", "-v", *(["-lineinfo"] if args.keep else []),
+                                  *([f"-maxrregcount={args.maxrregcount}"] if args.maxrregcount else []), str(src),
+                                  "-o", str(Path(tmp) / "k.cubin")],
                                  capture_output=True, text=True, check=True).stderr
             regs, stack, sst, sld = _entry_resources(out)
+            if args.keep:
+                _keep(Path(args.keep), pair.name, len(kept), src, Path(tmp) / "k.cubin")
+                kept.append(pair.name)
             line = f"{pair.name:34s} {regs:>5s} {stack:>8s} {sst + '/' + sld:>14s} {secs:7.1f}"
             if args.link:
                 lto_s, plain_s = (_link_seconds(pair, sig, cc, lto) for lto in (True, False))
