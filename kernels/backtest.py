@@ -59,7 +59,7 @@ __all__ = [
     "N_NAN_ACTIONS", "N_DECISIONS", "N_NOTICES_DROPPED", "ORDERED_LOTS", "NCNT", "ACC_POS", "ACC_CASH", "ACC_FEE",
     "ACC_LOTS", "ACC_NOTIONAL", "ACC_FEE_REM", "NACC", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
     "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS", "MAX_ACTIONS", "MAX_PENDING", "SKIP_BLOCK", "NBLK", "event_blocks",
-    "engine_pair",
+    "NEV", "NVS", "event_view", "engine_pair",
 ]
 
 # order table columns
@@ -97,12 +97,26 @@ NFILL = 9
 #: last receive time and the largest exchange time; the lowest price of a trade whose passive side is the bid
 #: and the highest one on the ask side; then over the events that change their instrument's book row: any that
 #: changes more than one level (or has no side), the highest bid-side and lowest ask-side price and their
-#: prices' bits modulo 64, the lowest N-th bid and best ask, the highest N-th ask and best bid (row_top_at's
-#: values); the last such row and its mid x 2 (``_UNSET``: none) per instrument
+#: prices' bits modulo 64, the lowest N-th bid and best ask, the highest N-th ask and best bid (the event
+#: view's values)
 SKIP_BLOCK = 16
-(B_TS, B_TX, B_PB, B_PA, B_MULTI, B_BIDMAX, B_BIDBITS, B_ASKMIN, B_ASKBITS, B_BDMIN, B_A0MIN, B_ADMAX, B_B0MAX, B_ROW0,
- B_MID0, B_ROW1, B_MID1) = range(17)
-NBLK = 17
+(B_TS, B_TX, B_PB, B_PA, B_MULTI, B_BIDMAX, B_BIDBITS, B_ASKMIN, B_ASKBITS, B_BDMIN, B_A0MIN, B_ADMAX,
+ B_B0MAX) = range(13)
+NBLK = 13
+#: the event view (:func:`event_view`), computed once per market and read by every parameter set: per event
+#: a flags word and the best / N-th prices of the book row the event makes current (-BIG / BIG: empty level;
+#: only for events flagged EV_ROW) ...
+V_FLAGS, V_B0, V_A0, V_BD, V_AD = range(5)
+NEV = 5
+#: ... flags: the event changes its instrument's current book row; it is a trade or execution with an
+#: aggressor side; it is the last event of its receive time (the strategy may decide after it); its
+#: instrument is 1; then its kind (bits 8-15) and side + 1 (bits 16-17)
+EV_ROW, EV_TRADE, EV_LAST, EV_INST1 = 1, 2, 4, 8
+EV_KIND_SHIFT, EV_SIDE_SHIFT = 8, 16
+#: ... and the view's state after each event (row e + 1; row 0: before the first event): each instrument's
+#: current book row (-1: none yet) and its last two-sided mid x 2 (0: none yet)
+VS_ROW0, VS_ROW1, VS_MID0, VS_MID1 = range(4)
+NVS = 4
 #: per-set capacities (local arrays on the GPU)
 MAX_ORDERS = 16
 MAX_ACTIONS = 8
@@ -110,7 +124,6 @@ MAX_PENDING = 64
 MAX_INSTRUMENTS = 2
 _UNKNOWN = np.int64(1) << 60
 _BIG = np.int64(1) << 62
-_UNSET = -_BIG
 _KIND_TRADE = KIND_TRADE
 _KIND_EXECUTE = KIND_EXECUTE
 _KIND_SET = KIND_SET
@@ -530,7 +543,7 @@ def order_schedule(ordv):  # pragma: no cover - jitted
 def book_event_skips(ekind, eside, eprice, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, b0, a0, bd,
                      ad):  # pragma: no cover - jitted
     """True when :func:`on_book` would change nothing for this event, whose book row has best prices
-    ``b0`` / ``a0`` and N-th level prices ``bd`` / ``ad`` (:func:`row_top_at`), so it need not run.
+    ``b0`` / ``a0`` and N-th level prices ``bd`` / ``ad`` (the event view's), so it need not run.
 
     Orders in view with a known queue (``hi_bid``, ``lo_ask``, ``fb``, ``fa``): the event changes one
     level, on a side where no such order of ours has that price (a bit of ``fb`` / ``fa`` clear: exact;
@@ -606,80 +619,64 @@ def pend_next(pend):  # pragma: no cover - jitted
 
 
 # ----------------------------------------------------------------------------- event access
-# With tiles (the GPU kernel's option) the engine reads event e's fields, the next event's receive time and
-# four values of the event's book row from an event tile in the block's shared memory: the block loads
-# ``tile`` events at a time with coalesced reads, one event per thread, and each thread then walks the tile
-# in shared memory instead of waiting on global memory at every event.  Without tiles (the CPU twin, the
-# GPU kernel by default) it reads the arrays inline and never calls the tile readers.  Tile columns:
-TL_TS, TL_TX, TL_INST, TL_ROW, TL_KIND, TL_SIDE, TL_PRICE, TL_QTY, TL_B0, TL_A0, TL_BD, TL_AD = range(12)
-NTL = 12
+# Every parameter set reads, per event, its receive and exchange times and the event view's flags (and, for
+# an event that changes a book row while it has resting orders, the row's best and N-th prices): the values
+# every set would otherwise derive alike from the event and its book row are computed once per market
+# (:func:`event_view`).  With tiles (the GPU kernel's option) these are read from an event tile in the
+# block's shared memory: the block loads ``tile`` events at a time with coalesced reads, one event per
+# thread, and each thread then walks the tile instead of waiting on global memory at every event.  Without
+# tiles (the CPU twin, the GPU kernel by default) the arrays are read inline and the tile readers are never
+# called.  Tile columns (the tile has one row more than events, so that a tile of one is told from none):
+TL_TS, TL_TX, TL_FLAGS, TL_B0, TL_A0, TL_BD, TL_AD = range(7)
+NTL = 7
 
 
-def row_top_at(row, bp, bq, ap, aq, nlev):  # pragma: no cover - jitted
-    """(best bid, best ask, N-th bid, N-th ask) prices of book row ``row``; an empty level reads -BIG on
-    the bid side and BIG on the ask side (so ``b0 > -BIG`` means the side has a best level)."""
-    d = nlev - 1
-    b0 = bp[row, 0] if bq[row, 0] > 0 else -_BIG
-    a0 = ap[row, 0] if aq[row, 0] > 0 else _BIG
-    bd = bp[row, d] if bq[row, d] > 0 else -_BIG
-    ad = ap[row, d] if aq[row, d] > 0 else _BIG
-    return b0, a0, bd, ad
+def view_rows(vst, e, n_inst, cur):  # pragma: no cover - jitted
+    """Each instrument's current book row before event ``e`` (``e = n``: after the last) into ``cur``."""
+    for m in range(n_inst):
+        cur[m] = vst[e, VS_ROW0 + m]
 
 
-def ev_tile_none(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev,
-                 tl):  # pragma: no cover - jitted
+def view_mids(vst, e, n_inst, mid2):  # pragma: no cover - jitted
+    """Each instrument's last two-sided mid x 2 before event ``e`` into ``mid2``."""
+    for m in range(n_inst):
+        mid2[m] = vst[e, VS_MID0 + m]
+
+
+def ev_tile_none(b, n, ts, tx, ev, tl):  # pragma: no cover - jitted
     """No tile (the CPU twin, the GPU kernel without tiles): nothing to load; offset 0."""
     return 0
 
 
-def ev_tile_cuda(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev,
-                 tl):  # pragma: no cover - device code
-    """Load events ``b .. b + T`` (T = tile length, ``tl`` has T + 1 rows; row T holds only the next
-    tile's first receive time) into the block's tile; returns the offset ``b``.  Every thread of the
-    block calls it the same number of times (the barriers)."""
+def ev_tile_cuda(b, n, ts, tx, ev, tl):  # pragma: no cover - device code
+    """Load events ``b .. b + T`` (T = tile length, ``tl`` has T + 1 rows) into the block's tile; returns the
+    offset ``b``.  Every thread of the block calls it the same number of times (the barriers)."""
     cuda.syncthreads()  # every thread is done with the previous tile
     T = tl.shape[0] - 1
     i = cuda.threadIdx.x
-    while i <= T:
+    while i < T:
         e = b + i
         if e < n:
             tl[i, TL_TS] = ts[e]
-            if i < T:
-                row = ev_row[e]
-                tl[i, TL_TX] = tx[e]
-                tl[i, TL_INST] = ev_inst[e]
-                tl[i, TL_ROW] = row
-                tl[i, TL_KIND] = kind[e]
-                tl[i, TL_SIDE] = side[e]
-                tl[i, TL_PRICE] = price[e]
-                tl[i, TL_QTY] = qty[e]
-                if row >= 0:
-                    b0, a0, bd, ad = row_top_at(row, bp, bq, ap, aq, nlev)
-                    tl[i, TL_B0] = b0
-                    tl[i, TL_A0] = a0
-                    tl[i, TL_BD] = bd
-                    tl[i, TL_AD] = ad
-        else:
-            tl[i, TL_TS] = _BIG  # past the last event: no next receive time
+            tl[i, TL_TX] = tx[e]
+            tl[i, TL_FLAGS] = ev[e, V_FLAGS]
+            tl[i, TL_B0] = ev[e, V_B0]
+            tl[i, TL_A0] = ev[e, V_A0]
+            tl[i, TL_BD] = ev[e, V_BD]
+            tl[i, TL_AD] = ev[e, V_AD]
         i += cuda.blockDim.x
     cuda.syncthreads()
     return b
 
 
 def ev_fields(e, off, tl):  # pragma: no cover - device code
-    """Event ``e`` from the tile: (ts_local, exchange time, instrument, book row, kind, side, price, qty)."""
+    """Event ``e`` from the tile: (ts_local, exchange time, view flags)."""
     j = e - off
-    return (tl[j, TL_TS], tl[j, TL_TX], tl[j, TL_INST], tl[j, TL_ROW], tl[j, TL_KIND], tl[j, TL_SIDE],
-            tl[j, TL_PRICE], tl[j, TL_QTY])
-
-
-def ev_next_ts(e, off, tl):  # pragma: no cover - device code
-    """Receive time of event ``e + 1`` from the tile (BIG after the last event)."""
-    return tl[e + 1 - off, TL_TS]
+    return tl[j, TL_TS], tl[j, TL_TX], tl[j, TL_FLAGS]
 
 
 def ev_top(e, off, tl):  # pragma: no cover - device code
-    """:func:`row_top_at` of event ``e``'s row from the tile."""
+    """The event view's best / N-th prices of event ``e``'s row, from the tile."""
     j = e - off
     return tl[j, TL_B0], tl[j, TL_A0], tl[j, TL_BD], tl[j, TL_AD]
 
@@ -692,16 +689,19 @@ def record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem):  # pragma: no
         eqfrem[p, s_i, m] = acct[m, ACC_FEE_REM]
 
 
-def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt,
              out_acct, out_sst, tl, tile, blk):  # pragma: no cover - jitted
     """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring).
 
+    Per event a set reads the receive and exchange times and the event view's flags (``ev``,
+    :func:`event_view`); the event's kind, side and price and its row's best and N-th prices only when it has
+    resting orders and the event is a trade or changes a book row; the event view's state (``vst``: current
+    rows and mids) only where an order arrives, a sample is taken or the strategy decides.
     Events are taken ``tile`` at a time; with a shared-memory tile ``tl`` (more than one row: the GPU kernel
     with tiles) ``ev_tile`` loads each tile and the ``ev_*`` readers read it, else the arrays are read inline.
     Without tiles, a block of ``2 ** cfg[C_SKIP]`` events that :func:`block_quiet` clears (summaries ``blk``;
-    none when ``cfg[C_SKIP]`` is 0) is passed over at once: only the current book rows and mids move, to the
-    block's last ones, as the events one by one would have moved them."""
+    none when ``cfg[C_SKIP]`` is 0) is passed over at once (nothing of the set changes in it)."""
     n = ts.size
     for k in range(ordv.shape[0]):
         for c in range(NCOL):
@@ -732,64 +732,47 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
     # arrival or cancel at the exchange, and the resting orders' summary for book_event_skips
     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
     next_p = _BIG  # earliest fill notice reaching the strategy
-    cur0 = np.int64(-1)
-    cur1 = np.int64(-1)
     tile = max(tile, 1)
     # events from a shared-memory tile (the GPU kernel with tiles: ``tl`` has a row per event and one more),
-    # else straight from the arrays, inline (the CPU twin and the GPU kernel without tiles: the same reads
-    # as before tiles existed)
+    # else straight from the arrays, inline
     tiled = tl.shape[0] > 1
     sh = cfg[C_SKIP]
     skips = not tiled and sh > 0 and blk.shape[0] > 0
     bmask = (np.int64(1) << sh) - 1
     for b in range(0, n, tile):
-        off = ev_tile(b, n, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, tl)  # noqa: F821
+        off = ev_tile(b, n, ts, tx, ev, tl)  # noqa: F821
         e_end = min(b + tile, n)
         # skip blocks of bmask + 1 events (aligned: the tile is the whole stream when skips), else one block
         step = bmask + 1 if skips else e_end - b
         for e0 in range(b, e_end, step):
-            if skips:
-                k = e0 >> sh
-                # warp_all: the per-target vote, bound by engine_pair (warp_all_cpu / warp_all_cuda)
-                if warp_all(block_quiet(blk, k, next_sample if s_i < n_samples else _BIG, next_x, next_p,  # noqa: F821
-                                        next_decision, rmask, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa)):
-                    if blk[k, B_ROW0] >= 0:
-                        cur0 = blk[k, B_ROW0]
-                        cur[0] = cur0
-                    if blk[k, B_MID0] != _UNSET:
-                        mid2[0] = blk[k, B_MID0]
-                    if n_inst > 1:
-                        if blk[k, B_ROW1] >= 0:
-                            cur1 = blk[k, B_ROW1]
-                            cur[1] = cur1
-                        if blk[k, B_MID1] != _UNSET:
-                            mid2[1] = blk[k, B_MID1]
-                    continue
+            # warp_all: the per-target vote, bound by engine_pair (warp_all_cpu / warp_all_cuda)
+            if skips and warp_all(block_quiet(blk, e0 >> sh, next_sample if s_i < n_samples else _BIG,  # noqa: F821
+                                              next_x, next_p, next_decision, rmask, hi_bid, lo_ask, fb, fa, hi_ob,
+                                              lo_oa)):
+                continue
             for e in range(e0, min(e0 + step, e_end)):
                 if tiled:
-                    t, t_x, inst, row, kd, es, epx, eqty = ev_fields(e, off, tl)
+                    t, t_x, f = ev_fields(e, off, tl)
                 else:
                     t = ts[e]
                     t_x = tx[e]
-                    inst = ev_inst[e]
-                    row = ev_row[e]
-                    kd = kind[e]
-                    es = side[e]
-                    epx = price[e]
-                    eqty = qty[e]
+                    f = ev[e, V_FLAGS]
                 # equity samples due before this event; orders reaching the exchange before a sample time are
                 # processed first (against the current book: no market event happens in between)
                 while s_i < n_samples and next_sample <= t:
                     if next_x <= next_sample - feed:
+                        view_rows(vst, e, n_inst, cur)
                         exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
                                        fills)
                         rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
                         next_p = pend_next(pend)
+                    view_mids(vst, e, n_inst, mid2)
                     record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
                     s_i += 1
                     next_sample += sample
                 # orders and cancels reaching the exchange before this event
                 if next_x <= t_x:
+                    view_rows(vst, e, n_inst, cur)
                     exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
                     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
                     next_p = pend_next(pend)
@@ -805,47 +788,39 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                                 lv[k, O_STATE] = 0
                             pend[j, 0] = -1
                     next_p = pend_next(pend)
-                # the event itself; nf0: the fill count before the first check of our orders (-1: none ran)
+                # the event itself, against our resting orders; nf0: the fill count before the first check of
+                # our orders (-1: none ran)
                 nf0 = np.int64(-1)
-                if rmask != 0 and (kd == _KIND_TRADE or kd == _KIND_EXECUTE):
-                    agg = es if kd == _KIND_TRADE else -es
-                    if agg != 0:
+                if rmask != 0 and (f & (EV_TRADE | EV_ROW)) != 0:
+                    inst = (f >> 3) & 1
+                    kd = (f >> EV_KIND_SHIFT) & 255
+                    es = ((f >> EV_SIDE_SHIFT) & 3) - 1
+                    epx = price[e]
+                    if (f & EV_TRADE) != 0:
                         nf0 = cnt[N_FILLS]
-                        on_trade(p, e, t_x, inst, agg, epx, eqty, ordv, rmask, cfg, acct, pend, cnt, fills)
-                # cur0 / cur1: registers mirroring cur[0] / cur[1] (a read of thread-local memory at every event
-                # otherwise)
-                if row >= 0 and row != (cur0 if inst == 0 else cur1):
-                    cur[inst] = row
-                    if inst == 0:
-                        cur0 = row
-                    else:
-                        cur1 = row
-                    if tiled:
-                        b0, a0, bd, ad = ev_top(e, off, tl)
-                    else:
-                        b0, a0, bd, ad = row_top_at(row, bp, bq, ap, aq, nlev)
-                    if b0 > -_BIG and a0 < _BIG:
-                        mid2[inst] = b0 + a0
-                    if rmask != 0 and not book_event_skips(kd, es, epx, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, b0, a0,
-                                                           bd, ad):
-                        # a changed view of our orders changes the summary (fills: below)
-                        if nf0 < 0:
-                            nf0 = cnt[N_FILLS]
-                        if on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend, cnt, fills,
-                                   kd, es, epx):
-                            rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                        on_trade(p, e, t_x, inst, es if kd == _KIND_TRADE else -es, epx, qty[e], ordv, rmask, cfg,
+                                 acct, pend, cnt, fills)
+                    if (f & EV_ROW) != 0:
+                        if tiled:
+                            b0, a0, bd, ad = ev_top(e, off, tl)
+                        else:
+                            b0 = ev[e, V_B0]
+                            a0 = ev[e, V_A0]
+                            bd = ev[e, V_BD]
+                            ad = ev[e, V_AD]
+                        if not book_event_skips(kd, es, epx, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, b0, a0, bd, ad):
+                            # a changed view of our orders changes the summary (fills: below)
+                            if nf0 < 0:
+                                nf0 = cnt[N_FILLS]
+                            if on_book(p, e, t_x, inst, ev_row[e], bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend,
+                                       cnt, fills, kd, es, epx):
+                                rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
                 if nf0 >= 0 and cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
                     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
                     next_p = pend_next(pend)
                 # the strategy decides after a complete message (the last event of its receive time: it has seen
                 # every event with ts_local <= t), at the first one at or after each decision time
-                decide = False
-                if t >= next_decision:
-                    if tiled:
-                        decide = ev_next_ts(e, off, tl) > t
-                    else:
-                        decide = e == n - 1 or ts[e + 1] > t
-                if decide:
+                if t >= next_decision and (f & EV_LAST) != 0:
                     if interval > 0:
                         if cfg[C_GRID] != 0:
                             next_decision += ((t - next_decision) // interval + 1) * interval  # fixed clock from t0
@@ -854,9 +829,10 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                     for a in range(acts.shape[0]):
                         for c in range(6):
                             acts[a, c] = 0
+                    view_rows(vst, e + 1, n_inst, cur)
                     # strategy_step: the strategy's step, bound by engine_pair
-                    n_act = strategy_step(params[p], sst, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen,  # noqa: F821
-                                          lv, acts)
+                    n_act = strategy_step(params[p], sst, t, e, (f >> 3) & 1, cur, bp, bq, ap, aq, nlev, sig,  # noqa: F821
+                                          seen, lv, acts)
                     cnt[N_DECISIONS] += 1
                     if n_act < 0:
                         cnt[N_NAN_ACTIONS] += 1
@@ -866,6 +842,8 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
                     if n_act > 0:
                         apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
                         rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+    view_rows(vst, n, n_inst, cur)
+    view_mids(vst, n, n_inst, mid2)
     while s_i < n_samples:
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
@@ -882,43 +860,105 @@ def simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq,
         out_sst[p, c] = sst[c]
 
 
-def event_blocks(ts: np.ndarray, tx: np.ndarray, ev_inst: np.ndarray, ev_row: np.ndarray, kind: np.ndarray,
-                 side: np.ndarray, price: np.ndarray, bp: np.ndarray, bq: np.ndarray, ap: np.ndarray, aq: np.ndarray,
-                 block: int = SKIP_BLOCK) -> np.ndarray:
-    """Host: the summary of each block of ``block`` events that :func:`block_quiet` reads (columns
-    :data:`B_TS` ...; one row per block, the last one possibly partial), from the engine's event arrays.
+def event_view(ts: np.ndarray, ev_inst: np.ndarray, ev_row: np.ndarray, kind: np.ndarray, side: np.ndarray,
+               bp: np.ndarray, bq: np.ndarray, ap: np.ndarray, aq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Host: the event view that every parameter set reads instead of deriving it alike from each event and its
+    book row (one compiled pass over the events, once per market).
 
-    Computed over the same events the engine would look at one by one: trades by their passive side
-    (:func:`on_trade`), and the events that change their instrument's current book row (the engine's
-    ``row != cur[inst]``; the same for every set, since every set sees the same events).  One compiled
-    pass over the events."""
+    Returns ``ev`` (n, :data:`NEV`): per event its flags (:data:`EV_ROW` ...: the event makes a book row its
+    instrument's current one, i.e. ``row >= 0`` and not the current one already; it is a trade or execution
+    with an aggressor side; it is the last event of its receive time; instrument 1; kind and side) and, for
+    EV_ROW events, the best and N-th bid / ask prices of that row (an empty level: -BIG / BIG); and ``vst``
+    (n + 1, :data:`NVS`): after each event (row e + 1; row 0 before the first) each instrument's current
+    book row (-1: none yet) and its last mid x 2 with both sides present (0: none yet)."""
     n = int(ts.size)
-    out = np.empty((-(-n // block), NBLK), np.int64)
-    if n == 0:
-        return out
+    ev = np.empty((n, NEV), np.int64)
+    vst = np.empty((n + 1, NVS), np.int64)
     if bp.shape[0] == 0 or bp.shape[1] == 0:  # no book rows: no event changes one
         bp = bq = ap = aq = np.zeros((1, 1), np.int64)
-    _event_blocks_nb()(ts, tx, ev_inst, ev_row, kind, side, price, bp, bq, ap, aq, int(block), out)
+    _compiled("view")(ts, ev_inst, ev_row, kind, side, bp, bq, ap, aq, ev, vst)
+    return ev, vst
+
+
+def event_blocks(ts: np.ndarray, tx: np.ndarray, price: np.ndarray, ev: np.ndarray,
+                 block: int = SKIP_BLOCK) -> np.ndarray:
+    """Host: the summary of each block of ``block`` events that :func:`block_quiet` reads (columns
+    :data:`B_TS` ...; one row per block, the last one possibly partial), from the engine's event arrays and
+    the event view ``ev`` (:func:`event_view`).
+
+    Computed over the same events the engine would look at one by one: trades by their passive side
+    (:func:`on_trade`), and the events that change their instrument's current book row (EV_ROW; the same for
+    every set, since every set sees the same events).  One compiled pass over the events."""
+    n = int(ts.size)
+    out = np.empty((-(-n // block), NBLK), np.int64)
+    if n:
+        _compiled("blocks")(ts, tx, price, ev, int(block), out)
     return out
 
 
-_EB = []
+_NB: dict = {}
 
 
-def _event_blocks_nb():  # returns a numba dispatcher
-    """The compiled pass of :func:`event_blocks` (compiled on first use)."""
-    if not _EB:
+def _compiled(name: str):  # returns a numba dispatcher
+    """The compiled host passes of :func:`event_view` and :func:`event_blocks` (compiled on first use)."""
+    if not _NB:
         from numba import njit
 
         big = _BIG
-        unset = _UNSET
 
         @njit(nogil=True)
-        def fill(ts, tx, ev_inst, ev_row, kind, side, price, bp, bq, ap, aq, block, out):  # pragma: no cover
+        def view(ts, ev_inst, ev_row, kind, side, bp, bq, ap, aq, ev, vst):  # pragma: no cover
             n = ts.size
             d = bp.shape[1] - 1
             cur0 = np.int64(-1)
             cur1 = np.int64(-1)
+            mid0 = np.int64(0)
+            mid1 = np.int64(0)
+            vst[0, VS_ROW0] = cur0
+            vst[0, VS_ROW1] = cur1
+            vst[0, VS_MID0] = mid0
+            vst[0, VS_MID1] = mid1
+            for e in range(n):
+                kd = np.int64(kind[e])
+                sd = np.int64(side[e])
+                i = np.int64(ev_inst[e])
+                r = np.int64(ev_row[e])
+                f = (kd << EV_KIND_SHIFT) | ((sd + 1) << EV_SIDE_SHIFT)
+                if i != 0:
+                    f |= EV_INST1
+                if (kd == _KIND_TRADE or kd == _KIND_EXECUTE) and sd != 0:
+                    f |= EV_TRADE
+                if e == n - 1 or ts[e + 1] > ts[e]:
+                    f |= EV_LAST
+                b0, a0, bd, ad = -big, big, -big, big
+                if r >= 0 and r != (cur0 if i == 0 else cur1):
+                    f |= EV_ROW
+                    b0 = bp[r, 0] if bq[r, 0] > 0 else -big
+                    a0 = ap[r, 0] if aq[r, 0] > 0 else big
+                    bd = bp[r, d] if bq[r, d] > 0 else -big
+                    ad = ap[r, d] if aq[r, d] > 0 else big
+                    both = b0 > -big and a0 < big
+                    if i == 0:
+                        cur0 = r
+                        if both:
+                            mid0 = b0 + a0
+                    else:
+                        cur1 = r
+                        if both:
+                            mid1 = b0 + a0
+                ev[e, V_FLAGS] = f
+                ev[e, V_B0] = b0
+                ev[e, V_A0] = a0
+                ev[e, V_BD] = bd
+                ev[e, V_AD] = ad
+                vst[e + 1, VS_ROW0] = cur0
+                vst[e + 1, VS_ROW1] = cur1
+                vst[e + 1, VS_MID0] = mid0
+                vst[e + 1, VS_MID1] = mid1
+
+        @njit(nogil=True)
+        def blocks(ts, tx, price, ev, block, out):  # pragma: no cover
+            n = ts.size
             for k in range(out.shape[0]):
                 lo = k * block
                 hi = min(n, lo + block)
@@ -927,25 +967,18 @@ def _event_blocks_nb():  # returns a numba dispatcher
                 pb, pa, multi = big, -big, np.int64(0)
                 bidmax, bidbits, askmin, askbits = -big, np.int64(0), big, np.int64(0)
                 bdmin, a0min, admax, b0max = big, big, -big, -big
-                row0, mid0, row1, mid1 = np.int64(-1), unset, np.int64(-1), unset
                 for e in range(lo, hi):
-                    t_x = np.int64(tx[e])
-                    txm = max(txm, t_x)
-                    kd = np.int64(kind[e])
-                    sd = np.int64(side[e])
+                    txm = max(txm, np.int64(tx[e]))
+                    f = ev[e, V_FLAGS]
+                    kd = (f >> EV_KIND_SHIFT) & 255
+                    sd = ((f >> EV_SIDE_SHIFT) & 3) - 1
                     px = np.int64(price[e])
                     if (kd == _KIND_TRADE and sd == -1) or (kd == _KIND_EXECUTE and sd == 1):
                         pb = min(pb, px)
                     elif (kd == _KIND_TRADE and sd == 1) or (kd == _KIND_EXECUTE and sd == -1):
                         pa = max(pa, px)
-                    r = np.int64(ev_row[e])
-                    i = np.int64(ev_inst[e])
-                    if r < 0 or r == (cur0 if i == 0 else cur1):
+                    if (f & EV_ROW) == 0:
                         continue
-                    if i == 0:
-                        cur0 = r
-                    else:
-                        cur1 = r
                     single = kd == _KIND_SET or kd == _KIND_ADD or kd == _KIND_CANCEL or kd == _KIND_DELETE \
                         or kd == _KIND_EXECUTE
                     if not single or sd == 0:
@@ -957,23 +990,10 @@ def _event_blocks_nb():  # returns a numba dispatcher
                     elif sd < 0:
                         askmin = min(askmin, px)
                         askbits |= bit
-                    b0 = bp[r, 0] if bq[r, 0] > 0 else -big
-                    a0 = ap[r, 0] if aq[r, 0] > 0 else big
-                    bd = bp[r, d] if bq[r, d] > 0 else -big
-                    ad = ap[r, d] if aq[r, d] > 0 else big
-                    bdmin = min(bdmin, bd)
-                    a0min = min(a0min, a0)
-                    admax = max(admax, ad)
-                    b0max = max(b0max, b0)
-                    both = b0 > -big and a0 < big
-                    if i == 0:
-                        row0 = r
-                        if both:
-                            mid0 = b0 + a0
-                    else:
-                        row1 = r
-                        if both:
-                            mid1 = b0 + a0
+                    bdmin = min(bdmin, ev[e, V_BD])
+                    a0min = min(a0min, ev[e, V_A0])
+                    admax = max(admax, ev[e, V_AD])
+                    b0max = max(b0max, ev[e, V_B0])
                 out[k, B_TX] = txm
                 out[k, B_PB] = pb
                 out[k, B_PA] = pa
@@ -986,17 +1006,14 @@ def _event_blocks_nb():  # returns a numba dispatcher
                 out[k, B_A0MIN] = a0min
                 out[k, B_ADMAX] = admax
                 out[k, B_B0MAX] = b0max
-                out[k, B_ROW0] = row0
-                out[k, B_MID0] = mid0
-                out[k, B_ROW1] = row1
-                out[k, B_MID1] = mid1
 
-        _EB.append(fill)
-    return _EB[0]
+        _NB["view"] = view
+        _NB["blocks"] = blocks
+    return _NB[name]
 
 
 # ----------------------------------------------------------------------------- kernels
-def run_cuda(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
+def run_cuda(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
              eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk):  # pragma: no cover - device code
     """One thread per parameter set.  Twin: :func:`run_cpu`.  ``TILE`` (compile-time): events per
     shared-memory tile, 0 for none."""
@@ -1022,12 +1039,12 @@ def run_cuda(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nl
     tile = ts.size
     if TILE > 0:  # noqa: F821
         tile = TILE  # noqa: F821
-    simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+    simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
              out_sst, tl, tile, blk)
 
 
-def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
+def run_cpu(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
             eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk):  # pragma: no cover - jitted
     """The exact engine: every parameter set in turn on the CPU (``prange`` over sets)."""
     for p in prange(params.shape[0]):
@@ -1042,14 +1059,14 @@ def run_cpu(ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nle
         cur = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         mid2 = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         tl = np.zeros((1, NTL), dtype=np.int64)  # no tile on the CPU: events are read where they lie
-        simulate(p, ts, tx, ev_inst, ev_row, kind, side, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
+        simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
                  ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
                  out_sst, tl, ts.size, blk)
 
 
 _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
-                 exchange_until, order_schedule, single_level, book_event_skips, block_quiet, pend_next, row_top_at,
-                 ev_fields, ev_next_ts, ev_top, record_sample, simulate)
+                 exchange_until, order_schedule, single_level, book_event_skips, block_quiet, pend_next, view_rows,
+                 view_mids, ev_fields, ev_top, record_sample, simulate)
 _PAIRS: dict[tuple[str, int], KernelPair] = {}
 
 

@@ -154,6 +154,7 @@ class MarketData:
     # init=False: dataclasses.replace (a window, new signals) gives the copy its own, empty caches
     _device: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _blocks: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _view: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     _ARRAYS = ("ts", "inst", "row", "kind", "side", "price", "qty", "bid_price", "bid_qty", "ask_price", "ask_qty",
                "signals")
@@ -166,6 +167,18 @@ class MarketData:
             self._device[be.name] = {k: be.asarray(getattr(self, k)) for k in self._ARRAYS}
         return self._device[be.name]
 
+    def view(self, be: Backend) -> tuple[Any, Any]:
+        """The event view (``kernels.backtest.event_view``: per-event flags and book-row prices, and the current
+        rows and mids after each event) on ``be``'s device: computed once per market, copied once and kept."""
+        from gpuflow.kernels import backtest as kb
+
+        if "cpu" not in self._view:
+            self._view["cpu"] = kb.event_view(self.ts, self.inst, self.row, self.kind, self.side, self.bid_price,
+                                              self.bid_qty, self.ask_price, self.ask_qty)
+        if be.uses_cuda and be.name not in self._view:
+            self._view[be.name] = tuple(be.asarray(a) for a in self._view["cpu"])
+        return self._view[be.name if be.uses_cuda else "cpu"]
+
     def blocks(self, tx: np.ndarray, key: Any, size: int, be: Backend) -> Any:
         """The summaries of blocks of ``size`` events (``kernels.backtest.event_blocks``) for exchange times
         ``tx`` (``key`` names them: the feed-latency setting and the size), on ``be``'s device; computed once
@@ -173,9 +186,8 @@ class MarketData:
         from gpuflow.kernels import backtest as kb
 
         if key not in self._blocks:
-            self._blocks[key] = {"cpu": kb.event_blocks(self.ts, tx, self.inst, self.row, self.kind, self.side,
-                                                        self.price, self.bid_price, self.bid_qty, self.ask_price,
-                                                        self.ask_qty, block=size)}
+            ev = self.view(get_backend("cpu"))[0]
+            self._blocks[key] = {"cpu": kb.event_blocks(self.ts, tx, self.price, ev, block=size)}
         cache = self._blocks[key]
         if be.uses_cuda and be.name not in cache:
             cache[be.name] = be.asarray(cache["cpu"])
@@ -397,6 +409,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     else:
         tx = market.ts - cfg.feed_latency_ns
     d = market.on(be)
+    ev, vst = market.view(be)
     pair = kb.engine_pair(strategy)
     # event-block summaries: the engines pass over blocks of events that cannot touch a set
     bsize = options.get_option("backtest_skip_block")
@@ -411,7 +424,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     else:
         blk = be.zeros((0, kb.NBLK), xp.int64)
     start = time.perf_counter()
-    be.launch(pair, P, d["ts"], be.asarray(tx), d["inst"], d["row"], d["kind"], d["side"], d["price"], d["qty"], d["bid_price"],
+    be.launch(pair, P, d["ts"], be.asarray(tx), ev, vst, d["row"], d["price"], d["qty"], d["bid_price"],
               d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm_run),
               be.asarray(cv), np.int64(M), fills, eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk)
     be.synchronize()

@@ -26,34 +26,67 @@ def _market(rows, levels=2):
     return prepare_market(ev, levels=levels)
 
 
+HAND = [(1, S, 1, 99, 5), (2, S, -1, 101, 4), (3, S, 1, 98, 2), (4, T, -1, 99, 1),   # block 0
+        (5, T, 1, 101, 2), (6, S, -1, 102, 3), (7, S, -1, 102, 3), (8, S, 1, 99, 0)]  # block 1
+
+
+def test_event_view_by_hand():
+    # book rows after each set, levels = 2 (empty level: -BIG on the bid side, BIG on the ask side):
+    #   e0: 99 | -;  e1: 99 | 101;  e2: 99,98 | 101;  e3, e4: trades (they keep the current row, so they change
+    #   none);  e5: 99,98 | 101,102;  e6: repeats that set (a new row with the same levels: a change);
+    #   e7: 98 | 101,102
+    mk = _market(HAND)
+    ev, vst = kb.event_view(mk.ts, mk.inst, mk.row, mk.kind, mk.side, mk.bid_price, mk.bid_qty, mk.ask_price,
+                            mk.ask_qty)
+    f = ev[:, kb.V_FLAGS]
+    assert mk.row.tolist() == [0, 1, 2, 2, 2, 5, 6, 7]
+    assert [int(x & kb.EV_ROW) != 0 for x in f] == [True, True, True, False, False, True, True, True]
+    assert [int(x & kb.EV_TRADE) != 0 for x in f] == [False] * 3 + [True, True] + [False] * 3
+    assert all(int(x & kb.EV_LAST) != 0 for x in f)  # one event per receive time
+    assert ((f >> kb.EV_KIND_SHIFT) & 255).tolist() == [r[1] for r in HAND]
+    assert (((f >> kb.EV_SIDE_SHIFT) & 3) - 1).tolist() == [r[2] for r in HAND]
+    assert not (f & kb.EV_INST1).any()
+    rowed = [0, 1, 2, 5, 6, 7]
+    assert ev[rowed, kb.V_B0].tolist() == [99, 99, 99, 99, 99, 98]
+    assert ev[rowed, kb.V_A0].tolist() == [BIG, 101, 101, 101, 101, 101]
+    assert ev[rowed, kb.V_BD].tolist() == [-BIG, -BIG, 98, 98, 98, -BIG]
+    assert ev[rowed, kb.V_AD].tolist() == [BIG, BIG, BIG, 102, 102, 102]
+    # state after each event (row e + 1): current row of instrument 0 (instrument 1: none) and mid x 2 (0 until
+    # both sides are present)
+    assert vst[0].tolist() == [-1, -1, 0, 0]
+    assert vst[:, kb.VS_ROW0].tolist() == [-1, 0, 1, 2, 2, 2, 5, 6, 7] and (vst[:, kb.VS_ROW1] == -1).all()
+    assert vst[:, kb.VS_MID0].tolist() == [0, 0] + [200] * 6 + [199]
+    # two events at one receive time: only the second is the last of it
+    mk2 = _market([(1, S, 1, 99, 5), (1, S, -1, 101, 4), (2, S, 1, 98, 2)])
+    ev2, _ = kb.event_view(mk2.ts, mk2.inst, mk2.row, mk2.kind, mk2.side, mk2.bid_price, mk2.bid_qty,
+                           mk2.ask_price, mk2.ask_qty)
+    assert [int(x & kb.EV_LAST) != 0 for x in ev2[:, kb.V_FLAGS]] == [False, True, True]
+
+
 def test_event_block_summary_by_hand():
-    # two blocks of 4 events: book rows after each set, levels = 2
-    rows = [(1, S, 1, 99, 5), (2, S, -1, 101, 4), (3, S, 1, 98, 2), (4, T, -1, 99, 1),   # block 0
-            (5, T, 1, 101, 2), (6, S, -1, 102, 3), (7, S, -1, 102, 3), (8, S, 1, 99, 0)]  # block 1
-    mk = _market(rows)
+    # two blocks of 4 events (the rows of test_event_view_by_hand)
+    mk = _market(HAND)
     tx = mk.ts - 1
-    b = kb.event_blocks(mk.ts, tx, mk.inst, mk.row, mk.kind, mk.side, mk.price, mk.bid_price, mk.bid_qty,
-                        mk.ask_price, mk.ask_qty, block=4)
+    ev, _ = kb.event_view(mk.ts, mk.inst, mk.row, mk.kind, mk.side, mk.bid_price, mk.bid_qty, mk.ask_price,
+                          mk.ask_qty)
+    b = kb.event_blocks(mk.ts, tx, mk.price, ev, block=4)
     assert b.shape == (2, kb.NBLK)
     assert b[:, kb.B_TS].tolist() == [4, 8] and b[:, kb.B_TX].tolist() == [3, 7]
     # a sell trade at 99 reaches resting bids (passive bid); a buy trade at 101 resting asks
     assert b[:, kb.B_PB].tolist() == [99, BIG] and b[:, kb.B_PA].tolist() == [-BIG, 101]
     assert b[:, kb.B_MULTI].tolist() == [0, 0]
-    # block 0 changes rows at events 0, 1, 2 (bids 99, 98; ask 101); block 1 at 5 (ask 102) and 7 (bid 99 gone);
-    # event 6 repeats a set that leaves the book as it was: its row is the same, so it is not a change
+    # block 0 changes rows at events 0, 1, 2 (bids 99, 98; ask 101); block 1 at 5 and 6 (ask 102) and 7 (bid 99
+    # gone)
     assert b[:, kb.B_BIDMAX].tolist() == [99, 99] and b[:, kb.B_ASKMIN].tolist() == [101, 102]
     assert b[0, kb.B_BIDBITS] == (1 << (99 & 63)) | (1 << (98 & 63)) and b[1, kb.B_BIDBITS] == 1 << (99 & 63)
     assert b[:, kb.B_ASKBITS].tolist() == [1 << (101 & 63), 1 << (102 & 63)]
     # row values: best bid / ask and 2nd bid / ask after each change (empty: -BIG / BIG)
     #   e0: 99 | -  -> b0 99, a0 BIG, bd -BIG, ad BIG;  e1: 99 | 101;  e2: 99,98 | 101 -> bd 98
-    #   e5: 99,98 | 101,102 -> ad 102;  e7: 98 | 101,102 -> b0 98, bd -BIG
+    #   e5, e6: 99,98 | 101,102 -> ad 102;  e7: 98 | 101,102 -> b0 98, bd -BIG
     assert b[:, kb.B_BDMIN].tolist() == [-BIG, -BIG]
     assert b[:, kb.B_A0MIN].tolist() == [101, 101]
     assert b[:, kb.B_ADMAX].tolist() == [BIG, 102]
     assert b[:, kb.B_B0MAX].tolist() == [99, 99]
-    assert b[0, kb.B_ROW0] == mk.row[2] and b[1, kb.B_ROW0] == mk.row[7] and b[1, kb.B_ROW0] != mk.row[5]
-    assert b[:, kb.B_MID0].tolist() == [99 + 101, 98 + 101]
-    assert b[:, kb.B_ROW1].tolist() == [-1, -1] and b[:, kb.B_MID1].tolist() == [kb._UNSET, kb._UNSET]
 
 
 def _random_rows(rng, n):
@@ -142,7 +175,7 @@ def test_skip_block_option_auto_skips_on_the_cpu_only(monkeypatch):
 
     def spy(self, pair, n, *args):
         if pair.name.startswith("backtest"):
-            seen.append((self.uses_cuda, int(args[15][kb.C_SKIP]), args[-1].shape[0]))
+            seen.append((self.uses_cuda, int(args[14][kb.C_SKIP]), args[-1].shape[0]))
         return real_launch(self, pair, n, *args)
 
     mk = _market(_random_rows(np.random.default_rng(4), 100), levels=3)
