@@ -200,6 +200,9 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
 
     # False: no link-time re-optimisation by nvJitLink (which would undo the -O1 compile time)
     out["engine_kernel_lto"] = getattr(engine_pair(mm).cuda, "targetoptions", {}).get("lto")
+    if be.uses_cuda:
+        out["engine_kernel_resources"] = _kernel_resources(mm, variants, args.dump_dir)
+        print(f"  engine kernel resources: {out['engine_kernel_resources']}", flush=True)
     out["jit_warmup_s"] = round(time.perf_counter() - t, 2)
     print(f"[{desc['source']}] {n_ev:,} events; JIT warm-up {out['jit_warmup_s']} s", flush=True)
     if args.wait_for:
@@ -268,6 +271,34 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     return out
 
 
+def _kernel_resources(strategy: Any, variants: list[str], dump_dir: str | None) -> dict[str, Any]:
+    """Registers and thread-local memory per thread of each variant's compiled sweep kernel, as the device's
+    toolchain built it (they have differed from ptxas on the CPU box: 178 vs 127 registers at 16:45 UTC on
+    2026-11-26); with ``dump_dir`` also each kernel's cubin, for reading its machine code elsewhere
+    (``nvdisasm -c``).  Under the simulator there is no compiled kernel: nothing is recorded."""
+    from gpuflow.backend import simulator_enabled
+    from gpuflow.kernels.backtest import engine_pair
+
+    res: dict[str, Any] = {}
+    if simulator_enabled():
+        return res
+    for v in variants:
+        with _variant(v):
+            disp = engine_pair(strategy).cuda
+        try:
+            regs = {str(k): int(x) for k, x in disp.get_regs_per_thread().items()}
+            local = {str(k): int(x) for k, x in disp.get_local_mem_per_thread().items()}
+            res[v] = {"registers": sorted(set(regs.values())), "local_bytes": sorted(set(local.values()))}
+            if dump_dir:
+                Path(dump_dir).mkdir(parents=True, exist_ok=True)
+                for i, kern in enumerate(disp.overloads.values()):
+                    cubin = kern._codelibrary.get_cubin()
+                    (Path(dump_dir) / f"engine_{v}_{i}.cubin").write_bytes(bytes(cubin))
+        except Exception as exc:  # noqa: BLE001 - information only; the benchmark goes on
+            res[v] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    return res
+
+
 _VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?(?:k(\d+))?")
 
 
@@ -319,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="tiny sizes (for NUMBA_ENABLE_CUDASIM=1)")
     ap.add_argument("--backend", default="gpu", help="sweep engine backend (gpu; cpu for a dry run of the plumbing)")
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--dump-dir", default=None, help="write the compiled sweep kernels' cubins here (GPU only)")
     ap.add_argument("--wait-for", default=None, help="after the JIT warm-up, wait until this file exists")
     args = ap.parse_args(argv)
     start = time.perf_counter()

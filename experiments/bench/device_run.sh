@@ -48,7 +48,7 @@ BT_PID=
 if [ "${SKIP_BT:-0}" != 1 ]; then
   echo "== GPU benchmark: backtest sweep engine (background; times nothing before the book benchmark ends)"
   ( timeout "${BT_TIMEOUT:-300}" $PY "$REPO/experiments/bench/bench_backtest_gpu.py" $BT_ARGS --wait-for "$DONE" \
-      --json-out "$OUT/bench_backtest_gpu.json" > "$OUT/bench_backtest_gpu.txt" 2>&1
+      --json-out "$OUT/bench_backtest_gpu.json" --dump-dir "$OUT/cubin" > "$OUT/bench_backtest_gpu.txt" 2>&1
     echo "bench exit: $?" >> "$OUT/bench_backtest_gpu.txt" ) &
   BT_PID=$!
 fi
