@@ -276,8 +276,9 @@ def _kernel_resources(strategy: Any, variants: list[str], dump_dir: str | None) 
     toolchain built it (they have differed from ptxas on the CPU box: 178 vs 127 registers at 16:45 UTC on
     2026-11-26); with ``dump_dir`` also each kernel's cubin, for reading its machine code elsewhere
     (``nvdisasm -c``).  Under the simulator there is no compiled kernel: nothing is recorded."""
-    from gpuflow.backend import simulator_enabled
     from gpuflow.kernels.backtest import engine_pair
+
+    from gpuflow.backend import simulator_enabled
 
     res: dict[str, Any] = {}
     if simulator_enabled():
