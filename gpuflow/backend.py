@@ -23,7 +23,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
@@ -129,7 +129,7 @@ class Twins:
     """
 
     def __init__(self, *cores: Callable[..., Any] | tuple[Any, ...], inline: bool = False,
-                 nrt: bool = True) -> None:
+                 nrt: bool = True, forceinline: Iterable[str] = ()) -> None:
         from numba import njit
 
         if not cores:
@@ -144,6 +144,15 @@ class Twins:
         # a core is a function, (name, function), or (name, cpu function, cuda function) where the two
         # targets need different code (e.g. a CUDA block barrier that has nothing to do on the CPU)
         items = [(c[0], c[1], c[-1]) if isinstance(c, tuple) else (c.__name__, c, c) for c in cores]
+        # ``forceinline``: cores whose device versions NVVM must inline (the alwaysinline attribute). At a low
+        # NVVM optimisation level even small cores can stay calls, and a call in a kernel's hot loop saves and
+        # restores the caller's live registers through thread-local memory
+        force = set(forceinline)
+        unknown = force - {name for name, _, _ in items}
+        if unknown:
+            msg = f"Twins: forceinline names no core: {sorted(unknown)}"
+            raise ValueError(msg)
+        dev_inline = {} if simulator_enabled() else {"forceinline": True}
         # each core keeps its own module's globals; the compiled cores are visible to all of them by
         # name (numba resolves globals when it compiles, i.e. at the first call, after this loop)
         self._cpu_ns: dict[str, Any] = {}
@@ -152,7 +161,8 @@ class Twins:
         for name, fc, fd in items:
             gc, gd = dict(fc.__globals__), dict(fd.__globals__)
             self._cpu_ns[name] = njit(**opts)(self._clone(fc, gc, name))
-            self._dev_ns[name] = cuda.jit(device=True)(self._clone(fd, gd, name))
+            self._dev_ns[name] = cuda.jit(device=True, **(dev_inline if name in force else {}))(
+                self._clone(fd, gd, name))
             gcs.append(gc)
             gds.append(gd)
         for g in gcs:

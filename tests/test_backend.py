@@ -108,6 +108,33 @@ def test_backtest_kernel_register_cap_reaches_the_jit(monkeypatch, fake_device_j
     assert "max_registers" not in seen[-1]
 
 
+def test_backtest_kernel_inlines_every_core_on_a_device(monkeypatch, fake_device_jit):
+    """On a device every core of the engine kernel is compiled with forceinline (NVVM's alwaysinline): at -O1
+    some stayed calls in the sm_90 SASS, each saving and restoring live registers through local memory; the
+    simulator's jit gets no such option.  Twins refuses a forceinline name that is not one of its cores."""
+    from gpuflow.kernels import backtest as kbt
+
+    from gpuflow import backend as gb
+    from gpuflow.backend import Twins
+    from gpuflow.backtest.strategies import get_strategy
+
+    seen = fake_device_jit
+    kbt.engine_pair(get_strategy("market_making"))
+    dev = [kw for kw in seen if kw.get("device")]
+    assert len(dev) >= 20 and all(kw.get("forceinline") is True for kw in dev)
+    seen.clear()
+    monkeypatch.setattr(gb, "simulator_enabled", lambda: True)
+    monkeypatch.setattr(kbt, "_PAIRS", {})
+    kbt.engine_pair(get_strategy("market_making"))
+    assert all("forceinline" not in kw for kw in seen)
+
+    def one(x):
+        return x + 1
+
+    with pytest.raises(ValueError, match="forceinline names no core"):
+        Twins(one, forceinline=["two"])
+
+
 @pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="simulator only")
 def test_simulator_local_arrays_start_as_garbage_not_zeros():
     """conftest makes the simulator's thread-local arrays uninitialised-looking, as on a GPU."""
