@@ -872,6 +872,15 @@ def event_view(ts: np.ndarray, ev_inst: np.ndarray, ev_row: np.ndarray, kind: np
     (n + 1, :data:`NVS`): after each event (row e + 1; row 0 before the first) each instrument's current
     book row (-1: none yet) and its last mid x 2 with both sides present (0: none yet)."""
     n = int(ts.size)
+    if n:
+        # the flags word packs the side into two bits and the instrument into one
+        lo, hi = int(side.min()), int(side.max())
+        if lo < -1 or hi > 1 or int(ev_inst.min()) < 0 or int(ev_inst.max()) >= MAX_INSTRUMENTS:
+            from gpuflow.errors import SchemaError
+
+            msg = (f"event_view: expected sides in -1..1 and instruments in 0..{MAX_INSTRUMENTS - 1}, got sides "
+                   f"{lo}..{hi} and instruments {int(ev_inst.min())}..{int(ev_inst.max())}")
+            raise SchemaError(msg)
     ev = np.empty((n, NEV), np.int64)
     vst = np.empty((n + 1, NVS), np.int64)
     if bp.shape[0] == 0 or bp.shape[1] == 0:  # no book rows: no event changes one

@@ -61,6 +61,14 @@ def test_event_view_by_hand():
     ev2, _ = kb.event_view(mk2.ts, mk2.inst, mk2.row, mk2.kind, mk2.side, mk2.bid_price, mk2.bid_qty,
                            mk2.ask_price, mk2.ask_qty)
     assert [int(x & kb.EV_LAST) != 0 for x in ev2[:, kb.V_FLAGS]] == [False, True, True]
+    # a side the flags word cannot hold is refused, naming what was expected
+    from gpuflow.errors import SchemaError
+
+    bad = mk2.side.copy()
+    bad[1] = 2
+    with pytest.raises(SchemaError, match="sides in -1..1"):
+        kb.event_view(mk2.ts, mk2.inst, mk2.row, mk2.kind, bad, mk2.bid_price, mk2.bid_qty, mk2.ask_price,
+                      mk2.ask_qty)
 
 
 def test_event_block_summary_by_hand():
