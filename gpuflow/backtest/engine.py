@@ -12,7 +12,7 @@ then simulates one or many parameter sets of a strategy:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping, Sequence
 
@@ -178,6 +178,13 @@ class MarketData:
         if be.uses_cuda and be.name not in self._view:
             self._view[be.name] = tuple(be.asarray(a) for a in self._view["cpu"])
         return self._view[be.name if be.uses_cuda else "cpu"]
+
+    def with_signals(self, signals: np.ndarray, names: Sequence[str]) -> "MarketData":
+        """A copy with other signals: new device arrays (the signals move with them), the same event view
+        (it depends only on the events and book rows, which the copy shares)."""
+        out = replace(self, signals=signals, signal_names=list(names))
+        out._view.update(self._view)
+        return out
 
     def blocks(self, tx: np.ndarray, key: Any, size: int, be: Backend) -> Any:
         """The summaries of blocks of ``size`` events (``kernels.backtest.event_blocks``) for exchange times

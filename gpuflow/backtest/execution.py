@@ -13,7 +13,6 @@ costs in basis points are positive when they cost money.
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -223,7 +222,7 @@ def attach_signals(market: MarketData, signals: np.ndarray, names: Sequence[str]
     if market.signal_names:
         sig = np.concatenate([market.signals, sig], axis=1)
         names = [*market.signal_names, *names]
-    return dataclasses.replace(market, signals=np.ascontiguousarray(sig), signal_names=list(names))
+    return market.with_signals(np.ascontiguousarray(sig), names)
 
 
 def _mid2(market: MarketData, inst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
