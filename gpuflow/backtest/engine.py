@@ -179,7 +179,7 @@ class MarketData:
             self._view[be.name] = tuple(be.asarray(a) for a in self._view["cpu"])
         return self._view[be.name if be.uses_cuda else "cpu"]
 
-    def with_signals(self, signals: np.ndarray, names: Sequence[str]) -> "MarketData":
+    def with_signals(self, signals: np.ndarray, names: Sequence[str]) -> MarketData:
         """A copy with other signals: new device arrays (the signals move with them), the same event view
         (it depends only on the events and book rows, which the copy shares)."""
         out = replace(self, signals=signals, signal_names=list(names))
