@@ -103,9 +103,9 @@ SKIP_BLOCK = 16
 (B_TS, B_TX, B_PB, B_PA, B_MULTI, B_BIDMAX, B_BIDBITS, B_ASKMIN, B_ASKBITS, B_BDMIN, B_A0MIN, B_ADMAX,
  B_B0MAX) = range(13)
 NBLK = 13
-#: the event view (:func:`event_view`), computed once per market and read by every parameter set: per event
-#: a flags word and the best / N-th prices of the book row the event makes current (-BIG / BIG: empty level;
-#: only for events flagged EV_ROW) ...
+#: the event view (:func:`event_view`), computed once per market and read by every parameter set: rows of a
+#: (NEV, n) array: per event a flags word and the best / N-th prices of the book row the event makes current
+#: (-BIG / BIG: empty level; only for events flagged EV_ROW) ...
 V_FLAGS, V_B0, V_A0, V_BD, V_AD = range(5)
 NEV = 5
 #: ... flags: the event changes its instrument's current book row; it is a trade or execution with an
@@ -659,11 +659,11 @@ def ev_tile_cuda(b, n, ts, tx, ev, tl):  # pragma: no cover - device code
         if e < n:
             tl[i, TL_TS] = ts[e]
             tl[i, TL_TX] = tx[e]
-            tl[i, TL_FLAGS] = ev[e, V_FLAGS]
-            tl[i, TL_B0] = ev[e, V_B0]
-            tl[i, TL_A0] = ev[e, V_A0]
-            tl[i, TL_BD] = ev[e, V_BD]
-            tl[i, TL_AD] = ev[e, V_AD]
+            tl[i, TL_FLAGS] = ev[V_FLAGS, e]
+            tl[i, TL_B0] = ev[V_B0, e]
+            tl[i, TL_A0] = ev[V_A0, e]
+            tl[i, TL_BD] = ev[V_BD, e]
+            tl[i, TL_AD] = ev[V_AD, e]
         i += cuda.blockDim.x
     cuda.syncthreads()
     return b
@@ -756,7 +756,7 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                 else:
                     t = ts[e]
                     t_x = tx[e]
-                    f = ev[e, V_FLAGS]
+                    f = ev[V_FLAGS, e]
                 # equity samples due before this event; orders reaching the exchange before a sample time are
                 # processed first (against the current book: no market event happens in between)
                 while s_i < n_samples and next_sample <= t:
@@ -804,10 +804,10 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                         if tiled:
                             b0, a0, bd, ad = ev_top(e, off, tl)
                         else:
-                            b0 = ev[e, V_B0]
-                            a0 = ev[e, V_A0]
-                            bd = ev[e, V_BD]
-                            ad = ev[e, V_AD]
+                            b0 = ev[V_B0, e]
+                            a0 = ev[V_A0, e]
+                            bd = ev[V_BD, e]
+                            ad = ev[V_AD, e]
                         if not book_event_skips(kd, es, epx, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa, b0, a0, bd, ad):
                             # a changed view of our orders changes the summary (fills: below)
                             if nf0 < 0:
@@ -865,7 +865,8 @@ def event_view(ts: np.ndarray, ev_inst: np.ndarray, ev_row: np.ndarray, kind: np
     """Host: the event view that every parameter set reads instead of deriving it alike from each event and its
     book row (one compiled pass over the events, once per market).
 
-    Returns ``ev`` (n, :data:`NEV`): per event its flags (:data:`EV_ROW` ...: the event makes a book row its
+    Returns ``ev`` (:data:`NEV`, n; a row per field, so that a read of one event's flags is a plain 1-D
+    read): per event its flags (:data:`EV_ROW` ...: the event makes a book row its
     instrument's current one, i.e. ``row >= 0`` and not the current one already; it is a trade or execution
     with an aggressor side; it is the last event of its receive time; instrument 1; kind and side) and, for
     EV_ROW events, the best and N-th bid / ask prices of that row (an empty level: -BIG / BIG); and ``vst``
@@ -881,7 +882,7 @@ def event_view(ts: np.ndarray, ev_inst: np.ndarray, ev_row: np.ndarray, kind: np
             msg = (f"event_view: expected sides in -1..1 and instruments in 0..{MAX_INSTRUMENTS - 1}, got sides "
                    f"{lo}..{hi} and instruments {int(ev_inst.min())}..{int(ev_inst.max())}")
             raise SchemaError(msg)
-    ev = np.empty((n, NEV), np.int64)
+    ev = np.empty((NEV, n), np.int64)
     vst = np.empty((n + 1, NVS), np.int64)
     if bp.shape[0] == 0 or bp.shape[1] == 0:  # no book rows: no event changes one
         bp = bq = ap = aq = np.zeros((1, 1), np.int64)
@@ -955,11 +956,11 @@ def _compiled(name: str):  # returns a numba dispatcher
                         cur1 = r
                         if both:
                             mid1 = b0 + a0
-                ev[e, V_FLAGS] = f
-                ev[e, V_B0] = b0
-                ev[e, V_A0] = a0
-                ev[e, V_BD] = bd
-                ev[e, V_AD] = ad
+                ev[V_FLAGS, e] = f
+                ev[V_B0, e] = b0
+                ev[V_A0, e] = a0
+                ev[V_BD, e] = bd
+                ev[V_AD, e] = ad
                 vst[e + 1, VS_ROW0] = cur0
                 vst[e + 1, VS_ROW1] = cur1
                 vst[e + 1, VS_MID0] = mid0
@@ -978,7 +979,7 @@ def _compiled(name: str):  # returns a numba dispatcher
                 bdmin, a0min, admax, b0max = big, big, -big, -big
                 for e in range(lo, hi):
                     txm = max(txm, np.int64(tx[e]))
-                    f = ev[e, V_FLAGS]
+                    f = ev[V_FLAGS, e]
                     kd = (f >> EV_KIND_SHIFT) & 255
                     sd = ((f >> EV_SIDE_SHIFT) & 3) - 1
                     px = np.int64(price[e])
@@ -999,10 +1000,10 @@ def _compiled(name: str):  # returns a numba dispatcher
                     elif sd < 0:
                         askmin = min(askmin, px)
                         askbits |= bit
-                    bdmin = min(bdmin, ev[e, V_BD])
-                    a0min = min(a0min, ev[e, V_A0])
-                    admax = max(admax, ev[e, V_AD])
-                    b0max = max(b0max, ev[e, V_B0])
+                    bdmin = min(bdmin, ev[V_BD, e])
+                    a0min = min(a0min, ev[V_A0, e])
+                    admax = max(admax, ev[V_AD, e])
+                    b0max = max(b0max, ev[V_B0, e])
                 out[k, B_TX] = txm
                 out[k, B_PB] = pb
                 out[k, B_PA] = pa

@@ -286,7 +286,7 @@ def test_device_arrays_are_cached_per_market_not_shared_with_its_copies(device_b
     # but gets its own device arrays
     ev, _ = m.view(device_backend)
     assert m.view(device_backend)[0] is ev
-    assert device_backend.to_host(win.view(device_backend)[0]).shape[0] == 2
+    assert device_backend.to_host(win.view(device_backend)[0]).shape[1] == 2
     m3 = m.with_signals(sig2, ["s"])
     assert m3.view(device_backend)[0] is ev and m3.signal_names == ["s"]
     np.testing.assert_array_equal(device_backend.to_host(m3.on(device_backend)["signals"]), sig2)
