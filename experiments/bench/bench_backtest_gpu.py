@@ -290,13 +290,19 @@ def _kernel_resources(strategy: Any, variants: list[str], dump_dir: str | None) 
             regs = {str(k): int(x) for k, x in disp.get_regs_per_thread().items()}
             local = {str(k): int(x) for k, x in disp.get_local_mem_per_thread().items()}
             res[v] = {"registers": sorted(set(regs.values())), "local_bytes": sorted(set(local.values()))}
+        except Exception as exc:  # noqa: BLE001 - information only; the benchmark goes on
+            res[v] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        try:
             if dump_dir:
                 Path(dump_dir).mkdir(parents=True, exist_ok=True)
                 for i, kern in enumerate(disp.overloads.values()):
                     cubin = kern._codelibrary.get_cubin()
+                    cubin = getattr(cubin, "code", cubin)  # numba-cuda 0.30: a cuda.core ObjectCode
+                    if isinstance(cubin, str):  # ObjectCode made from a file: its path
+                        cubin = Path(cubin).read_bytes()
                     (Path(dump_dir) / f"engine_{v}_{i}.cubin").write_bytes(bytes(cubin))
         except Exception as exc:  # noqa: BLE001 - information only; the benchmark goes on
-            res[v] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            res[v]["dump_error"] = f"{type(exc).__name__}: {exc}"[:300]
     return res
 
 

@@ -171,10 +171,10 @@ def test_sweep_engine_with_skips_equals_exact_without(device_backend):
     _same(ref, got)
 
 
-def test_skip_block_option_auto_skips_on_the_cpu_only(monkeypatch):
-    """'auto' (the default): blocks of 16 on the CPU for 8 sets or more, none for fewer (the summaries would
-    cost more than they save) nor on a GPU backend; the engine passes the block size to the kernels as its
-    log2 (cfg[C_SKIP]) with the summaries."""
+def test_skip_block_option_auto(monkeypatch):
+    """'auto' (the default): blocks of 16 for 8 sets or more, none for fewer (the summaries would cost more
+    than they save) nor on a GPU backend whose kernel reads event tiles (it never skips); the engine passes the
+    block size to the kernels as its log2 (cfg[C_SKIP]) with the summaries."""
     from gpuflow.backend import get_backend
     from gpuflow.backtest import engine as eng
 
@@ -217,6 +217,11 @@ def test_skip_block_option_auto_skips_on_the_cpu_only(monkeypatch):
     monkeypatch.setattr(eng, "get_backend", lambda b=None: _Gpu())
     monkeypatch.setattr(eng, "Backend", _Gpu)
     run(mm, eight, mk, cfg, engine="sweep", backend="fake")
+    assert seen[-1] == (False, 4, 7)  # the fake GPU launches on the CPU twin underneath
+    run(mm, eight[:7], mk, cfg, engine="sweep", backend="fake")
+    assert seen[-1][1:] == (0, 0)
+    with config_context(backtest_event_tile=128):
+        run(mm, eight, mk, cfg, engine="sweep", backend="fake")
     assert seen[-1][1:] == (0, 0)
 
 
