@@ -98,8 +98,9 @@ _register_option("backtest_max_registers", 0,
 _register_option("backtest_skip_block", "auto",
                  "Backtest engines: events per block (0: no skipping) of the summaries that let a parameter set pass "
                  "over a whole block at once when none of its events can touch the set's orders, timers or "
-                 "decisions; 'auto': 16 for 8 sets or more (the summaries cost about 10 ns per event once per market), "
-                 "none with GPU event tiles. A GPU skips a block only when the whole warp can (1.26-1.29x faster on "
+                 "decisions; 'auto': 16 for 8 sets or more (the summaries cost about 10 ns per event once per market). "
+                 "With GPU event tiles a tile must hold whole blocks. A GPU skips a block only when the whole warp "
+                 "can (1.26-1.29x faster on "
                  "the H200 at 1,000-100,000 sets of market making; threads of a warp that skipped apart ran 3.6x "
                  "slower on the H100). Same results either way.",
                  _choice("auto", 0, 4, 8, 16, 32, 64, 128),

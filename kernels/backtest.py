@@ -700,8 +700,9 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
     rows and mids) only where an order arrives, a sample is taken or the strategy decides.
     Events are taken ``tile`` at a time; with a shared-memory tile ``tl`` (more than one row: the GPU kernel
     with tiles) ``ev_tile`` loads each tile and the ``ev_*`` readers read it, else the arrays are read inline.
-    Without tiles, a block of ``2 ** cfg[C_SKIP]`` events that :func:`block_quiet` clears (summaries ``blk``;
-    none when ``cfg[C_SKIP]`` is 0) is passed over at once (nothing of the set changes in it)."""
+    A block of ``2 ** cfg[C_SKIP]`` events that :func:`block_quiet` clears (summaries ``blk``; none when
+    ``cfg[C_SKIP]`` is 0) is passed over at once (nothing of the set changes in it); with tiles, block by block
+    inside each tile (the tile is still loaded: every thread of the block takes part in its loads)."""
     n = ts.size
     for k in range(ordv.shape[0]):
         for c in range(NCOL):
@@ -737,12 +738,14 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
     # else straight from the arrays, inline
     tiled = tl.shape[0] > 1
     sh = cfg[C_SKIP]
-    skips = not tiled and sh > 0 and blk.shape[0] > 0
     bmask = (np.int64(1) << sh) - 1
+    # blocks are aligned to the stream: without tiles the one "tile" is the whole stream, with tiles the
+    # tile length must be a multiple of the block length (the engine sees to it)
+    skips = sh > 0 and blk.shape[0] > 0 and (not tiled or (tile & bmask) == 0)
     for b in range(0, n, tile):
         off = ev_tile(b, n, ts, tx, ev, tl)  # noqa: F821
         e_end = min(b + tile, n)
-        # skip blocks of bmask + 1 events (aligned: the tile is the whole stream when skips), else one block
+        # skip blocks of bmask + 1 events (aligned: see above), else one block
         step = bmask + 1 if skips else e_end - b
         for e0 in range(b, e_end, step):
             # warp_all: the per-target vote, bound by engine_pair (warp_all_cpu / warp_all_cuda)

@@ -18,16 +18,18 @@ For each market:
 
 1. JIT warm-up of both engines on a few events (not timed).
 2. CPU exact engine (numba ``prange`` over sets, all cores of this machine) on the first
-   ``--cpu-sets`` sets of the grid: the CPU reference rate, in event x set updates per second.
-   The speed-ups of step 4 compare with this rate; the CPU time for N sets is *extrapolated*
-   linearly from it (labelled ``cpu_extrapolated_s``), never measured for the large N.
+   ``--cpu-sets`` sets of the grid, best of ``--cpu-repeat``: the CPU reference rate, in event x set
+   updates per second. The speed-ups of step 4 compare with this rate; the CPU time for N sets is
+   *extrapolated* linearly from it (labelled ``cpu_extrapolated_s``), never measured for the large N.
+   For information also the same engine on one thread (``cpu_one_thread``: the first
+   ``--cpu-sets-one-thread`` sets, best of two; 0 to leave it out).
 3. Equality: the sweep engine with fills recorded on the first ``--check-sets`` sets must equal the
    exact engine (counters, accounts, equity samples, every fill), and the counters of the first
    ``--cpu-sets`` sets of every sweep below must equal step 2's.
-   Steps 3 and 4 run for each variant of the sweep kernel (``--variants``, default ``t0s1,t0s1k16,t128s1``:
-   events read from global memory or staged in shared-memory tiles of 128, sets sorted, quiet blocks of
-   events not skipped (the GPU default) or skipped in blocks of 16 (``k16``, the CPU default); tiles never
-   skip).  The CPU reference (step 2) skips (its default).
+   Steps 3 and 4 run for each variant of the sweep kernel (``--variants``, default
+   ``t0s1k0,t0s1,t0s1r128,t128s1``: events read from global memory or staged in shared-memory tiles of
+   128, sets sorted, quiet blocks of events skipped in blocks of 16 (the default, ``auto``) or not
+   (``k0``), a register cap of 128 (``r128``)).  The CPU reference (step 2) skips (its default).
 4. Sweep engine (one CUDA thread per set, fills not recorded) on 1,000 / 10,000 / 100,000 sets
    (``--sets``).  ``kernel_s`` is the launch to device synchronisation (``BacktestResult.seconds``);
    ``wall_s`` adds the host->device copies of the market and the output allocation / copy back.
@@ -214,14 +216,31 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
 
     # 2. CPU exact engine on a subset
     kc = args.cpu_sets
-    t = time.perf_counter()
-    cpu = run(mm, grid[:kc], market, cfg, engine="exact", record_fills=False)
-    cpu_wall = time.perf_counter() - t
+    cpu, cpu_wall = None, 0.0
+    for _ in range(max(args.cpu_repeat, 1)):
+        t = time.perf_counter()
+        r = run(mm, grid[:kc], market, cfg, engine="exact", record_fills=False)
+        if cpu is None or r.seconds < cpu.seconds:
+            cpu, cpu_wall = r, time.perf_counter() - t
     cpu_rate = n_ev * kc / cpu.seconds
     out["cpu"] = {"sets": kc, "kernel_s": cpu.seconds, "wall_s": cpu_wall, "event_set_updates_per_s": cpu_rate,
                   "per_set_s": cpu.seconds / kc, "threads": _versions()["numba_threads"],
-                  "fills_total": int(cpu.counters[:, 2].sum())}
-    print(f"  CPU exact, {kc} sets: {cpu.seconds:.3f} s -> {cpu_rate:.3e} event x set updates/s", flush=True)
+                  "repeat": args.cpu_repeat, "fills_total": int(cpu.counters[:, 2].sum())}
+    print(f"  CPU exact, {kc} sets on {out['cpu']['threads']} threads (best of {args.cpu_repeat}): "
+          f"{cpu.seconds:.3f} s -> {cpu_rate:.3e} event x set updates/s", flush=True)
+    k1 = min(args.cpu_sets_one_thread, len(grid))
+    if k1 > 0:
+        import numba
+
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            one = min(run(mm, grid[:k1], market, cfg, engine="exact", record_fills=False).seconds for _ in range(2))
+        finally:
+            numba.set_num_threads(threads)
+        out["cpu_one_thread"] = {"sets": k1, "kernel_s": one, "event_set_updates_per_s": n_ev * k1 / one}
+        print(f"  CPU exact, {k1} sets on 1 thread (best of 2): {one:.3f} s -> {n_ev * k1 / one:.3e} event x set "
+              f"updates/s", flush=True)
 
     # 3. equality on the first K sets, fills included, for every variant of the sweep kernel
     k = args.check_sets
@@ -346,10 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-events", type=float, default=2e6)
     ap.add_argument("--max-events", type=float, default=0, help="use only this many events (0: all)")
     ap.add_argument("--sets", default="1000,10000,100000")
-    ap.add_argument("--variants", default="t0s1,t0s1k16,t128s1",
+    ap.add_argument("--variants", default="t0s1k0,t0s1,t0s1r128,t128s1",
                     help="sweep-kernel variants, each timed on every size: tTsS[rR][kK] = event tile T (0: none), "
                          "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none)")
-    ap.add_argument("--cpu-sets", type=int, default=32)
+    ap.add_argument("--cpu-sets", type=int, default=128)
+    ap.add_argument("--cpu-repeat", type=int, default=3)
+    ap.add_argument("--cpu-sets-one-thread", type=int, default=16)
     ap.add_argument("--check-sets", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--decision-interval-ns", type=float, default=SETTINGS["decision_interval_ns"])
@@ -366,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         # these short windows hold fills for the equality check
         args.synthetic_events, args.max_events, args.sets = 3000, 3000, "4,8"
         args.cpu_sets, args.check_sets, args.decision_interval_ns = 4, 4, 2_000_000
+        args.cpu_sets_one_thread, args.cpu_repeat = 2, 1
         # one variant, with tiles: under the simulator a block whose threads never meet at a barrier runs
         # 5-50x slower than one that does (its Python threads and its busy-polling launcher; seen on the
         # CPU box, not understood); the engine tests check both variants

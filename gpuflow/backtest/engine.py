@@ -423,10 +423,15 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     if bsize == "auto":
         # when the summaries pay for themselves: built once per market (about 10 ns per event on the CPU, kept
         # on the market) against about 2 ns per event and set saved on the USD-M recording; on a GPU the warp
-        # votes (1.26-1.29x on the H200 at 1,000-100,000 sets, 2026-11-27); a kernel with event tiles never skips
-        tiled = be.uses_cuda and int(options.get_option("backtest_event_tile")) > 0
-        bsize = kb.SKIP_BLOCK if P >= 8 and not tiled else 0
+        # votes (1.26-1.29x on the H200 at 1,000-100,000 sets, 2026-11-27)
+        bsize = kb.SKIP_BLOCK if P >= 8 else 0
     bsize = int(bsize)
+    tile = int(options.get_option("backtest_event_tile")) if be.uses_cuda else 0
+    if bsize and tile % bsize:
+        msg = (f"backtest_skip_block={bsize} does not divide backtest_event_tile={tile}: the GPU kernel skips "
+               f"blocks inside its event tiles, so a tile must hold whole blocks (choose a block of at most "
+               f"{tile} events, or 0)")
+        raise ConfigError(msg)
     if bsize:
         blk = market.blocks(tx, (cfg.feed_latency_ns, bsize), bsize, be)
         cv[kb.C_SKIP] = bsize.bit_length() - 1

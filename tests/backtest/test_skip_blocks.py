@@ -155,9 +155,11 @@ def test_exact_engine_with_and_without_skips_binance(shared_data: Path):
     _same(ref, got)
 
 
-def test_sweep_engine_with_skips_equals_exact_without(device_backend):
-    # the GPU kernel (the simulator here) skips per thread when asked to (not by default: see the option):
-    # threads of one block at different events
+@pytest.mark.parametrize("tile", [0, 32])
+def test_sweep_engine_with_skips_equals_exact_without(device_backend, tile):
+    # the GPU kernel skips a block when the whole warp can (the simulator, without warp votes, per thread:
+    # threads of one block at different events); with tiles of 32 events (400 events: 12 whole tiles and a
+    # partial one) block by block inside each tile
     mk = _market(_random_rows(np.random.default_rng(9), 400), levels=3)
     mm = get_strategy("market_making")
     sets = [{"half_spread_ticks": h, "order_lots": 2, "max_position_lots": 6, "skew_ticks_per_lot": 0.0}
@@ -165,7 +167,7 @@ def test_sweep_engine_with_skips_equals_exact_without(device_backend):
     cfg = BacktestConfig(levels=3, sample_ns=61, entry_latency_ns=4, response_latency_ns=2, decision_interval_ns=30)
     with config_context(backtest_skip_block=0):
         ref = run(mm, sets, mk, cfg, engine="exact")
-    with config_context(backtest_skip_block=16):
+    with config_context(backtest_skip_block=16, backtest_event_tile=tile):
         got = run(mm, sets, mk, cfg, engine="sweep", backend=device_backend)
     assert ref.counters[:, kb.N_FILLS].sum() > 0
     _same(ref, got)
@@ -173,8 +175,9 @@ def test_sweep_engine_with_skips_equals_exact_without(device_backend):
 
 def test_skip_block_option_auto(monkeypatch):
     """'auto' (the default): blocks of 16 for 8 sets or more, none for fewer (the summaries would cost more
-    than they save) nor on a GPU backend whose kernel reads event tiles (it never skips); the engine passes the
-    block size to the kernels as its log2 (cfg[C_SKIP]) with the summaries."""
+    than they save), on the CPU and on a GPU, with or without event tiles; the engine passes the block size to
+    the kernels as its log2 (cfg[C_SKIP]) with the summaries.  A block that does not divide the GPU's event
+    tile is refused, naming both options."""
     from gpuflow.backend import get_backend
     from gpuflow.backtest import engine as eng
 
@@ -220,9 +223,12 @@ def test_skip_block_option_auto(monkeypatch):
     assert seen[-1] == (False, 4, 7)  # the fake GPU launches on the CPU twin underneath
     run(mm, eight[:7], mk, cfg, engine="sweep", backend="fake")
     assert seen[-1][1:] == (0, 0)
-    with config_context(backtest_event_tile=128):
+    with config_context(backtest_event_tile=16):
         run(mm, eight, mk, cfg, engine="sweep", backend="fake")
-    assert seen[-1][1:] == (0, 0)
+    assert seen[-1] == (False, 4, 7)
+    with config_context(backtest_event_tile=16, backtest_skip_block=32), \
+            pytest.raises(ValueError, match=r"backtest_skip_block=32 does not divide backtest_event_tile=16"):
+        run(mm, eight, mk, cfg, engine="sweep", backend="fake")
 
 
 def test_gpu_kernel_votes_per_warp_the_simulator_and_cpu_per_set(monkeypatch, fake_device_jit):
