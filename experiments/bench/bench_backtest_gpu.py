@@ -27,9 +27,14 @@ For each market:
    exact engine (counters, accounts, equity samples, every fill), and the counters of the first
    ``--cpu-sets`` sets of every sweep below must equal step 2's.
    Steps 3 and 4 run for each variant of the sweep kernel (``--variants``, default
-   ``t0s1k0,t0s1,t0s1r128,t128s1``: events read from global memory or staged in shared-memory tiles of
-   128, sets sorted, quiet blocks of events skipped in blocks of 16 (the default, ``auto``) or not
-   (``k0``), a register cap of 128 (``r128``)).  The CPU reference (step 2) skips (its default).
+   ``t0s1,t0s1r96,t0s1r80,t128s1k0,t128s1``: events read from global memory or staged in shared-memory
+   tiles of 128, sets sorted, quiet blocks of events skipped in blocks of 16 (the default, ``auto``) or
+   not (``k0``), a register cap (``r96``, ``r80``)).  The CPU reference (step 2) skips (its default).
+   Why the caps: on the H200 (2026-11-27) 10,000 sets took 0.40 s and 100,000 sets 1.02 s; at 130
+   registers 7 blocks of 64 threads fit an SM (924 on 132 SMs), so 100,000 sets (1,563 blocks) run in two
+   waves, each about as long as one thread's walk over the events.  At 80 registers 12 blocks fit (1,584):
+   one wave, if the spills (ptxas here: 500 B stored / 912 B loaded per thread) cost less than a wave.
+   Tiles with skipping need 128 registers (ptxas here), without skipping 96.
 4. Sweep engine (one CUDA thread per set, fills not recorded) on 1,000 / 10,000 / 100,000 sets
    (``--sets``).  ``kernel_s`` is the launch to device synchronisation (``BacktestResult.seconds``);
    ``wall_s`` adds the host->device copies of the market and the output allocation / copy back.
@@ -365,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-events", type=float, default=2e6)
     ap.add_argument("--max-events", type=float, default=0, help="use only this many events (0: all)")
     ap.add_argument("--sets", default="1000,10000,100000")
-    ap.add_argument("--variants", default="t0s1k0,t0s1,t0s1r128,t128s1",
+    ap.add_argument("--variants", default="t0s1,t0s1r96,t0s1r80,t128s1k0,t128s1",
                     help="sweep-kernel variants, each timed on every size: tTsS[rR][kK] = event tile T (0: none), "
                          "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none)")
     ap.add_argument("--cpu-sets", type=int, default=128)

@@ -418,8 +418,10 @@ PARITY = {
 }
 
 
-def test_sweep_engine_equals_exact_engine(device_backend):
-    # small on purpose: the CUDA simulator runs each thread's loop in Python
+@pytest.mark.parametrize("name", list(PARITY))
+def test_sweep_engine_equals_exact_engine(device_backend, name):
+    # small on purpose: the CUDA simulator runs each thread's loop in Python; one strategy per test so that
+    # a device run (one kernel compile per strategy) can spread them over processes
     rng = np.random.default_rng(11)
     rows = _random_rows(rng, 150)
     sig = np.column_stack([rng.normal(size=len(rows)), rng.normal(size=len(rows)),
@@ -427,19 +429,17 @@ def test_sweep_engine_equals_exact_engine(device_backend):
     mk = market(rows, sig)
     cfg = BacktestConfig(levels=3, sample_ns=50, entry_latency_ns=3, response_latency_ns=2, maker_fee_bps=-0.25,
                          taker_fee_bps=5, decision_interval_ns=0, queue_model="probabilistic")
-    traded = {}
-    for name, sets in PARITY.items():
-        st = get_strategy(name)
-        ex = run(st, sets, mk, cfg, engine="exact")
-        sw = run(st, sets, mk, cfg, engine="sweep", backend=device_backend)
-        np.testing.assert_array_equal(sw.counters, ex.counters, err_msg=name)
-        np.testing.assert_array_equal(sw.account, ex.account, err_msg=name)
-        np.testing.assert_array_equal(sw.equity2, ex.equity2, err_msg=name)
-        np.testing.assert_array_equal(sw.fills, ex.fills, err_msg=name)
-        np.testing.assert_array_equal(sw.state, ex.state, err_msg=name)
-        assert ex.counters[:, kb.N_BAD_ACTIONS].sum() == 0, name
-        traded[name] = int(ex.counters[:, kb.N_FILLS].sum())
-    assert all(v > 0 for v in traded.values()), traded
+    sets = PARITY[name]
+    st = get_strategy(name)
+    ex = run(st, sets, mk, cfg, engine="exact")
+    sw = run(st, sets, mk, cfg, engine="sweep", backend=device_backend)
+    np.testing.assert_array_equal(sw.counters, ex.counters, err_msg=name)
+    np.testing.assert_array_equal(sw.account, ex.account, err_msg=name)
+    np.testing.assert_array_equal(sw.equity2, ex.equity2, err_msg=name)
+    np.testing.assert_array_equal(sw.fills, ex.fills, err_msg=name)
+    np.testing.assert_array_equal(sw.state, ex.state, err_msg=name)
+    assert ex.counters[:, kb.N_BAD_ACTIONS].sum() == 0, name
+    assert ex.counters[:, kb.N_FILLS].sum() > 0, name
 
 
 def test_stat_arb_sweep_equals_exact(device_backend):
