@@ -90,6 +90,11 @@ _register_option("backtest_event_tile", 0,
                  "Events a block of the GPU sweep engine stages in shared memory at a time (0: every thread "
                  "reads the events from global memory). Same results either way.",
                  _choice(0, 16, 32, 64, 128, 256, 512), parse=int)
+_register_option("backtest_block_threads", 64,
+                 "Threads (parameter sets) per block of the GPU sweep engine. At the engine's register count (130 on "
+                 "sm_90) blocks of 32 fit 15 warps per SM and blocks of 64 fit 14, and a small sweep spreads over "
+                 "twice as many SMs. Same results either way.",
+                 _choice(32, 64, 128, 256), parse=int)
 _register_option("backtest_max_registers", 0,
                  "Registers per thread the GPU sweep engine's kernel may use (0: as ptxas chooses, about 180 on "
                  "sm_90, which allows 8 warps per SM); fewer allow more warps per SM at the cost of spills to "

@@ -1080,10 +1080,11 @@ def run_cpu(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, para
 _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
                  exchange_until, order_schedule, single_level, book_event_skips, block_quiet, pend_next, view_rows,
                  view_mids, ev_fields, ev_top, record_sample, simulate)
-_PAIRS: dict[tuple[str, int], KernelPair] = {}
+_PAIRS: dict[tuple[str, int, int, int], KernelPair] = {}
 
 
-def engine_pair(strategy: object, tile: int | None = None, max_registers: int | None = None) -> KernelPair:
+def engine_pair(strategy: object, tile: int | None = None, max_registers: int | None = None,
+                threads: int | None = None) -> KernelPair:
     """The engine compiled with ``strategy`` (a module or object with ``step``, ``CORES``, ``STATE_SIZE``).
 
     ``strategy.step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts) -> int``
@@ -1098,7 +1099,8 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
 
     ``tile``: events per shared-memory tile of the CUDA kernel (0: none; default: the
     ``backtest_event_tile`` option).  ``max_registers``: the CUDA kernel's register cap (0: none; default:
-    the ``backtest_max_registers`` option).  The CPU twin is the same either way.
+    the ``backtest_max_registers`` option).  ``threads``: threads per block of the CUDA launch (default: the
+    ``backtest_block_threads`` option).  The CPU twin is the same either way.
     """
     name = getattr(strategy, "NAME", None) or getattr(strategy, "__name__", repr(strategy))
     tile = int(config.get_option("backtest_event_tile") if tile is None else tile)
@@ -1106,7 +1108,8 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
         msg = f"engine_pair: tile must be >= 0 events, got {tile}"
         raise ValueError(msg)
     regs = int(config.get_option("backtest_max_registers") if max_registers is None else max_registers)
-    key = (name, tile, regs)
+    threads = int(config.get_option("backtest_block_threads") if threads is None else threads)
+    key = (name, tile, regs, threads)
     if key not in _PAIRS:
         # the block's tile loads on the GPU with tiles; nothing to do on the CPU and without tiles
         loader = ("ev_tile", ev_tile_none, ev_tile_cuda if tile else ev_tile_none)
@@ -1123,10 +1126,11 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
         # NVVM -O1: the whole engine inlined takes NVVM minutes at -O3 (ptxas -O3 still optimises the code).
         # No link-time optimisation: with nvJitLink installed numba-cuda links LTO-IR by default and
         # nvJitLink re-optimises the whole kernel at -O3 at link time, as slow as NVVM -O3
-        label = f"backtest[{name}]" + (f"[tile {tile}]" if tile else "") + (f"[regs {regs}]" if regs else "")
+        label = (f"backtest[{name}]" + (f"[tile {tile}]" if tile else "") + (f"[regs {regs}]" if regs else "")
+                 + (f"[threads {threads}]" if threads != 64 else ""))
         _PAIRS[key] = KernelPair(label, tw.cuda(run_cuda, STATE_SIZE=size, TILE=tile, TILE_ROWS=tile + 1, lto=False,
                                                 max_registers=regs),
-                                 tw.cpu(_with_state(run_cpu, size), parallel=True), threads=64,
+                                 tw.cpu(_with_state(run_cpu, size), parallel=True), threads=threads,
                                  nvvm_opt=int(config.get_option("backtest_nvvm_opt")), nvvm_fma=False)
     return _PAIRS[key]
 

@@ -27,9 +27,10 @@ For each market:
    exact engine (counters, accounts, equity samples, every fill), and the counters of the first
    ``--cpu-sets`` sets of every sweep below must equal step 2's.
    Steps 3 and 4 run for each variant of the sweep kernel (``--variants``, default
-   ``t0s1,t0s1r96,t0s1r80,t128s1k0,t128s1``: events read from global memory or staged in shared-memory
-   tiles of 128, sets sorted, quiet blocks of events skipped in blocks of 16 (the default, ``auto``) or
-   not (``k0``), a register cap (``r96``, ``r80``)).  The CPU reference (step 2) skips (its default).
+   ``t0s1,t0s1b32,t0s1r96,t0s1r80,t128s1k0,t128s1``: events read from global memory or staged in
+   shared-memory tiles of 128, sets sorted, quiet blocks of events skipped in blocks of 16 (the default,
+   ``auto``) or not (``k0``), blocks of 32 threads instead of 64 (``b32``), a register cap (``r96``,
+   ``r80``)).  The CPU reference (step 2) skips (its default).
    Why the caps: on the H200 (2026-11-27) 10,000 sets took 0.40 s and 100,000 sets 1.02 s; at 130
    registers 7 blocks of 64 threads fit an SM (924 on 132 SMs), so 100,000 sets (1,563 blocks) run in two
    waves, each about as long as one thread's walk over the events.  At 80 registers 12 blocks fit (1,584):
@@ -330,17 +331,18 @@ def _kernel_resources(strategy: Any, variants: list[str], dump_dir: str | None) 
     return res
 
 
-_VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?(?:k(\d+))?")
+_VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?(?:k(\d+))?(?:b(\d+))?")
 
 
 def _variants(spec: str) -> list[str]:
-    """Sweep-kernel variants ``tTsS[rR][kK]``: event tile T (0: none), S 1/0: sets sorted or in the given order,
-    R: a cap on the kernel's registers per thread (none when absent), K: events per skip block (0: no
-    skipping; the ``backtest_skip_block`` default when absent)."""
+    """Sweep-kernel variants ``tTsS[rR][kK][bB]``: event tile T (0: none), S 1/0: sets sorted or in the given
+    order, R: a cap on the kernel's registers per thread (none when absent), K: events per skip block (0: no
+    skipping; the ``backtest_skip_block`` default when absent), B: threads per block (the
+    ``backtest_block_threads`` default when absent)."""
     out = []
     for v in spec.split(","):
         if not _VARIANT.fullmatch(v.strip()):
-            msg = f"--variants: expected items like t0s1, t128s1, t0s1r128 or t0s1k0, got {v!r}"
+            msg = f"--variants: expected items like t0s1, t128s1, t0s1r128, t0s1k0 or t0s1b32, got {v!r}"
             raise SystemExit(msg)
         out.append(v.strip())
     return out
@@ -358,8 +360,10 @@ def _variant(v: str | None) -> Any:
     from gpuflow.config import get_option
 
     skip = get_option("backtest_skip_block") if m.group(4) is None else int(m.group(4))
+    threads = get_option("backtest_block_threads") if m.group(5) is None else int(m.group(5))
     return config_context(backtest_event_tile=int(m.group(1)), backtest_sort_sets=m.group(2) == "1",
-                          backtest_max_registers=int(m.group(3) or 0), backtest_skip_block=skip)
+                          backtest_max_registers=int(m.group(3) or 0), backtest_skip_block=skip,
+                          backtest_block_threads=threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,9 +374,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-events", type=float, default=2e6)
     ap.add_argument("--max-events", type=float, default=0, help="use only this many events (0: all)")
     ap.add_argument("--sets", default="1000,10000,100000")
-    ap.add_argument("--variants", default="t0s1,t0s1r96,t0s1r80,t128s1k0,t128s1",
-                    help="sweep-kernel variants, each timed on every size: tTsS[rR][kK] = event tile T (0: none), "
-                         "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none)")
+    ap.add_argument("--variants", default="t0s1,t0s1b32,t0s1r96,t0s1r80,t128s1k0,t128s1",
+                    help="sweep-kernel variants, each timed on every size: tTsS[rR][kK][bB] = event tile T (0: none), "
+                         "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none), B threads "
+                         "per block")
     ap.add_argument("--cpu-sets", type=int, default=128)
     ap.add_argument("--cpu-repeat", type=int, default=3)
     ap.add_argument("--cpu-sets-one-thread", type=int, default=16)

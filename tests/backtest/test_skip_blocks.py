@@ -155,11 +155,12 @@ def test_exact_engine_with_and_without_skips_binance(shared_data: Path):
     _same(ref, got)
 
 
-@pytest.mark.parametrize("tile", [0, 32])
-def test_sweep_engine_with_skips_equals_exact_without(device_backend, tile):
+@pytest.mark.parametrize("tile,threads", [(0, 64), (32, 32)])
+def test_sweep_engine_with_skips_equals_exact_without(device_backend, tile, threads):
     # the GPU kernel skips a block when the whole warp can (the simulator, without warp votes, per thread:
     # threads of one block at different events); with tiles of 32 events (400 events: 12 whole tiles and a
-    # partial one) block by block inside each tile
+    # partial one) block by block inside each tile; blocks of 64 or 32 threads on a device (the simulator
+    # runs at most 32)
     mk = _market(_random_rows(np.random.default_rng(9), 400), levels=3)
     mm = get_strategy("market_making")
     sets = [{"half_spread_ticks": h, "order_lots": 2, "max_position_lots": 6, "skew_ticks_per_lot": 0.0}
@@ -167,8 +168,9 @@ def test_sweep_engine_with_skips_equals_exact_without(device_backend, tile):
     cfg = BacktestConfig(levels=3, sample_ns=61, entry_latency_ns=4, response_latency_ns=2, decision_interval_ns=30)
     with config_context(backtest_skip_block=0):
         ref = run(mm, sets, mk, cfg, engine="exact")
-    with config_context(backtest_skip_block=16, backtest_event_tile=tile):
+    with config_context(backtest_skip_block=16, backtest_event_tile=tile, backtest_block_threads=threads):
         got = run(mm, sets, mk, cfg, engine="sweep", backend=device_backend)
+        assert kb.engine_pair(mm).threads == threads
     assert ref.counters[:, kb.N_FILLS].sum() > 0
     _same(ref, got)
 
