@@ -96,9 +96,9 @@ _register_option("backtest_block_threads", 64,
                  "twice as many SMs. Same results either way.",
                  _choice(32, 64, 128, 256), parse=int)
 _register_option("backtest_max_registers", 0,
-                 "Registers per thread the GPU sweep engine's kernel may use (0: as ptxas chooses, about 180 on "
-                 "sm_90, which allows 8 warps per SM); fewer allow more warps per SM at the cost of spills to "
-                 "thread-local memory. Same results either way.",
+                 "Registers per thread the GPU sweep engine's kernel may use (0: as ptxas chooses: 130 for market "
+                 "making on the H200, 2026-11-27, which allows 7 blocks of 64 threads per SM); fewer allow more "
+                 "warps per SM (80: 12 blocks) at the cost of spills to thread-local memory. Same results either way.",
                  _choice(0, 64, 80, 96, 128, 168), parse=int)
 _register_option("backtest_skip_block", "auto",
                  "Backtest engines: events per block (0: no skipping) of the summaries that let a parameter set pass "
