@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import cupy  # noqa: F401
 
 __all__ = ["Backend", "KernelPair", "Twins", "get_backend", "gpu_available", "simulator_enabled",
-           "cuda_module", "describe_machine"]
+           "cuda_module", "describe_machine", "device_sm_count"]
 
 _CUDA: ModuleType | None = None
 _PROBE: tuple[bool, str] | None = None
@@ -421,6 +421,22 @@ def get_backend(requested: str | None = None) -> Backend:
         warnings.warn(f"gpuflow: no GPU ({why}); running on the CPU backend. "
                       "Set GPUFLOW_BACKEND=cpu to silence this.", PerformanceWarning, stacklevel=2)
     return Backend("cpu", np)
+
+
+_SMS: int | None = None
+
+
+def device_sm_count() -> int:
+    """Streaming multiprocessors of the current CUDA device (cached; needs a real device)."""
+    global _SMS
+    if _SMS is None:
+        try:
+            import cupy
+
+            _SMS = int(cupy.cuda.runtime.getDeviceProperties(cupy.cuda.runtime.getDevice())["multiProcessorCount"])
+        except ImportError:  # numba alone
+            _SMS = int(cuda_module().get_current_device().MULTIPROCESSOR_COUNT)
+    return _SMS
 
 
 def describe_machine() -> dict[str, Any]:

@@ -1081,6 +1081,32 @@ _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade
                  exchange_until, order_schedule, single_level, book_event_skips, block_quiet, pend_next, view_rows,
                  view_mids, ev_fields, ev_top, record_sample, simulate)
 _PAIRS: dict[tuple[str, int, int, int], KernelPair] = {}
+#: registers per thread of the sweep kernel as the device's toolchain builds it (market making, H200, numba-cuda
+#: 0.30.4, 2026-11-27; the other strategies 128-150 on the CPU box's ptxas) and the cap the ``auto`` setting of
+#: ``backtest_max_registers`` chooses when it saves a wave of blocks
+NATURAL_REGISTERS = 130
+AUTO_REGISTER_CAP = 80
+
+
+def blocks_per_sm(registers: int, threads: int) -> int:
+    """Blocks of ``threads`` a Hopper / Ampere SM holds at once when each thread takes ``registers`` (allocated
+    in units of 8 per thread; 65,536 registers, 2,048 threads and 32 blocks per SM; shared memory aside)."""
+    alloc = -(-max(int(registers), 1) // 8) * 8
+    return max(1, min(32, 65_536 // (threads * alloc), 2_048 // threads))
+
+
+def auto_register_cap(n_sets: int, threads: int, sms: int) -> int:
+    """The register cap for a sweep of ``n_sets`` on ``sms`` SMs: :data:`AUTO_REGISTER_CAP` when it runs the
+    sweep in fewer waves of blocks than :data:`NATURAL_REGISTERS` does, else 0 (none).  Each wave costs about
+    one thread's walk over the events, and the capped kernel's walk is slower (its spills): on the H200 a
+    sweep that fits one wave either way ran 0.41 s uncapped and 0.49 s capped (10,000 sets), one that took
+    two waves uncapped and one capped 1.02 s and 0.83 s (100,000 sets)."""
+    blocks = -(-int(n_sets) // threads)
+
+    def waves(regs: int) -> int:
+        return -(-blocks // (sms * blocks_per_sm(regs, threads)))
+
+    return AUTO_REGISTER_CAP if waves(AUTO_REGISTER_CAP) < waves(NATURAL_REGISTERS) else 0
 
 
 def engine_pair(strategy: object, tile: int | None = None, max_registers: int | None = None,
@@ -1099,7 +1125,7 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
 
     ``tile``: events per shared-memory tile of the CUDA kernel (0: none; default: the
     ``backtest_event_tile`` option).  ``max_registers``: the CUDA kernel's register cap (0: none; default:
-    the ``backtest_max_registers`` option).  ``threads``: threads per block of the CUDA launch (default: the
+    the ``backtest_max_registers`` option, whose ``auto`` means none here).  ``threads``: threads per block of the CUDA launch (default: the
     ``backtest_block_threads`` option).  The CPU twin is the same either way.
     """
     name = getattr(strategy, "NAME", None) or getattr(strategy, "__name__", repr(strategy))
@@ -1107,7 +1133,8 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
     if tile < 0:
         msg = f"engine_pair: tile must be >= 0 events, got {tile}"
         raise ValueError(msg)
-    regs = int(config.get_option("backtest_max_registers") if max_registers is None else max_registers)
+    regs = config.get_option("backtest_max_registers") if max_registers is None else max_registers
+    regs = 0 if regs == "auto" else int(regs)  # 'auto' is the engine's choice per sweep (:func:`auto_register_cap`)
     threads = int(config.get_option("backtest_block_threads") if threads is None else threads)
     key = (name, tile, regs, threads)
     if key not in _PAIRS:
@@ -1127,7 +1154,7 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
         # No link-time optimisation: with nvJitLink installed numba-cuda links LTO-IR by default and
         # nvJitLink re-optimises the whole kernel at -O3 at link time, as slow as NVVM -O3
         label = (f"backtest[{name}]" + (f"[tile {tile}]" if tile else "") + (f"[regs {regs}]" if regs else "")
-                 + (f"[threads {threads}]" if threads != 64 else ""))
+                 + (f"[threads {threads}]" if threads != 32 else ""))
         _PAIRS[key] = KernelPair(label, tw.cuda(run_cuda, STATE_SIZE=size, TILE=tile, TILE_ROWS=tile + 1, lto=False,
                                                 max_registers=regs),
                                  tw.cpu(_with_state(run_cpu, size), parallel=True), threads=threads,

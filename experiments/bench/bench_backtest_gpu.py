@@ -27,15 +27,16 @@ For each market:
    exact engine (counters, accounts, equity samples, every fill), and the counters of the first
    ``--cpu-sets`` sets of every sweep below must equal step 2's.
    Steps 3 and 4 run for each variant of the sweep kernel (``--variants``, default
-   ``t0s1,t0s1b32,t0s1r96,t0s1r80,t128s1k0,t128s1``: events read from global memory or staged in
+   ``t0s1,t0s1r0,t0s1r80,t0s1b64,t128s1k0,t128s1``: events read from global memory or staged in
    shared-memory tiles of 128, sets sorted, quiet blocks of events skipped in blocks of 16 (the default,
-   ``auto``) or not (``k0``), blocks of 32 threads instead of 64 (``b32``), a register cap (``r96``,
-   ``r80``)).  The CPU reference (step 2) skips (its default).
-   Why the caps: on the H200 (2026-11-27) 10,000 sets took 0.40 s and 100,000 sets 1.02 s; at 130
-   registers 7 blocks of 64 threads fit an SM (924 on 132 SMs), so 100,000 sets (1,563 blocks) run in two
+   ``auto``) or not (``k0``), the register cap's default (``auto``: 80 where that saves a wave of blocks),
+   none (``r0``) or 80 (``r80``), blocks of 32 threads (the default) or 64 (``b64``)).  The CPU reference
+   (step 2) skips (its default).
+   Why the caps: on the H200 (2026-11-27) 10,000 sets took 0.41 s and 100,000 sets 1.02 s; at 130
+   registers 7 blocks of 64 threads fit an SM (924 on 132 SMs), so 100,000 sets (1,563 blocks) ran in two
    waves, each about as long as one thread's walk over the events.  At 80 registers 12 blocks fit (1,584):
-   one wave, if the spills (ptxas here: 500 B stored / 912 B loaded per thread) cost less than a wave.
-   Tiles with skipping need 128 registers (ptxas here), without skipping 96.
+   one wave, 0.83 s, though the walk itself is slower (10,000 sets: 0.49 s).  Tiles with skipping need
+   128 registers (ptxas here), without skipping 96.
 4. Sweep engine (one CUDA thread per set, fills not recorded) on 1,000 / 10,000 / 100,000 sets
    (``--sets``).  ``kernel_s`` is the launch to device synchronisation (``BacktestResult.seconds``);
    ``wall_s`` adds the host->device copies of the market and the output allocation / copy back.
@@ -336,9 +337,9 @@ _VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?(?:k(\d+))?(?:b(\d+))?")
 
 def _variants(spec: str) -> list[str]:
     """Sweep-kernel variants ``tTsS[rR][kK][bB]``: event tile T (0: none), S 1/0: sets sorted or in the given
-    order, R: a cap on the kernel's registers per thread (none when absent), K: events per skip block (0: no
-    skipping; the ``backtest_skip_block`` default when absent), B: threads per block (the
-    ``backtest_block_threads`` default when absent)."""
+    order, R: a cap on the kernel's registers per thread (0: none; the ``backtest_max_registers`` default when
+    absent), K: events per skip block (0: no skipping; the ``backtest_skip_block`` default when absent), B:
+    threads per block (the ``backtest_block_threads`` default when absent)."""
     out = []
     for v in spec.split(","):
         if not _VARIANT.fullmatch(v.strip()):
@@ -361,9 +362,9 @@ def _variant(v: str | None) -> Any:
 
     skip = get_option("backtest_skip_block") if m.group(4) is None else int(m.group(4))
     threads = get_option("backtest_block_threads") if m.group(5) is None else int(m.group(5))
+    regs = get_option("backtest_max_registers") if m.group(3) is None else int(m.group(3))
     return config_context(backtest_event_tile=int(m.group(1)), backtest_sort_sets=m.group(2) == "1",
-                          backtest_max_registers=int(m.group(3) or 0), backtest_skip_block=skip,
-                          backtest_block_threads=threads)
+                          backtest_max_registers=regs, backtest_skip_block=skip, backtest_block_threads=threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-events", type=float, default=2e6)
     ap.add_argument("--max-events", type=float, default=0, help="use only this many events (0: all)")
     ap.add_argument("--sets", default="1000,10000,100000")
-    ap.add_argument("--variants", default="t0s1,t0s1b32,t0s1r96,t0s1r80,t128s1k0,t128s1",
+    ap.add_argument("--variants", default="t0s1,t0s1r0,t0s1r80,t0s1b64,t128s1k0,t128s1",
                     help="sweep-kernel variants, each timed on every size: tTsS[rR][kK][bB] = event tile T (0: none), "
                          "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none), B threads "
                          "per block")

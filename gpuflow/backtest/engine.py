@@ -209,6 +209,20 @@ class MarketData:
         return int(self.bid_price.shape[1])
 
 
+def _register_cap(n_sets: int, be: Backend) -> int:
+    """The sweep kernel's register cap for ``n_sets`` (the ``backtest_max_registers`` option; ``auto``: see
+    :func:`gpuflow.kernels.backtest.auto_register_cap`, on a real device only)."""
+    from gpuflow.backend import device_sm_count, simulator_enabled
+    from gpuflow.kernels import backtest as kb
+
+    cap = options.get_option("backtest_max_registers")
+    if cap != "auto":
+        return int(cap)
+    if not be.uses_cuda or simulator_enabled():
+        return 0
+    return kb.auto_register_cap(n_sets, int(options.get_option("backtest_block_threads")), device_sm_count())
+
+
 def prepare_market(tables: pa.Table | Sequence[pa.Table], *, levels: int = 5, signals: Any = None,
                    signal_names: Sequence[str] | None = None, sync: bool = True,
                    backend: str | Backend | None = "cpu") -> MarketData:
@@ -417,7 +431,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
         tx = market.ts - cfg.feed_latency_ns
     d = market.on(be)
     ev, vst = market.view(be)
-    pair = kb.engine_pair(strategy)
+    pair = kb.engine_pair(strategy, max_registers=_register_cap(P, be))
     # event-block summaries: the engines pass over blocks of events that cannot touch a set
     bsize = options.get_option("backtest_skip_block")
     if bsize == "auto":

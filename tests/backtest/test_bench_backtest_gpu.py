@@ -31,14 +31,16 @@ def test_variant_names_select_the_engine_options():
     spec = importlib.util.spec_from_file_location("bench_backtest_gpu", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod._variants("t0s1k0, t128s0r96,t0s1r128k32b32") == ["t0s1k0", "t128s0r96", "t0s1r128k32b32"]
+    assert mod._variants("t0s1k0, t128s0r96,t0s1r128k32b64") == ["t0s1k0", "t128s0r96", "t0s1r128k32b64"]
     with pytest.raises(SystemExit, match="t0s1k0"):
         mod._variants("t0s1,k16")
     default_skip = get_option("backtest_skip_block")
     default_threads = get_option("backtest_block_threads")
-    for v, want in (("t0s1k0", (0, True, 0, 0, default_threads)),
+    default_regs = get_option("backtest_max_registers")
+    for v, want in (("t0s1k0", (0, True, default_regs, 0, default_threads)),
                     ("t128s0r96", (128, False, 96, default_skip, default_threads)),
-                    ("t0s1r128k32b32", (0, True, 128, 32, 32))):
+                    ("t0s1r0", (0, True, 0, default_skip, default_threads)),
+                    ("t0s1r128k32b64", (0, True, 128, 32, 64))):
         with mod._variant(v):
             got = tuple(get_option(o) for o in ("backtest_event_tile", "backtest_sort_sets",
                                                  "backtest_max_registers", "backtest_skip_block",
