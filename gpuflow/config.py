@@ -83,6 +83,11 @@ _register_option("progress", True, "Show progress bars on long work (to stderr).
 _register_option("chunk_events", 1 << 16,
                  "Events per chunk in chunked GPU book replay (each chunk is replayed by one thread).",
                  _positive_int, parse=int)
+def _parse_auto_int(s: str) -> str | int:
+    """An option value that is 'auto' or an integer."""
+    return "auto" if s.strip().lower() == "auto" else int(s)
+
+
 _register_option("backtest_nvvm_opt", 1,
                  "NVVM optimisation level (0-3) for the backtest sweep kernel's compile: 3 takes minutes, 1 seconds.",
                  _choice(0, 1, 2, 3), parse=int)
@@ -104,17 +109,16 @@ _register_option("backtest_max_registers", "auto",
                  "100,000 sets: 0.83 s capped vs 1.02 s; 10,000 sets: 0.49 vs 0.41 s; the capped kernel is a second "
                  "compile, 10-15 s once per process). Same results either way.",
                  _choice("auto", 0, 64, 80, 96, 128, 168),
-                 parse=lambda s: s.strip().lower() if s.strip().lower() == "auto" else int(s))
+                 parse=_parse_auto_int)
 _register_option("backtest_skip_block", "auto",
                  "Backtest engines: events per block (0: no skipping) of the summaries that let a parameter set pass "
                  "over a whole block at once when none of its events can touch the set's orders, timers or "
                  "decisions; 'auto': 16 for 8 sets or more (the summaries cost about 10 ns per event once per market). "
                  "With GPU event tiles a tile must hold whole blocks. A GPU skips a block only when the whole warp "
-                 "can (1.26-1.29x faster on "
-                 "the H200 at 1,000-100,000 sets of market making; threads of a warp that skipped apart ran 3.6x "
-                 "slower on the H100). Same results either way.",
+                 "can (1.26-1.29x faster on the H200 at 1,000-100,000 sets of market making; threads of a warp "
+                 "that skipped apart ran 3.6x slower on the H100). Same results either way.",
                  _choice("auto", 0, 4, 8, 16, 32, 64, 128),
-                 parse=lambda s: s.strip().lower() if s.strip().lower() == "auto" else int(s))
+                 parse=_parse_auto_int)
 _register_option("backtest_sort_sets", True,
                  "Sweep engine on a GPU: run parameter sets in sorted order so that a warp's threads hold similar "
                  "sets (less divergence); results are returned in the caller's order.",

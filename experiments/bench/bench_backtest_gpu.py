@@ -209,9 +209,6 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
 
     # False: no link-time re-optimisation by nvJitLink (which would undo the -O1 compile time)
     out["engine_kernel_lto"] = getattr(engine_pair(mm).cuda, "targetoptions", {}).get("lto")
-    if be.uses_cuda:
-        out["engine_kernel_resources"] = _kernel_resources(mm, variants, args.dump_dir)
-        print(f"  engine kernel resources: {out['engine_kernel_resources']}", flush=True)
     out["jit_warmup_s"] = round(time.perf_counter() - t, 2)
     print(f"[{desc['source']}] {n_ev:,} events; JIT warm-up {out['jit_warmup_s']} s", flush=True)
     if args.wait_for:
@@ -294,42 +291,56 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
                   flush=True)
             del r
     out["gpu"] = runs
+    if be.uses_cuda:  # after the sweeps: every kernel they used (register caps chosen per size) is compiled
+        out["engine_kernel_resources"] = _kernel_resources(mm, variants, sizes, be, args.dump_dir)
+        print(f"  engine kernel resources: {out['engine_kernel_resources']}", flush=True)
     return out
 
 
-def _kernel_resources(strategy: Any, variants: list[str], dump_dir: str | None) -> dict[str, Any]:
+def _kernel_resources(strategy: Any, variants: list[str], sizes: list[int], be: Any,
+                      dump_dir: str | None) -> dict[str, Any]:
     """Registers and thread-local memory per thread of each variant's compiled sweep kernel, as the device's
     toolchain built it (they have differed from ptxas on the CPU box: 178 vs 127 registers at 16:45 UTC on
-    2026-11-26); with ``dump_dir`` also each kernel's cubin, for reading its machine code elsewhere
+    2026-11-26), one entry per register cap the variant used over ``sizes`` (``auto`` chooses per size:
+    ``t0s1@80``); with ``dump_dir`` also each kernel's cubin, for reading its machine code elsewhere
     (``nvdisasm -c``).  Under the simulator there is no compiled kernel: nothing is recorded."""
     from gpuflow.kernels.backtest import engine_pair
 
     from gpuflow.backend import simulator_enabled
+    from gpuflow.backtest.engine import _register_cap
 
     res: dict[str, Any] = {}
     if simulator_enabled():
         return res
-    for v in variants:
-        with _variant(v):
-            disp = engine_pair(strategy).cuda
-        try:
-            regs = {str(k): int(x) for k, x in disp.get_regs_per_thread().items()}
-            local = {str(k): int(x) for k, x in disp.get_local_mem_per_thread().items()}
-            res[v] = {"registers": sorted(set(regs.values())), "local_bytes": sorted(set(local.values()))}
-        except Exception as exc:  # noqa: BLE001 - information only; the benchmark goes on
-            res[v] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-        try:
-            if dump_dir:
-                Path(dump_dir).mkdir(parents=True, exist_ok=True)
-                for i, kern in enumerate(disp.overloads.values()):
-                    cubin = kern._codelibrary.get_cubin()
-                    cubin = getattr(cubin, "code", cubin)  # numba-cuda 0.30: a cuda.core ObjectCode
-                    if isinstance(cubin, str):  # ObjectCode made from a file: its path
-                        cubin = Path(cubin).read_bytes()
-                    (Path(dump_dir) / f"engine_{v}_{i}.cubin").write_bytes(bytes(cubin))
-        except Exception as exc:  # noqa: BLE001 - information only; the benchmark goes on
-            res[v]["dump_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    for v0 in variants:
+        with _variant(v0):
+            caps = sorted({_register_cap(p, be) for p in sizes})
+            pairs = [(v0 if len(caps) == 1 else f"{v0}@{c}", engine_pair(strategy, max_registers=c)) for c in caps]
+        for v, pair in pairs:
+            _one_kernel_resources(res, v, pair.cuda, dump_dir)
     return res
+
+
+def _one_kernel_resources(res: dict[str, Any], v: str, disp: Any, dump_dir: str | None) -> None:
+    """``res[v]``: registers and local memory of dispatcher ``disp``'s compiled kernels (and their cubins)."""
+    try:
+        regs = {str(k): int(x) for k, x in disp.get_regs_per_thread().items()}
+        local = {str(k): int(x) for k, x in disp.get_local_mem_per_thread().items()}
+        res[v] = {"registers": sorted(set(regs.values())), "local_bytes": sorted(set(local.values()))}
+    except Exception as exc:  # noqa: BLE001 - information only; the benchmark goes on
+        res[v] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    if not dump_dir:
+        return
+    try:
+        Path(dump_dir).mkdir(parents=True, exist_ok=True)
+        for i, kern in enumerate(disp.overloads.values()):
+            cubin = kern._codelibrary.get_cubin()
+            cubin = getattr(cubin, "code", cubin)  # numba-cuda 0.30: a cuda.core ObjectCode
+            if isinstance(cubin, str):  # ObjectCode made from a file: its path
+                cubin = Path(cubin).read_bytes()
+            (Path(dump_dir) / f"engine_{v}_{i}.cubin").write_bytes(bytes(cubin))
+    except Exception as exc:  # noqa: BLE001 - information only; the benchmark goes on
+        res[v]["dump_error"] = f"{type(exc).__name__}: {exc}"[:300]
 
 
 _VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?(?:k(\d+))?(?:b(\d+))?")

@@ -215,10 +215,12 @@ def _register_cap(n_sets: int, be: Backend) -> int:
     from gpuflow.backend import device_sm_count, simulator_enabled
     from gpuflow.kernels import backtest as kb
 
+    if not be.uses_cuda:
+        return 0  # the CPU twin has no registers to cap (and a cap would only key a second CPU compile)
     cap = options.get_option("backtest_max_registers")
     if cap != "auto":
         return int(cap)
-    if not be.uses_cuda or simulator_enabled():
+    if simulator_enabled():
         return 0
     return kb.auto_register_cap(n_sets, int(options.get_option("backtest_block_threads")), device_sm_count())
 
