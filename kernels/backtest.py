@@ -112,6 +112,7 @@ NEV = 5
 #: aggressor side; it is the last event of its receive time (the strategy may decide after it); its
 #: instrument is 1; then its kind (bits 8-15) and side + 1 (bits 16-17)
 EV_ROW, EV_TRADE, EV_LAST, EV_INST1 = 1, 2, 4, 8
+EV_INST_SHIFT = 3  # EV_INST1's bit: (flags >> EV_INST_SHIFT) & 1 is the instrument
 EV_KIND_SHIFT, EV_SIDE_SHIFT = 8, 16
 #: ... and the view's state after each event (row e + 1; row 0: before the first event): each instrument's
 #: current book row (-1: none yet) and its last two-sided mid x 2 (0: none yet)
@@ -795,7 +796,7 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                 # our orders (-1: none ran)
                 nf0 = np.int64(-1)
                 if rmask != 0 and (f & (EV_TRADE | EV_ROW)) != 0:
-                    inst = (f >> 3) & 1
+                    inst = (f >> EV_INST_SHIFT) & 1
                     kd = (f >> EV_KIND_SHIFT) & 255
                     es = ((f >> EV_SIDE_SHIFT) & 3) - 1
                     epx = price[e]
@@ -834,7 +835,7 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                             acts[a, c] = 0
                     view_rows(vst, e + 1, n_inst, cur)
                     # strategy_step: the strategy's step, bound by engine_pair
-                    n_act = strategy_step(params[p], sst, t, e, (f >> 3) & 1, cur, bp, bq, ap, aq, nlev, sig,  # noqa: F821
+                    n_act = strategy_step(params[p], sst, t, e, (f >> EV_INST_SHIFT) & 1, cur, bp, bq, ap, aq, nlev, sig,  # noqa: F821
                                           seen, lv, acts)
                     cnt[N_DECISIONS] += 1
                     if n_act < 0:
