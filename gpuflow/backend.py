@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import cupy  # noqa: F401
 
 __all__ = ["Backend", "KernelPair", "Twins", "get_backend", "gpu_available", "simulator_enabled",
-           "cuda_module", "describe_machine", "device_sm_count"]
+           "cuda_module", "describe_machine", "device_memory_total", "device_sm_count"]
 
 _CUDA: ModuleType | None = None
 _PROBE: tuple[bool, str] | None = None
@@ -437,6 +437,16 @@ def device_sm_count() -> int:
         except ImportError:  # numba alone
             _SMS = int(cuda_module().get_current_device().MULTIPROCESSOR_COUNT)
     return _SMS
+
+
+def device_memory_total() -> int:
+    """Bytes of memory of the current CUDA device (needs a real device)."""
+    try:
+        import cupy
+
+        return int(cupy.cuda.runtime.memGetInfo()[1])
+    except ImportError:  # numba alone
+        return int(cuda_module().current_context().get_memory_info()[1])
 
 
 def describe_machine() -> dict[str, Any]:

@@ -459,6 +459,11 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
               be.asarray(cv), np.int64(M), fills, eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk)
     be.synchronize()
     secs = time.perf_counter() - start
+    if record_fills and P:
+        # only the recorded part of the fills buffer comes back (on a GPU the copy to the host can take
+        # longer than the sweep): columns up to the most fills any set recorded
+        used = min(int(be.to_host(out_cnt[:, kb.N_FILLS]).max()), F)
+        fills = fills[:, :used]
     if order is None:
         h = be.to_host
     else:

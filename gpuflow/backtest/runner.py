@@ -54,7 +54,8 @@ from gpuflow.errors import GpuflowError
 
 __all__ = [
     "FILL_BUFFER_BYTES",
-    "FILL_BUFFER_BYTES_GPU",
+    "GPU_MIN_FILLS",
+    "GPU_RESULTS_FRACTION",
     "MANIFEST",
     "BacktestReport",
     "StrategyError",
@@ -62,6 +63,7 @@ __all__ = [
     "SweepReport",
     "check_actions",
     "evaluate_batch",
+    "gpu_batch_plan",
     "load_results",
     "run_backtest",
     "sweep",
@@ -73,8 +75,10 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 #: fills buffer per batch in a sweep (bytes); fills beyond it per set are counted, not recorded
 FILL_BUFFER_BYTES = 256 << 20
-#: the same on a GPU, whose batches are larger (device memory; copied to the host once per batch)
-FILL_BUFFER_BYTES_GPU = 4 << 30
+#: share of the smaller of the device's and the host's memory that one GPU batch's results may take
+GPU_RESULTS_FRACTION = 0.25
+#: fills recorded per set that the automatic GPU batch size keeps room for, at least
+GPU_MIN_FILLS = 1024
 _FILL_ROW_BYTES = 9 * 8
 _MANIFEST_VERSION = 1
 
@@ -593,14 +597,52 @@ class SweepReport:
         return "\n".join(lines)
 
 
-def _default_batch_size(backend_name: str) -> int:
-    if backend_name == "gpu":
-        # one thread per set, 32 per block: 16,384 sets = 512 blocks, about four per multiprocessor on an
-        # H100/H200 (132 SMs, room for 15-25). Larger batches use the device better (H200, market making on the
-        # USD-M recording: 10,000 sets 0.41 s, 100,000 sets 0.83 s) but leave fewer recorded fills per set
-        # (FILL_BUFFER_BYTES_GPU / batch size): 16,384 keeps about 3,600
-        return 16384
-    return max(8, 2 * (os.cpu_count() or 1))  # prange over sets: a few sets per core
+def gpu_batch_plan(n_samples: int, n_instruments: int, *, sms: int, threads: int, budget: int,
+                   max_fills: int, batch: int = 0) -> tuple[int, int]:
+    """(sets per batch, fills recorded per set) of a GPU sweep that holds ``budget`` bytes of results.
+
+    The batch is one *wave* of the sweep kernel: as many blocks of ``threads`` sets as the ``sms`` SMs hold at
+    once at the automatic register cap (:func:`gpuflow.kernels.backtest.blocks_per_sm`), since each wave costs
+    about one thread's walk over the events (H200, market making on the USD-M recording: 10,000 sets 0.41 s,
+    100,000 sets, one capped wave, 0.83 s).  It shrinks, in whole blocks, until each set's equity samples
+    (``n_samples`` x ``n_instruments`` x 3 int64) plus :data:`GPU_MIN_FILLS` fill records fit ``budget``; the
+    fills buffer then takes what the equity samples leave, at most ``max_fills`` per set.  ``batch`` (> 0)
+    fixes the batch size instead.
+    """
+    from gpuflow.kernels import backtest as kb
+
+    wave = int(sms) * kb.blocks_per_sm(kb.AUTO_REGISTER_CAP, threads) * threads
+    eq = 3 * 8 * max(int(n_samples), 1) * max(int(n_instruments), 1)
+    fit = int(budget) // (eq + GPU_MIN_FILLS * _FILL_ROW_BYTES)
+    B = int(batch) if batch > 0 else max(threads, min(wave, fit // threads * threads))
+    F = int(min(max_fills, max(int(budget) - B * eq, 0) // (B * _FILL_ROW_BYTES)))
+    return B, F
+
+
+def _gpu_budget() -> int:
+    """Bytes of sweep results one GPU batch may hold: :data:`GPU_RESULTS_FRACTION` of the smaller of the
+    device's and the host's total memory (the results are copied to the host).  Totals, not free memory, so
+    that the same machine always records the same number of fills per set."""
+    from gpuflow.backend import device_memory_total
+
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(min(device_memory_total(), host) * GPU_RESULTS_FRACTION)
+
+
+def _batch_plan(be: Any, market: MarketData, cfg: RunConfig, batch_size: int | None) -> tuple[int, int]:
+    """(sets per batch, fills recorded per set) of a sweep (see :func:`gpu_batch_plan` on a GPU)."""
+    B = int(batch_size or cfg.sweep.batch_size or 0)
+    if be.name == "gpu":
+        from gpuflow import config as _config
+        from gpuflow.backend import device_sm_count
+
+        span = int(market.ts[-1]) - int(market.ts[0]) if market.n_events else 0
+        n_samples = span // cfg.engine.sample_ns + 1
+        return gpu_batch_plan(n_samples, len(market.instruments), sms=device_sm_count(),
+                              threads=int(_config.get_option("backtest_block_threads")), budget=_gpu_budget(),
+                              max_fills=cfg.engine.max_fills, batch=B)
+    B = B or max(8, 2 * (os.cpu_count() or 1))  # prange over sets: a few sets per core
+    return B, int(min(cfg.engine.max_fills, FILL_BUFFER_BYTES // (B * _FILL_ROW_BYTES)))
 
 
 def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.PathLike[str], data: Any = None,
@@ -623,8 +665,10 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
     trials : int, optional
         Parameter sets for random / optuna (default: ``sweep.trials``).
     batch_size : int, optional
-        Sets per engine launch and per file (default: ``sweep.batch_size``, else 16,384 on a GPU and
-        twice the CPU count on the CPU).
+        Sets per engine launch and per file (default: ``sweep.batch_size``, else on a GPU one wave of the
+        sweep kernel that fits a quarter of the device's memory (:func:`gpu_batch_plan`; 105,600 sets on a
+        132-SM H100/H200 when the equity samples are small) and twice the CPU count on the CPU; on resume,
+        the batch size recorded in ``out``).
     resume : bool
         Continue a sweep in ``out``: only the batches missing from its manifest run.  Without it, a
         folder that already holds results is an error.
@@ -702,18 +746,19 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
     task_backend = asked.name if isinstance(asked, Backend) else asked
     if engine == "exact":
         task_backend = "cpu"
-    B = int(batch_size or cfg.sweep.batch_size or _default_batch_size(be.name))
-    objective, direction = cfg.sweep.objective, cfg.sweep.direction
     outp = Path(out)
+    if resume and not (batch_size or cfg.sweep.batch_size) and (outp / MANIFEST).is_file():
+        # the batches already written fix the batch size (an automatic one depends on the machine)
+        batch_size = json.loads((outp / MANIFEST).read_text()).get("fingerprint", {}).get("batch_size")
+    # fills beyond max_fills per set are counted (fills_complete False), not recorded: bounded memory per batch
+    B, max_fills = _batch_plan(be, market, cfg, batch_size)
+    objective, direction = cfg.sweep.objective, cfg.sweep.direction
     outp.mkdir(parents=True, exist_ok=True)
     fp = {"version": _MANIFEST_VERSION, "strategy": mod.NAME, "search": search, "n_sets": n_sets, "batch_size": B,
           "seed": cfg.sweep.seed, "params": base, "space": _space_repr(space), "engine": engine,
           "engine_config": asdict(cfg.engine), "data": _fingerprint_market(market), "objective": objective,
           "direction": direction}
     fp = json.loads(json.dumps(fp, default=_jsonable))
-    # fills beyond this per set are counted (fills_complete False), not recorded: bounded memory per batch
-    buf = FILL_BUFFER_BYTES_GPU if be.name == "gpu" else FILL_BUFFER_BYTES
-    max_fills = int(min(cfg.engine.max_fills, buf // (B * _FILL_ROW_BYTES)))
     policy = on_bad_actions or cfg.on_bad_actions
     msgs: list[str] = []
     t_start = time.perf_counter()
@@ -756,7 +801,7 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
             dropped = np.asarray(table.column("fills_dropped")) if "fills_dropped" in table.column_names else []
             if len(dropped) and (dropped > 0).any():
                 msgs.append(f"batch {b}: {int((dropped > 0).sum())} parameter set(s) filled more than the {max_fills} "
-                            f"fills recorded per set in a sweep (FILL_BUFFER_BYTES / batch_size); their FIFO metrics "
+                            f"fills recorded per set in a sweep (the results buffer / batch_size); their FIFO metrics "
                             "(win_rate, notional, fill_ratio, ...) are NaN (fills_complete is False); PnL, fees and "
                             "counters are exact; use a smaller batch_size to record more fills per set")
             name = _write_batch(outp, b, table)

@@ -51,6 +51,14 @@ def test_resting_bid_fills_when_trades_pass_its_queue():
     assert r.counters[0, kb.N_MAKER] == 1 and r.account[0, 0, 0] == 4 and r.account[0, 0, 1] == -396
 
 
+def test_only_the_recorded_part_of_the_fills_buffer_comes_back():
+    # a buffer of max_fills (100,000) per set is allocated; the result keeps columns up to the most fills any
+    # set recorded (two here), and a run with no fill returns none
+    rows = BOOK + [(10, T, -1, 99, 6), (11, T, -1, 99, 6), (12, T, -1, 99, 5)]
+    assert go(rows, {3: (GTC, 1, 99, 4, 0)}).fills.shape == (1, 2, kb.NFILL)
+    assert go(rows, {3: (GTC, 1, 90, 4, 0)}).fills.shape == (1, 0, kb.NFILL)
+
+
 def test_trade_through_and_crossing_fill_whole_order():
     rows = BOOK + [(10, T, -1, 97, 1)]  # a sell at 97 trades through our 99 bid
     assert fills(go(rows, {3: (GTC, 1, 99, 4, 0)})) == [(4, 1, 99, 4, 1)]

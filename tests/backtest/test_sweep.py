@@ -286,3 +286,39 @@ def test_ray_sweep_on_a_local_instance_equals_the_local_sweep(tmp_path, sample_m
     b = load_results(tmp_path / "local")
     assert _same(load_results(tmp_path / "ray"), b) and local.n_sets == 6
     assert _same(load_results(tmp_path / "ray-cut"), b)
+
+
+def test_a_resumed_sweep_keeps_the_batch_size_it_was_started_with(tmp_path, sample_market):
+    # the automatic batch size depends on the machine (a GPU's SMs and memory): a resume without one takes
+    # the size recorded with the batches already written, instead of refusing a changed fingerprint
+    cfg = _cfg(sweep={})
+    out = tmp_path / "cut"
+    with pytest.raises(Stop):
+        sweep(cfg, sample_market, out=out, batch_size=4, on_batch=lambda b, t: (_ for _ in ()).throw(Stop(b)))
+    rep = sweep(cfg, sample_market, out=out, resume=True)
+    assert (rep.batch_size, rep.batches, rep.batches_skipped, rep.batches_run) == (4, 2, 1, 1)
+    assert load_results(out).num_rows == 6
+
+
+def test_gpu_batch_plan_is_one_wave_of_the_capped_kernel_within_the_memory_budget():
+    from gpuflow.backtest.runner import gpu_batch_plan
+
+    # 132 SMs, 32 threads a block: at the 80-register cap 65,536 // (32 x 80) = 25 blocks per SM, one wave
+    # = 132 x 25 x 32 = 105,600 sets.  A 10-minute recording sampled each second: 601 samples, one instrument,
+    # 3 x 8 x 601 = 14,424 B of equity per set; 20 GB hold 20e9 // (14,424 + 1,024 x 72) = 226,880 sets > a wave.
+    # The fills take the rest: (20e9 - 105,600 x 14,424) // (105,600 x 72) = 18,476,825,600 // 7,603,200 = 2,430.
+    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000) == (105_600, 2_430)
+    # the config's max_fills caps the fills per set
+    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=500) == (105_600, 500)
+    # a day sampled each second on two instruments: 3 x 8 x 86,401 x 2 = 4,147,248 B per set; with 1,024 fills
+    # 4,220,976 B, 20e9 // that = 4,738 sets, 4,736 in whole blocks of 32; fills (20e9 - 4,736 x 4,147,248)
+    # // (4,736 x 72) = 358,633,472 // 340,992 = 1,051
+    assert gpu_batch_plan(86_401, 2, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000) == (4_736, 1_051)
+    # blocks of 64: 65,536 // (64 x 80) = 12 per SM, 132 x 12 x 64 = 101,376
+    assert gpu_batch_plan(601, 1, sms=132, threads=64, budget=20 * 10**9, max_fills=100_000)[0] == 101_376
+    # a budget too small for even one block still runs one block (its fills buffer shrinks, here to none)
+    assert gpu_batch_plan(86_401, 2, sms=132, threads=32, budget=10**6, max_fills=100_000) == (32, 0)
+    # a batch size given by the user is kept; the fills take what its equity samples leave:
+    # (20e9 - 16,384 x 14,424) // (16,384 x 72) = 19,763,677,184 // 1,179,648 = 16,753
+    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000,
+                          batch=16_384) == (16_384, 16_753)
