@@ -374,7 +374,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
                  ofi: bool = False, init: Mapping[str, Any] | None = None, window: Any = None,
                  backend: str | Backend | None = None, chunk: int | None = None,
                  max_levels: int = DEFAULT_MAX_LEVELS, profile: bool = False,
-                 layout: tuple[bool | int, ...] = (True, False, 2, True), threads: int | None = None) -> BookFrame:
+                 layout: tuple[bool | int, ...] = (True, False, 2, True), threads: int | None = None,
+                 replay: str = "thread", warps: int | None = None) -> BookFrame:
     """Rebuild the book and emit the top ``levels`` levels per event, every k events or on a clock grid.
 
     Parameters
@@ -415,6 +416,15 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         1.9e9 events/s with a row after every event, 2.0x direct rows; BENCHMARKS.md).
     threads : int, optional
         Threads per block of the GPU replay kernel (default 64; the staged replay always uses 32).
+    replay : {"thread", "warp"}
+        How the GPU replays: ``thread``, one thread per chunk (the layout above); ``warp``, one warp per
+        group of chunks, ops loaded 32 at a time and every op applied by the whole warp (the top lists,
+        OFI and rows lane-parallel; see :func:`gpuflow.kernels.book.replay_warp_chunk`): the chunks are
+        still summarised one thread each, but only each group's start book is formed (no per-chunk start
+        books) and the ops are read in their own order (the layout's interleaving and row modes do not
+        apply).  Same rows either way; the CPU path is the sequential replay.
+    warps : int, optional
+        Groups (warps) of the warp replay (default: 32 per SM of the device, at most one per chunk).
 
     Returns
     -------
@@ -423,6 +433,10 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     be = backend if isinstance(backend, Backend) else get_backend(backend)
     xp = be.xp
     kb = _kernels()
+    if replay not in ("thread", "warp"):
+        msg = f"rebuild_book: replay must be 'thread' or 'warp', got {replay!r}"
+        raise ValueError(msg)
+    warp = replay == "warp" and be.uses_cuda
     phases: dict[str, float] = {}
     clock = [time.perf_counter()]
 
@@ -503,8 +517,13 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         init_row[lvl[ok]] = iq[ok]
     mark("prepare")
     # every output row is written by the replay: no zeroing (first touch of zeros costs on big outputs)
-    out = [be.empty((n_out, levels), xp.int64) for _ in range(4)]
-    out_ofi = be.empty((n_out, levels), xp.int64) if ofi else be.empty((1, levels), xp.int64)
+    if warp:  # the warp replay writes one array of planes (one base address in the kernel, not five)
+        outs = be.empty((5 if ofi else 4, n_out, levels), xp.int64)
+        out = [outs[0], outs[1], outs[2], outs[3]]
+        out_ofi = outs[4] if ofi else be.empty((1, levels), xp.int64)
+    else:
+        out = [be.empty((n_out, levels), xp.int64) for _ in range(4)]
+        out_ofi = be.empty((n_out, levels), xp.int64) if ofi else be.empty((1, levels), xp.int64)
     every_op_emits = emit_mode == 0 and ev_of_op is None
     op_rows = None if every_op_emits else xp.nonzero((o_flags & kb.F_EMIT) != 0)[0].astype(xp.int64)
     if be.uses_cuda:
@@ -512,9 +531,11 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         C = max(1, math.ceil(n_ops / L))
         bounds = be.empty(C + 1, xp.int64)
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), o_flags, bounds)
-        inter, rt = bool(layout[0]), bool(layout[1])
+        inter, rt = (False, False) if warp else (bool(layout[0]), bool(layout[1]))
         # where the replay puts rows: 0 the outputs, 1 slot records + gather, 2 staged in shared memory
         out_mode = int(layout[2]) if len(layout) > 2 and every_op_emits else 0
+        if warp:
+            out_mode = 0  # the warp writes each row itself, a level per lane
         if out_mode not in (0, 1, 2):
             msg = f"rebuild_book: layout[2] must be 0, 1 or 2 (row output mode), got {layout[2]!r}"
             raise ValueError(msg)
@@ -545,16 +566,30 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         be.launch(kb.SUMMARISE, C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb),
                   np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
         mark("summarise")
-        G = max(1, int(math.ceil(math.sqrt(C))))
+        # groups of chunks: the scan composes each group, then walks it; the warp replay replays whole
+        # groups, so it needs only the groups' start books (the scan's gstart) and no per-chunk walk
+        if warp:
+            G = int(warps) if warps else _auto_warps(C, be)
+        else:
+            G = max(1, math.ceil(math.sqrt(C)))
+        G = max(1, min(G, C))
         ga = be.empty((G, w), xp.int64)
         gb = be.empty((G, w), sdt)
         gstart = be.empty((G, w), sdt)
         final = be.empty(w, sdt)
         be.launch(kb.GROUP_COMPOSE, G * w, np.int64(G), np.int64(C), sa, sb, ga, gb)
         be.launch(kb.GROUP_SCAN, w, np.int64(G), be.asarray(init_row), ga, gb, gstart, final)
-        rows = be.empty((w, C) if rt else (C, w), sdt)  # start books, level-major when rt: rows[j, c]
-        be.launch(kb.GROUP_APPLY, G * w, np.int64(G), np.int64(C), sa, sb, gstart, rows, rt)
+        if warp:
+            per = -(-C // G)  # chunks per group, as group_compose_at takes them (trailing groups empty)
+            bounds = bounds[be.asarray(np.minimum(np.arange(G + 1, dtype=np.int64) * per, C))]
+            rows = gstart  # row-major: rows[g, j]
+        else:
+            rows = be.empty((w, C) if rt else (C, w), sdt)  # start books, level-major when rt: rows[j, c]
+            be.launch(kb.GROUP_APPLY, G * w, np.int64(G), np.int64(C), sa, sb, gstart, rows, rt)
         mark("scan")
+        n_chunks = C
+        if warp:
+            C = G
         del sa, sb, ga, gb, gstart
         if every_op_emits:
             out_base = bounds[:-1]  # every op emits one row: a chunk's first row is its first op
@@ -562,6 +597,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
             out_base = xp.searchsorted(op_rows, bounds[:-1]).astype(xp.int64)  # rows emitted before the chunk
     else:
         L, C = max(n_ops, 1), 1
+        n_chunks = 1
         narrow = False
         out_mode = Lp = 0
         bounds = np.array([0, n_ops], dtype=np.int64)
@@ -578,10 +614,16 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         rec = be.empty((max(Lp * C, 1), (5 if ofi else 4) * levels), xp.int64)
     else:
         rec = be.empty((1, 1), xp.int64)
-    be.launch(kb.replay_pair(levels, staged=out_mode == 2), C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, o_flags,
-              rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua,
-              best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3], out_ofi, tail, diag,
-              np.int64(out_mode), rec, np.int64(Lp), threads=32 if out_mode == 2 else threads)
+    if warp:
+        be.launch(kb.warp_replay_pair(levels), C, bounds, side, kprice, o_kind, o_qty, o_flags, rows, np.int64(wb),
+                  np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua, best, out_base,
+                  np.int64(levels), bool(ofi), outs, tail, diag)
+    else:
+        be.launch(kb.replay_pair(levels, staged=out_mode == 2), C, bounds, np.int64(C), inter, side, kprice, o_kind,
+                  o_qty, o_flags, rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp,
+                  lut_b, lut_a, ub, ua, best, out_base, np.int64(levels), bool(ofi), out[0], out[1], out[2], out[3],
+                  out_ofi, tail, diag, np.int64(out_mode), rec, np.int64(Lp),
+                  threads=32 if out_mode == 2 else threads)
     if out_mode == 1:
         mark("replay")
         be.launch(kb.GATHER_ROWS, n_out, bounds, np.int64(C), np.int64(levels), bool(ofi), rec, out[0], out[1],
@@ -613,7 +655,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         else:
             ts_out = ts_local[ev_index]
     mark("finish")
-    stats = {"events": n_events, "ops": n_ops, "chunks": C, "chunk_ops": L, "window_bid": (pmin_b, wb),
+    stats = {"events": n_events, "ops": n_ops, "chunks": n_chunks, "chunk_ops": L, "replay": "warp" if warp else
+             "thread", "replay_chunks": C, "window_bid": (pmin_b, wb),
              "window_ask": (pmin_a, wa), "price_axis": axis.mode, "ops_outside_window": n_outside,
              "unknown_orders": int(unknown), "backend": be.name,
              "level_size_dtype": "int32" if be.uses_cuda and narrow else "int64"}
@@ -735,6 +778,16 @@ def _auto_chunk(n_ops: int, w: int, be: Backend | None = None) -> int:
     while math.ceil(n_ops / L) * w > budget_cells and L < n_ops:
         L *= 2
     return L
+
+
+def _auto_warps(n_chunks: int, be: Backend) -> int:
+    """Groups of the warp replay: 32 one-warp blocks per SM of the device (a full SM's blocks), at most one
+    per chunk; under the simulator, groups of three chunks (so that tests cross group boundaries)."""
+    if be.name == "gpu":
+        from gpuflow.backend import device_sm_count
+
+        return max(1, min(n_chunks, 32 * device_sm_count()))
+    return max(1, -(-n_chunks // 3))
 
 
 def _sparse_rows(row: np.ndarray, wb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -62,13 +62,13 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from gpuflow.backend import KernelPair, Twins, cuda
+from gpuflow.backend import KernelPair, Twins, cuda, simulator_enabled
 from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HIDDEN, KIND_EXECUTE
 
 __all__ = [
     "OP_NONE", "OP_SET", "OP_ADD", "OP_CLEAR", "F_EMIT", "F_OBSERVE", "MAX_LEVELS",
     "PREPARE", "CHUNK_BOUNDS", "INTERLEAVE", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY",
-    "ROW_BEST", "GATHER_ROWS", "replay_pair",
+    "ROW_BEST", "GATHER_ROWS", "replay_pair", "warp_replay_pair",
 ]
 
 OP_NONE = 0
@@ -702,6 +702,326 @@ def gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_
             out_ofi[k, m] = rec[r, 4 * nlev + m]
 
 
+# ----------------------------------------------------------------------------- warp replay
+# One warp replays one chunk (a group of summarised chunks, see gpuflow.book): it loads 32 consecutive
+# ops at a time (one coalesced load per field), then applies them one after the other, every lane taking
+# part in each.  Lane m < nlev holds the m-th entry of the bid and of the ask top list (level index and
+# size), the previous observation's entry and its OFI accumulator, so the top-list upkeep, OFI and the
+# output rows are lane-parallel (selects and shuffles, no per-thread scratch), and a search for the next
+# non-empty level reads 32 levels per step.  Every branch below depends only on values all lanes share
+# (the op being applied, shuffled from its lane), so the warp never diverges around a shuffle.
+#
+# The warp primitives are cores with two device bodies: the hardware shuffles and votes, and, under the
+# CUDA simulator (which has none), the same exchange through a 32-slot shared array between block
+# barriers (a warp replay block is one warp).  The CPU twin is the sequential replay (same rows).
+_FULL = 0xFFFFFFFF
+
+
+def _w_sync_sim(xch):  # pragma: no cover - simulator device code
+    cuda.syncthreads()
+
+
+def _w_sync_cuda(xch):  # pragma: no cover - device code
+    cuda.syncwarp(_FULL)
+
+
+def _w_put(xch, lane, v):  # pragma: no cover - simulator device code
+    """Publish this lane's ``v`` to the warp (simulator): one of two slot rows, alternating per call, then a
+    barrier.  Every lane calls the primitives in the same order, so a row is written again only after
+    the next call's barrier, when every lane has read it: one barrier per exchange."""
+    b = xch[2, lane]
+    xch[2, lane] = 1 - b
+    xch[b, lane] = v
+    cuda.syncthreads()
+    return b
+
+
+def _w_shfl_sim(xch, lane, v, src):  # pragma: no cover - simulator device code
+    """Lane ``src``'s ``v`` (int64)."""
+    return xch[_w_put(xch, lane, v), src]
+
+
+def _w_shfl_cuda(xch, lane, v, src):  # pragma: no cover - device code
+    return cuda.shfl_sync(_FULL, v, src)
+
+
+def _w_up_sim(xch, lane, v):  # pragma: no cover - simulator device code
+    """Lane ``lane - 1``'s ``v`` (lane 0: its own)."""
+    b = _w_put(xch, lane, v)
+    return xch[b, lane - 1] if lane > 0 else v
+
+
+def _w_up_cuda(xch, lane, v):  # pragma: no cover - device code
+    return cuda.shfl_up_sync(_FULL, v, 1)
+
+
+def _w_down_sim(xch, lane, v):  # pragma: no cover - simulator device code
+    """Lane ``lane + 1``'s ``v`` (lane 31: its own)."""
+    b = _w_put(xch, lane, v)
+    return xch[b, lane + 1] if lane < 31 else v
+
+
+def _w_down_cuda(xch, lane, v):  # pragma: no cover - device code
+    return cuda.shfl_down_sync(_FULL, v, 1)
+
+
+def _w_ballot_sim(xch, lane, pred):  # pragma: no cover - simulator device code
+    """Bit i set when lane i's ``pred`` holds (int64)."""
+    b = _w_put(xch, lane, 1 if pred else 0)
+    m = 0
+    for i in range(32):
+        if xch[b, i] != 0:
+            m |= 1 << i
+    return m
+
+
+def _w_ballot_cuda(xch, lane, pred):  # pragma: no cover - device code
+    return np.int64(cuda.ballot_sync(_FULL, pred))
+
+
+# the names the cores below call: Twins binds each to the hardware or the simulator body per kernel (these
+# module-level bindings only name them for readers and linters)
+_w_sync, _w_shfl, _w_up, _w_down, _w_ballot = _w_sync_cuda, _w_shfl_cuda, _w_up_cuda, _w_down_cuda, _w_ballot_cuda
+
+
+def _low_lane(m):  # pragma: no cover - jitted
+    """Index of the lowest set bit of ``m`` (> 0)."""
+    return cuda.popc((m & -m) - 1)
+
+
+def _w_next_bid(c, lane, xch, rows, j0):  # pragma: no cover - device code
+    """(index, size) of the first non-empty bid level at or below ``j0`` (-1, 0 when none): 32 levels a step."""
+    _w_sync(xch)  # the level sizes stored so far by any lane are visible
+    jb = j0
+    while jb >= 0:
+        jl = jb - lane
+        q = rows[c, jl] if jl >= 0 else 0
+        m = _w_ballot(xch, lane, q > 0)
+        if m != 0:
+            src = _low_lane(m)
+            return jb - src, _w_shfl(xch, lane, np.int64(q), src)
+        jb -= 32
+    return -1, np.int64(0)
+
+
+def _w_next_ask(c, lane, xch, rows, wb, wa, j0):  # pragma: no cover - device code
+    """Ask twin of :func:`_w_next_bid` (index within the ask side; ``wa``, 0 when none)."""
+    _w_sync(xch)
+    ja = j0
+    while ja < wa:
+        jl = ja + lane
+        q = rows[c, wb + jl] if jl < wa else 0
+        m = _w_ballot(xch, lane, q > 0)
+        if m != 0:
+            src = _low_lane(m)
+            return ja + src, _w_shfl(xch, lane, np.int64(q), src)
+        ja += 32
+    return wa, np.int64(0)
+
+
+def _w_top(c, lane, xch, rows, wb, wa, bid, j0, n, nlev):  # pragma: no cover - device code
+    """This lane's entry (index, size) of a side's top list, scanned from ``j0`` (the best level) over at
+    most ``n`` non-empty levels (the side's count), as :func:`_top` does for one side."""
+    _w_sync(xch)
+    ix = np.int32(-1 if bid else wa)  # level indices travel as int32 (fewer registers and shuffles)
+    sz = np.int64(0)
+    cnt = 0
+    lim = min(nlev, n)
+    jb = j0
+    while cnt < lim and (jb >= 0 if bid else jb < wa):
+        jl = jb - lane if bid else jb + lane
+        ok = jl >= 0 if bid else jl < wa
+        q = (rows[c, jl] if bid else rows[c, wb + jl]) if ok else 0
+        m = _w_ballot(xch, lane, q > 0)
+        while m != 0 and cnt < lim:
+            src = _low_lane(m)
+            v = _w_shfl(xch, lane, np.int64(q), src)
+            if lane == cnt:
+                ix = np.int32(jb - src if bid else jb + src)
+                sz = v
+            cnt += 1
+            m &= m - 1
+        jb = jb - 32 if bid else jb + 32
+    return ix, sz
+
+
+def _w_side_update(c, lane, xch, rows, wb, wa, bid, n, nlev, ix, sz, j, v):  # pragma: no cover - device code
+    """Level ``j`` of a side (within the side) now holds ``v``, ``n`` non-empty levels: this lane's new
+    top-list entry, as :func:`_bid_top_update` / :func:`_ask_top_update` update the whole list."""
+    act = lane < nlev
+    # entries better than j: bids above it (empty -1 never), asks below it (empty wa never)
+    pos = cuda.popc(_w_ballot(xch, lane, act and (ix > j if bid else ix < j)))
+    hit = _w_ballot(xch, lane, act and ix == j) != 0
+    if hit:
+        if v > 0:
+            if ix == j:
+                sz = v
+            return ix, sz
+        # remove entry pos: the entries behind it move up one place; the last is refilled below
+        nix = _w_down(xch, lane, ix)
+        nsz = _w_down(xch, lane, sz)
+        if act and lane >= pos and lane < nlev - 1:
+            ix = nix
+            sz = nsz
+        e = -1 if bid else wa
+        valid = cuda.popc(_w_ballot(xch, lane, lane < nlev - 1 and ix != e))
+        jj = e
+        qq = np.int64(0)
+        if valid == nlev - 1 and valid < n:  # deeper levels exist: find the next one
+            prev = _w_shfl(xch, lane, ix, nlev - 2) if nlev >= 2 else j
+            if bid:
+                jj, qq = _w_next_bid(c, lane, xch, rows, prev - 1)
+            else:
+                jj, qq = _w_next_ask(c, lane, xch, rows, wb, wa, prev + 1)
+        if lane == nlev - 1:
+            ix = np.int32(jj)
+            sz = qq
+    elif v > 0 and pos < nlev:
+        pix = _w_up(xch, lane, ix)
+        psz = _w_up(xch, lane, sz)
+        if act and lane > pos:
+            ix = pix
+            sz = psz
+        elif lane == pos:
+            ix = np.int32(j)
+            sz = v
+    return ix, sz
+
+
+def _w_clear(c, lane, rows, lo, hi):  # pragma: no cover - device code
+    """Empty levels ``lo..hi-1`` of chunk ``c``'s book, a level per lane.  (A while loop: the unrolled
+    ``range`` loop that NVVM makes of a for loop here took the kernel from 98 to 126 registers.)"""
+    jc = lo + lane
+    while jc < hi:
+        rows[c, jc] = 0
+        jc += 32
+
+
+def replay_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp,
+                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, outs, tail,
+                      diag):  # pragma: no cover - device code
+    """Lane ``lane`` of the warp replaying chunk ``c`` (ops ``bounds[c]:bounds[c + 1]``, linear) from its
+    start book ``rows[c]`` (row-major, modified in place); same outputs as :func:`replay_chunk` in mode 0,
+    the rows in the planes of ``outs`` (bid prices, bid sizes, ask prices, ask sizes[, OFI])."""
+    nb = best[c, 2]
+    na = best[c, 3]
+    bi, bq = _w_top(c, lane, xch, rows, wb, wa, True, best[c, 0], nb, nlev)
+    ai, aq = _w_top(c, lane, xch, rows, wb, wa, False, best[c, 1], na, nlev)
+    pbi = bi
+    pbq = bq
+    pai = ai
+    paq = aq
+    acc = np.int64(0)
+    k = out_base[c]
+    b1 = bounds[c + 1]
+    for base in range(bounds[c], b1, 32):
+        _w_sync(xch)  # level sizes stored by the previous batch are visible to this batch's loads
+        i = base + lane
+        kd_l = OP_NONE
+        s_l = 0
+        f_l = 0
+        q_l = np.int64(0)
+        j_l = np.int32(-1)
+        r_l = np.int64(0)
+        if i < b1:
+            kd_l = kind[i]
+            s_l = side[i]
+            f_l = flags[i]
+            q_l = qty[i]
+            if kd_l == OP_SET or kd_l == OP_ADD:
+                j_l = np.int32(_level(s_l, price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a))
+            if j_l >= 0:
+                r_l = rows[c, j_l]  # the size before this batch; ops earlier in the batch patch it below
+        # kind, side and flags travel in one shuffle
+        pk = np.int32(np.int64(kd_l) | (np.int64(s_l + 1) << 8) | (np.int64(f_l) << 16))
+        for t in range(min(32, b1 - base)):
+            pkt = _w_shfl(xch, lane, pk, t)
+            kd = pkt & 255
+            s = ((pkt >> 8) & 255) - 1
+            f = pkt >> 16
+            j = _w_shfl(xch, lane, j_l, t)
+            if (kd == OP_SET or kd == OP_ADD) and j >= 0:
+                q = _w_shfl(xch, lane, q_l, t)
+                r = _w_shfl(xch, lane, r_l, t)
+                was = r > 0
+                v = q if kd == OP_SET else r + q
+                if lane == 0:
+                    rows[c, j] = v
+                if lane > t and j_l == j:
+                    r_l = v  # a later op of the batch on the same level starts from this size
+                if v < 0 and lane == 0:
+                    # more size removed than the level held (see replay_chunk): counted, shown as empty
+                    if diag[c, 0] == 0:
+                        diag[c, 1] = base + t
+                    diag[c, 0] += 1
+                d = (1 if v > 0 else 0) - (1 if was else 0)
+                # fast path: an op deeper than the last of a full top list changes nothing visible
+                if j < wb:
+                    nb += d
+                    if j >= _w_shfl(xch, lane, bi, nlev - 1):
+                        bi, bq = _w_side_update(c, lane, xch, rows, wb, wa, True, nb, nlev, bi, bq, j, v)
+                else:
+                    na += d
+                    if j - wb <= _w_shfl(xch, lane, ai, nlev - 1):
+                        ai, aq = _w_side_update(c, lane, xch, rows, wb, wa, False, na, nlev, ai, aq, j - wb, v)
+            elif kd == OP_CLEAR:
+                lo = 0 if s >= 0 else wb
+                hi = wb + wa if s <= 0 else wb
+                _w_clear(c, lane, rows, lo, hi)
+                if s >= 0:
+                    nb = 0
+                    bi = np.int32(-1)
+                    bq = np.int64(0)
+                if s <= 0:
+                    na = 0
+                    ai = np.int32(wa)
+                    aq = np.int64(0)
+                if lane > t and lo <= j_l < hi:
+                    r_l = np.int64(0)  # a later op of the batch on a cleared level starts from empty
+            if (f & F_OBSERVE) != 0:
+                b0 = _w_shfl(xch, lane, bi, 0)
+                a0 = _w_shfl(xch, lane, ai, 0)
+                if (lane == 0 and b0 >= 0 and a0 < wa
+                        and _bid_px(b0, pmin_b, comp, ub) >= _ask_px(a0, wa, pmin_a, comp, ua)):  # crossed/locked
+                    if diag[c, 2] == 0:
+                        diag[c, 3] = base + t
+                    diag[c, 2] += 1
+                if do_ofi:
+                    e = np.int64(0)
+                    if bi >= pbi:
+                        e += bq
+                    if bi <= pbi:
+                        e -= pbq
+                    if ai <= pai:
+                        e -= aq
+                    if ai >= pai:
+                        e += paq
+                    acc += e
+                    pbi = bi
+                    pbq = bq
+                    pai = ai
+                    paq = aq
+            if (f & F_EMIT) != 0:
+                if lane < nlev:  # one output array of planes: one base address held, not five
+                    outs[0, k, lane] = _bid_px(bi, pmin_b, comp, ub)
+                    outs[1, k, lane] = bq
+                    outs[2, k, lane] = _ask_px(ai, wa, pmin_a, comp, ua)
+                    outs[3, k, lane] = aq
+                    if do_ofi:
+                        outs[4, k, lane] = acc
+                acc = np.int64(0)
+                k += 1
+    b0 = _w_shfl(xch, lane, bi, 0)
+    a0 = _w_shfl(xch, lane, ai, 0)
+    if lane == 0:
+        best[c, 0] = b0
+        best[c, 1] = a0
+        best[c, 2] = nb
+        best[c, 3] = na
+    if lane < nlev:
+        tail[c, lane] = acc  # OFI observed after the chunk's last emitted row (carried by the caller)
+
+
 # ----------------------------------------------------------------------------- CUDA kernels
 # Bodies compiled with Twins.cuda (cuda.jit against the device cores).
 def prepare_cuda(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind, o_qty,
@@ -894,6 +1214,18 @@ def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt
                  out_aq, out_ofi, tail, diag, st, 2, rec, Lp, stg, sk, sn, lane, active)
 
 
+def replay_warp_cuda(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub,
+                     ua, best, out_base, nlev, do_ofi, outs, tail, diag):  # pragma: no cover - device code
+    """One warp (a one-warp block) per chunk: :func:`replay_warp_chunk`.  Twin: :func:`replay_warp_cpu`."""
+    c = cuda.blockIdx.x
+    lane = cuda.threadIdx.x
+    xch = cuda.shared.array((3, 32), dtype=np.int64)  # the simulator's shuffles and votes go through it
+    xch[2, lane] = 0
+    if c < bounds.size - 1:  # the whole block (warp) takes the same branch
+        replay_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp,
+                          lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, outs, tail, diag)
+
+
 # ----------------------------------------------------------------------------- CPU twins
 # Bodies compiled with Twins.cpu (njit against the CPU cores).
 def prepare_cpu(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind, o_qty,
@@ -974,6 +1306,24 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
                      tail, diag, st, m, rec, Lp, stg, sk, sk, 0, True)
 
 
+def replay_warp_cpu(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub,
+                    ua, best, out_base, nlev, do_ofi, outs, tail, diag):  # pragma: no cover - jitted
+    """CPU twin of :func:`replay_warp_cuda`: the sequential replay of every chunk (same rows, same state)."""
+    out_bp = outs[0]
+    out_bq = outs[1]
+    out_ap = outs[2]
+    out_aq = outs[3]
+    out_ofi = outs[4] if do_ofi else outs[0, :1]
+    st = np.empty((9, max(nlev, 1)), dtype=np.int64)
+    rec = np.zeros((1, 1), dtype=np.int64)
+    stg = np.zeros((1, 1, 1), dtype=np.int64)
+    sk = np.zeros(1, dtype=np.int64)
+    for c in range(bounds.size - 1):
+        replay_chunk(c, bounds, 1, False, side, price, kind, qty, flags, rows, False, wb, wa, pmin_b, pmin_a, comp,
+                     lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
+                     tail, diag, st, 0, rec, 0, stg, sk, sk, 0, True)
+
+
 def gather_rows_cuda(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
                      out_ofi):  # pragma: no cover - device code
     """One thread per output row.  Twin: :func:`gather_rows_cpu`."""
@@ -990,7 +1340,12 @@ def gather_rows_cpu(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq
 _TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
             _ask_top_update, _bid_px, _ask_px, _top, _stage_rows, ("_stage_flush", _stage_flush_cpu, _stage_flush_cuda),
-            replay_chunk, gather_rows_at, nrt=False)  # the cores never allocate: no reference counting per call
+            replay_chunk, gather_rows_at, _low_lane, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
+            _w_clear, replay_warp_chunk, ("_w_put", _w_put, _w_put), *[(n, fs, fs if simulator_enabled() else fc) for n, fs, fc in (
+                ("_w_sync", _w_sync_sim, _w_sync_cuda), ("_w_shfl", _w_shfl_sim, _w_shfl_cuda),
+                ("_w_up", _w_up_sim, _w_up_cuda), ("_w_down", _w_down_sim, _w_down_cuda),
+                ("_w_ballot", _w_ballot_sim, _w_ballot_cuda))],
+            nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 
 PREPARE = KernelPair("book.prepare", _TW.cuda(prepare_cuda), _TW.cpu(prepare_cpu, cache=True))
@@ -1025,3 +1380,17 @@ def replay_pair(levels: int, staged: bool = False) -> KernelPair:
             _REPLAY[key] = KernelPair(f"book.replay[{cap}]", _TW.cuda(replay_cuda, NLEV_CAP=cap), _REPLAY_CPU,
                                       threads=64)
     return _REPLAY[key]
+
+
+_WARP_REPLAY_CPU = _TW.cpu(replay_warp_cpu)
+_WARP: dict[int, KernelPair] = {}
+
+
+def warp_replay_pair(levels: int) -> KernelPair:
+    """The warp replay's kernel pair for ``levels`` levels (one warp per chunk; launched with one block of
+    32 threads per chunk, ``per_block``).  The level count is a compile-time constant of the kernel."""
+    cap = min(max(int(levels), 1), MAX_LEVELS)
+    if cap not in _WARP:
+        _WARP[cap] = KernelPair(f"book.replay_warp[{cap}]", _TW.cuda(replay_warp_cuda, NLEV_CAP=cap), _WARP_REPLAY_CPU,
+                                threads=32, per_block=True)
+    return _WARP[cap]

@@ -1,0 +1,135 @@
+"""The warp replay (``rebuild_book(replay="warp")``: one warp per group of chunks, every op applied by the
+whole warp) against the CPU twin, the sequential replay, which test_book.py checks against a plain-Python
+oracle.  Under the CUDA simulator (CI) the warp's shuffles and votes go through shared memory; with
+GPUFLOW_TEST_GPU=1 the same tests run the hardware primitives.  Small streams: the simulator runs every
+lane as a Python thread."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_book import _l2, _l3, _random_l2
+
+from gpuflow.book import rebuild_book
+from gpuflow.schema import EMPTY_BID_PRICE as EB
+from gpuflow.schema import (
+    KIND_ADD,
+    KIND_CANCEL,
+    KIND_CLEAR,
+    KIND_DELETE,
+    KIND_EXECUTE,
+    KIND_SET,
+    events_table,
+)
+
+S, C = KIND_SET, KIND_CLEAR
+FIELDS = ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi")
+
+
+@pytest.fixture(autouse=True)
+def _fast_thread_switches():
+    """The simulator's lanes are Python threads that meet at a barrier for every shuffle: with the GIL's
+    default switch interval (5 ms) most of the time goes to waiting for turns (4.5 s -> 1.0 s on 60 ops)."""
+    import sys
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(5e-5)
+    yield
+    sys.setswitchinterval(old)
+
+
+def _same(ev, device_backend, levels=3, every=1, **kw):
+    cpu = rebuild_book(ev, levels=levels, ofi=True, every=every, backend="cpu").to_host()
+    gpu = rebuild_book(ev, levels=levels, ofi=True, every=every, backend=device_backend, replay="warp",
+                       **kw).to_host()
+    for a in FIELDS:
+        np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
+    for k in ("side", "price", "qty"):
+        np.testing.assert_array_equal(gpu.final_book[k], cpu.final_book[k], err_msg=k)
+    for k in ("negative_level_ops", "first_negative_level_row", "crossed_messages", "first_crossed_row"):
+        assert gpu.stats[k] == cpu.stats[k], k
+    assert gpu.stats["replay"] == "warp"
+    return gpu
+
+
+@pytest.mark.parametrize(("levels", "every", "chunk"), [(3, 1, 3), (1, 0, 2), (7, 4, 5)])
+def test_warp_replay_equals_cpu_twin(levels, every, chunk, rng, device_backend):
+    # a book wider than a warp's 32 levels per step, level sets, trades, clears of either or both sides
+    ev = _random_l2(rng, 70, width=45).to_pydict()
+    for i, sd in ((20, 1), (41, 0), (55, -1)):
+        ev["kind"][i], ev["side"][i] = C, sd
+    g = _same(events_table({k: np.asarray(v) for k, v in ev.items()}), device_backend, levels, every, chunk=chunk)
+    # groups of chunks: more than one, each replayed by one warp from the scan's start book
+    assert g.stats["replay_chunks"] > 1 and g.stats["chunks"] > g.stats["replay_chunks"]
+
+
+def test_next_level_found_beyond_a_warp_of_empty_levels(device_backend):
+    # top list of 2: removing the best bid must find the level 60 ticks below the second one (two steps of
+    # 32 levels), and the same on the ask side; then the new levels re-enter the lists
+    rows = [(S, 1, 100, 5, 1), (S, 1, 99, 4, 1), (S, 1, 39, 3, 1), (S, -1, 101, 2, 1), (S, -1, 102, 6, 1),
+            (S, -1, 170, 9, 1), (S, 1, 100, 0, 1), (S, -1, 101, 0, 1), (S, 1, 99, 0, 1), (S, -1, 102, 0, 1),
+            (S, 1, 70, 1, 1), (S, -1, 150, 1, 1), (S, 1, 39, 0, 0), (S, -1, 170, 0, 1)]
+    g = _same(_l2(rows), device_backend, levels=2, chunk=3, warps=2)
+    assert g.bid_price[6].tolist() == [99, 39] and g.ask_price[7].tolist() == [102, 170]
+    assert g.bid_price[8].tolist() == [39, EB] and g.ask_qty[9].tolist() == [9, 0]
+
+
+def test_warp_replay_l3_size_changes_and_bad_rows(device_backend):
+    # ADD ops (size changes) on the same level inside one batch of 32 ops, and a cancel of more than
+    # the level holds: counted with its row, as in the sequential replay
+    ev = _l3([(KIND_ADD, 1, 100, 5, 1), (KIND_ADD, -1, 104, 2, 2), (KIND_ADD, 1, 101, 1, 3),
+              (KIND_CANCEL, 1, 100, 2, 1), (KIND_EXECUTE, -1, 104, 2, 2), (KIND_ADD, -1, 103, 7, 4),
+              (KIND_DELETE, 1, 101, 1, 3), (KIND_ADD, 1, 102, 2, 5), (KIND_ADD, 1, 100, 4, 6),
+              (KIND_DELETE, 1, 99, 3, 77), (KIND_ADD, 1, 100, 1, 7), (KIND_CANCEL, 1, 100, 8, 6)])
+    g = _same(ev, device_backend, levels=2, chunk=2)
+    assert g.stats["negative_level_ops"] == 1 and g.stats["first_negative_level_row"] == 9
+
+
+def test_warp_replay_counts_crossed_books(device_backend):
+    l2 = _l2([(S, 1, 100, 5, 1), (S, -1, 101, 2, 1), (S, 1, 102, 1, 1), (S, 1, 102, 0, 1), (S, -1, 99, 1, 1),
+              (S, -1, 99, 0, 1)])
+    g = _same(l2, device_backend, levels=1, chunk=2)
+    assert g.stats["crossed_messages"] == 2 and g.stats["first_crossed_row"] == 2
+
+
+def test_warp_replay_compressed_price_axis_initial_book_and_int32_sizes(rng, device_backend):
+    # prices far apart (a compressed price axis), an initial book, level sizes held as int32
+    ev = _random_l2(rng, 40, width=8).to_pydict()
+    ev["price"] = [p * 1000 for p in ev["price"]]
+    t = events_table({k: np.asarray(v) for k, v in ev.items()})
+    init = {"side": np.array([1, 1, -1], np.int8), "price": np.array([41_000, 30_000, 63_000]),
+            "qty": np.array([3, 8, 2])}
+    cpu = rebuild_book(t, levels=3, ofi=True, init=init, backend="cpu").to_host()
+    gpu = rebuild_book(t, levels=3, ofi=True, init=init, backend=device_backend, chunk=3, replay="warp",
+                       max_levels=64, layout=(True, False, 0, True)).to_host()
+    assert gpu.stats["price_axis"] != "dense" and gpu.stats["level_size_dtype"] == "int32"
+    for a in FIELDS:
+        np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
+
+
+def test_warp_replay_option_is_checked():
+    with pytest.raises(ValueError, match="replay must be 'thread' or 'warp'"):
+        rebuild_book(_l2([(S, 1, 100, 5, 1)]), replay="block")
+
+
+def test_warp_replay_cpu_twin_equals_the_kernel(rng, device_backend):
+    """The warp kernel's CPU twin (the sequential replay of each group) run in the kernel's place, on the
+    same inputs: the same rows (under the simulator, whose arrays are host arrays)."""
+    from gpuflow.backend import Backend
+
+    if device_backend.name != "cuda-sim":
+        pytest.skip("runs the CPU twin on the simulator's host arrays")
+
+    class TwinForWarp(Backend):
+        def launch(self, pair, n, *args, threads=None):
+            if pair.name.startswith("book.replay_warp"):
+                return pair.cpu(*args)
+            return super().launch(pair, n, *args, threads=threads)
+
+    ev = _random_l2(rng, 90, width=20)
+    twin = TwinForWarp("cuda-sim", np)
+    for every in (1, 5):
+        cpu = rebuild_book(ev, levels=4, ofi=True, every=every, backend="cpu").to_host()
+        tw = rebuild_book(ev, levels=4, ofi=True, every=every, backend=twin, chunk=4, replay="warp").to_host()
+        assert tw.stats["replay_chunks"] > 1
+        for a in FIELDS:
+            np.testing.assert_array_equal(getattr(tw, a), getattr(cpu, a), err_msg=a)
