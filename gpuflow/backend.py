@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import cupy  # noqa: F401
 
 __all__ = ["Backend", "KernelPair", "Twins", "get_backend", "gpu_available", "simulator_enabled",
-           "cuda_module", "describe_machine", "device_memory_total", "device_sm_count"]
+           "blocks_per_sm", "cuda_module", "describe_machine", "device_memory_total", "device_sm_count"]
 
 _CUDA: ModuleType | None = None
 _PROBE: tuple[bool, str] | None = None
@@ -437,6 +437,13 @@ def device_sm_count() -> int:
         except ImportError:  # numba alone
             _SMS = int(cuda_module().get_current_device().MULTIPROCESSOR_COUNT)
     return _SMS
+
+
+def blocks_per_sm(registers: int, threads: int) -> int:
+    """Blocks of ``threads`` a Hopper / Ampere SM holds at once when each thread takes ``registers`` (allocated
+    in units of 8 per thread; 65,536 registers, 2,048 threads and 32 blocks per SM; shared memory aside)."""
+    alloc = -(-max(int(registers), 1) // 8) * 8
+    return max(1, min(32, 65_536 // (threads * alloc), 2_048 // threads))
 
 
 def device_memory_total() -> int:

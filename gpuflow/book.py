@@ -424,7 +424,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         books) and the ops are read in their own order (the layout's interleaving and row modes do not
         apply).  Same rows either way; the CPU path is the sequential replay.
     warps : int, optional
-        Groups (warps) of the warp replay (default: 32 per SM of the device, at most one per chunk).
+        Groups (warps) of the warp replay (default: the one-warp blocks the device holds at once, 25 per SM;
+        at most one per chunk).
 
     Returns
     -------
@@ -781,12 +782,15 @@ def _auto_chunk(n_ops: int, w: int, be: Backend | None = None) -> int:
 
 
 def _auto_warps(n_chunks: int, be: Backend) -> int:
-    """Groups of the warp replay: 32 one-warp blocks per SM of the device (a full SM's blocks), at most one
-    per chunk; under the simulator, groups of three chunks (so that tests cross group boundaries)."""
+    """Groups of the warp replay: as many one-warp blocks as the device holds at once at the kernel's
+    register cap (one wave: each group is a long sequential walk, so a second wave would double the time),
+    at most one per chunk; under the simulator, groups of three chunks (so that tests cross group
+    boundaries)."""
     if be.name == "gpu":
-        from gpuflow.backend import device_sm_count
+        from gpuflow.backend import blocks_per_sm, device_sm_count
 
-        return max(1, min(n_chunks, 32 * device_sm_count()))
+        kb = _kernels()
+        return max(1, min(n_chunks, device_sm_count() * blocks_per_sm(kb.WARP_REPLAY_REGISTERS, 32)))
     return max(1, -(-n_chunks // 3))
 
 

@@ -46,7 +46,7 @@ import numpy as np
 from numba import prange
 
 from gpuflow import config
-from gpuflow.backend import KernelPair, Twins, cuda, simulator_enabled
+from gpuflow.backend import KernelPair, Twins, blocks_per_sm, cuda, simulator_enabled
 from gpuflow.schema import KIND_ADD, KIND_CANCEL, KIND_DELETE, KIND_EXECUTE, KIND_SET, KIND_TRADE
 
 __all__ = [
@@ -1087,13 +1087,6 @@ _PAIRS: dict[tuple[str, int, int, int], KernelPair] = {}
 #: ``backtest_max_registers`` chooses when it saves a wave of blocks
 NATURAL_REGISTERS = 130
 AUTO_REGISTER_CAP = 80
-
-
-def blocks_per_sm(registers: int, threads: int) -> int:
-    """Blocks of ``threads`` a Hopper / Ampere SM holds at once when each thread takes ``registers`` (allocated
-    in units of 8 per thread; 65,536 registers, 2,048 threads and 32 blocks per SM; shared memory aside)."""
-    alloc = -(-max(int(registers), 1) // 8) * 8
-    return max(1, min(32, 65_536 // (threads * alloc), 2_048 // threads))
 
 
 def auto_register_cap(n_sets: int, threads: int, sms: int) -> int:

@@ -911,6 +911,10 @@ def replay_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, flags, rows,
     pbq = bq
     pai = ai
     paq = aq
+    # the last entries of the lists, known to every lane: an op deeper than a full list's last entry
+    # changes nothing visible (no vote needed)
+    lb = _w_shfl(xch, lane, bi, nlev - 1)
+    la = _w_shfl(xch, lane, ai, nlev - 1)
     acc = np.int64(0)
     k = out_base[c]
     b1 = bounds[c + 1]
@@ -958,12 +962,14 @@ def replay_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, flags, rows,
                 # fast path: an op deeper than the last of a full top list changes nothing visible
                 if j < wb:
                     nb += d
-                    if j >= _w_shfl(xch, lane, bi, nlev - 1):
+                    if j >= lb:
                         bi, bq = _w_side_update(c, lane, xch, rows, wb, wa, True, nb, nlev, bi, bq, j, v)
+                        lb = _w_shfl(xch, lane, bi, nlev - 1)
                 else:
                     na += d
-                    if j - wb <= _w_shfl(xch, lane, ai, nlev - 1):
+                    if j - wb <= la:
                         ai, aq = _w_side_update(c, lane, xch, rows, wb, wa, False, na, nlev, ai, aq, j - wb, v)
+                        la = _w_shfl(xch, lane, ai, nlev - 1)
             elif kd == OP_CLEAR:
                 lo = 0 if s >= 0 else wb
                 hi = wb + wa if s <= 0 else wb
@@ -972,17 +978,18 @@ def replay_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, flags, rows,
                     nb = 0
                     bi = np.int32(-1)
                     bq = np.int64(0)
+                    lb = np.int32(-1)
                 if s <= 0:
                     na = 0
                     ai = np.int32(wa)
                     aq = np.int64(0)
+                    la = np.int32(wa)
                 if lane > t and lo <= j_l < hi:
                     r_l = np.int64(0)  # a later op of the batch on a cleared level starts from empty
             if (f & F_OBSERVE) != 0:
-                b0 = _w_shfl(xch, lane, bi, 0)
-                a0 = _w_shfl(xch, lane, ai, 0)
-                if (lane == 0 and b0 >= 0 and a0 < wa
-                        and _bid_px(b0, pmin_b, comp, ub) >= _ask_px(a0, wa, pmin_a, comp, ua)):  # crossed/locked
+                # lane 0 holds the best levels
+                if (lane == 0 and bi >= 0 and ai < wa
+                        and _bid_px(bi, pmin_b, comp, ub) >= _ask_px(ai, wa, pmin_a, comp, ua)):  # crossed/locked
                     if diag[c, 2] == 0:
                         diag[c, 3] = base + t
                     diag[c, 2] += 1
@@ -1011,11 +1018,9 @@ def replay_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, flags, rows,
                         outs[4, k, lane] = acc
                 acc = np.int64(0)
                 k += 1
-    b0 = _w_shfl(xch, lane, bi, 0)
-    a0 = _w_shfl(xch, lane, ai, 0)
     if lane == 0:
-        best[c, 0] = b0
-        best[c, 1] = a0
+        best[c, 0] = bi
+        best[c, 1] = ai
         best[c, 2] = nb
         best[c, 3] = na
     if lane < nlev:
@@ -1382,6 +1387,10 @@ def replay_pair(levels: int, staged: bool = False) -> KernelPair:
     return _REPLAY[key]
 
 
+#: register cap of the warp replay kernel: ptxas (CUDA 13.0, sm_90) gives it 79 registers at 5 levels without
+#: a cap; capped, its footprint and so the warps an SM holds are known before it is compiled (25 one-warp
+#: blocks per SM at 80: :func:`gpuflow.backend.blocks_per_sm`)
+WARP_REPLAY_REGISTERS = 80
 _WARP_REPLAY_CPU = _TW.cpu(replay_warp_cpu)
 _WARP: dict[int, KernelPair] = {}
 
@@ -1391,6 +1400,7 @@ def warp_replay_pair(levels: int) -> KernelPair:
     32 threads per chunk, ``per_block``).  The level count is a compile-time constant of the kernel."""
     cap = min(max(int(levels), 1), MAX_LEVELS)
     if cap not in _WARP:
-        _WARP[cap] = KernelPair(f"book.replay_warp[{cap}]", _TW.cuda(replay_warp_cuda, NLEV_CAP=cap), _WARP_REPLAY_CPU,
-                                threads=32, per_block=True)
+        _WARP[cap] = KernelPair(f"book.replay_warp[{cap}]",
+                                _TW.cuda(replay_warp_cuda, max_registers=WARP_REPLAY_REGISTERS, NLEV_CAP=cap),
+                                _WARP_REPLAY_CPU, threads=32, per_block=True)
     return _WARP[cap]

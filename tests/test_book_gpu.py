@@ -35,3 +35,19 @@ def test_gpu_equals_cpu_large(chunk, every, layout):
         np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
     for k in ("side", "price", "qty"):
         np.testing.assert_array_equal(gpu.final_book[k], cpu.final_book[k])
+
+
+@pytest.mark.parametrize("warps", [None, 7])
+@pytest.mark.parametrize("chunk", [None, 64, 4096])
+@pytest.mark.parametrize("every", [1, 0, 100])
+def test_gpu_warp_replay_equals_cpu_large(chunk, every, warps):
+    """The warp replay with the hardware shuffles and votes (the simulator runs them through shared memory)."""
+    ev = _stream(2_000_000, seed=6)
+    cpu = rebuild_book(ev, levels=5, ofi=True, every=every, backend="cpu")
+    gpu = rebuild_book(ev, levels=5, ofi=True, every=every, backend="gpu", chunk=chunk, replay="warp",
+                       warps=warps).to_host()
+    assert gpu.stats["replay"] == "warp"
+    for a in ("index", "bid_price", "bid_qty", "ask_price", "ask_qty", "ofi"):
+        np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
+    for k in ("side", "price", "qty"):
+        np.testing.assert_array_equal(gpu.final_book[k], cpu.final_book[k])

@@ -133,3 +133,17 @@ def test_warp_replay_cpu_twin_equals_the_kernel(rng, device_backend):
         assert tw.stats["replay_chunks"] > 1
         for a in FIELDS:
             np.testing.assert_array_equal(getattr(tw, a), getattr(cpu, a), err_msg=a)
+
+
+def test_auto_warps_fill_one_wave_of_the_capped_kernel(monkeypatch):
+    import gpuflow.backend as gb
+    from gpuflow.backend import Backend
+    from gpuflow.book import _auto_warps
+    from gpuflow.kernels import book as kb
+
+    # 80 registers x 32 threads = 2,560 per one-warp block: 65,536 // 2,560 = 25 blocks per SM; 132 SMs
+    monkeypatch.setattr(gb, "device_sm_count", lambda: 132)
+    assert kb.WARP_REPLAY_REGISTERS == 80
+    assert _auto_warps(40_000, Backend("gpu", np)) == 3_300
+    assert _auto_warps(1_000, Backend("gpu", np)) == 1_000  # never more groups than chunks
+    assert _auto_warps(10, Backend("cuda-sim", np)) == 4  # groups of 3 chunks under the simulator

@@ -31,8 +31,16 @@ def _versions() -> dict:
     return describe_machine()
 
 def _layout(lay: str) -> tuple:
-    """``"1021"`` -> (interleaved ops, level-major books, row output mode, int32 level sizes)."""
+    """``"1021"`` -> (interleaved ops, level-major books, row output mode, int32 level sizes); ``"w"`` /
+    ``"w1"``: the warp replay (its own op order and row writes), with int32 level sizes for ``w1``."""
+    if lay.startswith("w"):
+        return (False, False, 0, lay[1:2] == "1")
     return (lay[0] == "1", lay[1] == "1", int(lay[2]) if len(lay) > 2 else 0, len(lay) > 3 and lay[3] == "1")
+
+
+def _replay_kw(lay: str, warps: int | None = None) -> dict:
+    """rebuild_book's replay options for a layout token."""
+    return {"replay": "warp", "warps": warps} if lay.startswith("w") else {}
 
 
 def _free_device_memory() -> None:
@@ -64,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", default="auto", help="comma list of ops per chunk, or auto")
     ap.add_argument("--layouts", default="100", help="comma list of GPU layouts: <interleaved ops><level-major rows>"
                     "[<every-event row output: 0 direct, 1 slot records + gather, 2 staged in shared memory>"
-                    "[<int32 level sizes where they fit>]]")
+                    "[<int32 level sizes where they fit>]]; w or w1: the warp replay (w1: int32 level sizes)")
+    ap.add_argument("--warps", default="auto", help="comma list of warp-replay groups (warps), or auto")
     ap.add_argument("--threads", default="64", help="comma list of replay threads per block")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--stream-threads", type=int, default=132 * 2048 * 2)
@@ -124,19 +133,24 @@ def main(argv: list[str] | None = None) -> int:
         data = {k: v[:cb] for k, v in full.items()}
         # the row-output mode (3rd layout digit) only matters when every event emits a row
         lays = [lo for lo in args.layouts.split(",") if every == 1 or len(lo) < 3 or lo[2] == "0"]
-        combos = [(c, lo, int(t)) for c in chunks for lo in lays for t in args.threads.split(",")]
-        for chunk, lay, tpb in combos:
+        warps = [None if x == "auto" else int(x) for x in args.warps.split(",")]
+        # threads per block apply to the thread replay, warp counts to the warp replay
+        combos = [(c, lo, None if lo.startswith("w") else int(t), wp if lo.startswith("w") else None)
+                  for c in chunks for lo in lays for t in args.threads.split(",") for wp in warps]
+        combos = list(dict.fromkeys(combos))
+        for chunk, lay, tpb, wp in combos:
             layout = _layout(lay)
+            rkw = _replay_kw(lay, wp)
             try:
                 rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
-                             layout=layout, threads=tpb)  # JIT warm-up
+                             layout=layout, threads=tpb, **rkw)  # JIT warm-up
                 be.synchronize()
                 init = None
                 phase_tot: dict = {}
                 t = time.perf_counter()
                 for b in range(n_batches):
                     f = rebuild_book(data, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
-                                     init=init, profile=(b == 0), layout=layout, threads=tpb)
+                                     init=init, profile=(b == 0), layout=layout, threads=tpb, **rkw)
                     init = f.final_book
                     if b == 0:
                         phase_tot = f.stats.get("phase_s", {})
@@ -147,15 +161,16 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - e.g. out of device memory: record it, go on with the rest
                 _free_device_memory()
                 runs.append({"config": cfg_name, "batch_events": cb, "chunk": chunk, "layout": lay, "threads": tpb,
-                             "error": f"{type(exc).__name__}: {exc}"[:500]})
-                print(f"{cfg_name} chunk={chunk} layout={lay} threads={tpb}: FAILED {type(exc).__name__}: "
+                             "warps": wp, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                print(f"{cfg_name} chunk={chunk} layout={lay} threads={tpb} warps={wp}: FAILED {type(exc).__name__}: "
                       f"{str(exc)[:300]}", flush=True)
                 continue
-            r = {"config": cfg_name, "batch_events": cb, "batches": n_batches, "chunk": chunk, "layout": lay, "threads": tpb, "levels": args.levels, "every": every, "ofi": ofi,
+            r = {"config": cfg_name, "batch_events": cb, "batches": n_batches, "chunk": chunk, "layout": lay,
+                 "threads": tpb, "warps": wp, "levels": args.levels, "every": every, "ofi": ofi,
                  "seconds": el, "events_per_s": cb * n_batches / el, "first_batch_phase_s": phase_tot,
                  "stats": {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.items()}}
             runs.append(r)
-            print(f"{cfg_name} chunk={chunk} layout={lay} threads={tpb}: {r['events_per_s']:.3e} events/s over "
+            print(f"{cfg_name} chunk={chunk} layout={lay} threads={tpb} warps={wp}: {r['events_per_s']:.3e} events/s over "
                   f"{cb * n_batches:,} events; "
                   f"phases(first batch)={ {k: round(v, 4) for k, v in phase_tot.items()} }", flush=True)
     res["gpu_runs"] = runs
@@ -163,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
     kstats = {}
     for name, pair in (("replay", kb.replay_pair(args.levels)), ("replay_staged", kb.replay_pair(args.levels, True)),
-                       ("summarise", kb.SUMMARISE), ("prepare", kb.PREPARE)):
+                       ("replay_warp", kb.warp_replay_pair(args.levels)), ("summarise", kb.SUMMARISE),
+                       ("prepare", kb.PREPARE)):
         kstats[f"{name}.lto"] = str(getattr(pair.cuda, "targetoptions", {}).get("lto"))
         for what in ("get_regs_per_thread", "get_local_mem_per_thread", "get_shared_mem_per_block"):
             try:
@@ -186,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     same_by_layout = {}
     for lay in dict.fromkeys(["100", *args.layouts.split(",")]):  # the default layout first, then each measured
         try:
-            g = rebuild_book(dsl, levels=args.levels, every=1, ofi=True, backend=be, layout=_layout(lay)).to_host()
+            g = rebuild_book(dsl, levels=args.levels, every=1, ofi=True, backend=be, layout=_layout(lay),
+                             **_replay_kw(lay)).to_host()
         except Exception as exc:  # noqa: BLE001 - reported with the rest
             same_by_layout[lay] = f"{type(exc).__name__}: {str(exc)[:200]}"
             continue
@@ -198,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     res["gpu_equals_cpu_on_prefix_by_layout"] = same_by_layout
     main_run = max((r for r in runs if r["config"].split("@")[0] == "every1_ofi" and "error" not in r),
                    key=lambda r: r["events_per_s"])
-    res["best_every1_ofi"] = {k: main_run[k] for k in ("chunk", "layout", "threads", "events_per_s")}
+    res["best_every1_ofi"] = {k: main_run.get(k) for k in ("chunk", "layout", "threads", "warps", "events_per_s")}
     res["speedup_vs_cpu_twin"] = main_run["events_per_s"] / res["cpu_twin_events_per_s"]
     res["fraction_of_stream_ceiling"] = main_run["events_per_s"] / res["stream_ceiling_events_per_s"]
     print(f"CPU twin: {res['cpu_twin_events_per_s']:.3e} events/s on {n_cpu:,} events; GPU==CPU: {same} "

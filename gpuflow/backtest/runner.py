@@ -602,16 +602,17 @@ def gpu_batch_plan(n_samples: int, n_instruments: int, *, sms: int, threads: int
     """(sets per batch, fills recorded per set) of a GPU sweep that holds ``budget`` bytes of results.
 
     The batch is one *wave* of the sweep kernel: as many blocks of ``threads`` sets as the ``sms`` SMs hold at
-    once at the automatic register cap (:func:`gpuflow.kernels.backtest.blocks_per_sm`), since each wave costs
+    once at the automatic register cap (:func:`gpuflow.backend.blocks_per_sm`), since each wave costs
     about one thread's walk over the events (H200, market making on the USD-M recording: 10,000 sets 0.41 s,
     100,000 sets, one capped wave, 0.83 s).  It shrinks, in whole blocks, until each set's equity samples
     (``n_samples`` x ``n_instruments`` x 3 int64) plus :data:`GPU_MIN_FILLS` fill records fit ``budget``; the
     fills buffer then takes what the equity samples leave, at most ``max_fills`` per set.  ``batch`` (> 0)
     fixes the batch size instead.
     """
+    from gpuflow.backend import blocks_per_sm
     from gpuflow.kernels import backtest as kb
 
-    wave = int(sms) * kb.blocks_per_sm(kb.AUTO_REGISTER_CAP, threads) * threads
+    wave = int(sms) * blocks_per_sm(kb.AUTO_REGISTER_CAP, threads) * threads
     eq = 3 * 8 * max(int(n_samples), 1) * max(int(n_instruments), 1)
     fit = int(budget) // (eq + GPU_MIN_FILLS * _FILL_ROW_BYTES)
     B = int(batch) if batch > 0 else max(threads, min(wave, fit // threads * threads))
