@@ -418,14 +418,15 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         Threads per block of the GPU replay kernel (default 64; the staged replay always uses 32).
     replay : {"thread", "warp"}
         How the GPU replays: ``thread``, one thread per chunk (the layout above); ``warp``, one warp per
-        group of chunks, ops loaded 32 at a time and every op applied by the whole warp (the top lists,
-        OFI and rows lane-parallel; see :func:`gpuflow.kernels.book.replay_warp_chunk`): the chunks are
-        still summarised one thread each, but only each group's start book is formed (no per-chunk start
-        books) and the ops are read in their own order (the layout's interleaving and row modes do not
-        apply).  Same rows either way; the CPU path is the sequential replay.
+        chunk, a few thousand long chunks, ops loaded 32 at a time: each chunk is summarised by its warp
+        (level sets a batch at a time), one scan over the chunks gives their start books, and each op is
+        applied by the whole warp (top lists, OFI and rows lane-parallel; see
+        :func:`gpuflow.kernels.book.replay_warp_chunk`).  The ops are read in their own order (the layout's
+        interleaving and row modes do not apply; its int32 level sizes do).  Same rows either way; the CPU
+        path is the sequential replay.
     warps : int, optional
-        Groups (warps) of the warp replay (default: the one-warp blocks the device holds at once, 25 per SM;
-        at most one per chunk).
+        Chunks (warps) of the warp replay when ``chunk`` is not given (default: the one-warp blocks the
+        device holds at once, 25 per SM).
 
     Returns
     -------
@@ -528,7 +529,10 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     every_op_emits = emit_mode == 0 and ev_of_op is None
     op_rows = None if every_op_emits else xp.nonzero((o_flags & kb.F_EMIT) != 0)[0].astype(xp.int64)
     if be.uses_cuda:
-        L = chunk or _auto_chunk(n_ops, w, be)
+        if warp:  # a chunk per warp
+            L = chunk or max(1, -(-n_ops // (int(warps) if warps else _auto_warps(n_ops, be))))
+        else:
+            L = chunk or _auto_chunk(n_ops, w, be)
         C = max(1, math.ceil(n_ops / L))
         bounds = be.empty(C + 1, xp.int64)
         be.launch(kb.CHUNK_BOUNDS, C + 1, np.int64(L), np.int64(n_ops), o_flags, bounds)
@@ -564,41 +568,37 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         sa.fill(1)  # identity maps; summarise writes only the levels its chunk touches
         sb.fill(0)
         mark("alloc")
-        be.launch(kb.SUMMARISE, C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb),
-                  np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
+        if warp:
+            be.launch(kb.SUMMARISE_WARP, C, bounds, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb), np.int64(wa),
+                      np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
+        else:
+            be.launch(kb.SUMMARISE, C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, sa, sb,
+                      np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
         mark("summarise")
-        # groups of chunks: the scan composes each group, then walks it; the warp replay replays whole
-        # groups, so it needs only the groups' start books (the scan's gstart) and no per-chunk walk
-        if warp:
-            G = int(warps) if warps else _auto_warps(C, be)
-        else:
-            G = max(1, math.ceil(math.sqrt(C)))
-        G = max(1, min(G, C))
-        ga = be.empty((G, w), xp.int64)
-        gb = be.empty((G, w), sdt)
-        gstart = be.empty((G, w), sdt)
         final = be.empty(w, sdt)
-        be.launch(kb.GROUP_COMPOSE, G * w, np.int64(G), np.int64(C), sa, sb, ga, gb)
-        be.launch(kb.GROUP_SCAN, w, np.int64(G), be.asarray(init_row), ga, gb, gstart, final)
         if warp:
-            per = -(-C // G)  # chunks per group, as group_compose_at takes them (trailing groups empty)
-            bounds = bounds[be.asarray(np.minimum(np.arange(G + 1, dtype=np.int64) * per, C))]
-            rows = gstart  # row-major: rows[g, j]
+            # a few thousand chunks (one per warp): one scan over them gives every chunk's start book
+            rows = be.empty((C, w), sdt)  # row-major: rows[c, j]
+            be.launch(kb.GROUP_SCAN, w, np.int64(C), be.asarray(init_row), sa, sb, rows, final)
         else:
+            # groups of chunks: the scan composes each group, scans the groups, then walks each group
+            G = max(1, math.ceil(math.sqrt(C)))
+            ga = be.empty((G, w), xp.int64)
+            gb = be.empty((G, w), sdt)
+            gstart = be.empty((G, w), sdt)
+            be.launch(kb.GROUP_COMPOSE, G * w, np.int64(G), np.int64(C), sa, sb, ga, gb)
+            be.launch(kb.GROUP_SCAN, w, np.int64(G), be.asarray(init_row), ga, gb, gstart, final)
             rows = be.empty((w, C) if rt else (C, w), sdt)  # start books, level-major when rt: rows[j, c]
             be.launch(kb.GROUP_APPLY, G * w, np.int64(G), np.int64(C), sa, sb, gstart, rows, rt)
+            del ga, gb, gstart
         mark("scan")
-        n_chunks = C
-        if warp:
-            C = G
-        del sa, sb, ga, gb, gstart
+        del sa, sb
         if every_op_emits:
             out_base = bounds[:-1]  # every op emits one row: a chunk's first row is its first op
         else:
             out_base = xp.searchsorted(op_rows, bounds[:-1]).astype(xp.int64)  # rows emitted before the chunk
     else:
         L, C = max(n_ops, 1), 1
-        n_chunks = 1
         narrow = False
         out_mode = Lp = 0
         bounds = np.array([0, n_ops], dtype=np.int64)
@@ -656,8 +656,8 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         else:
             ts_out = ts_local[ev_index]
     mark("finish")
-    stats = {"events": n_events, "ops": n_ops, "chunks": n_chunks, "chunk_ops": L, "replay": "warp" if warp else
-             "thread", "replay_chunks": C, "window_bid": (pmin_b, wb),
+    stats = {"events": n_events, "ops": n_ops, "chunks": C, "chunk_ops": L, "replay": "warp" if warp else "thread",
+             "window_bid": (pmin_b, wb),
              "window_ask": (pmin_a, wa), "price_axis": axis.mode, "ops_outside_window": n_outside,
              "unknown_orders": int(unknown), "backend": be.name,
              "level_size_dtype": "int32" if be.uses_cuda and narrow else "int64"}
@@ -781,17 +781,16 @@ def _auto_chunk(n_ops: int, w: int, be: Backend | None = None) -> int:
     return L
 
 
-def _auto_warps(n_chunks: int, be: Backend) -> int:
-    """Groups of the warp replay: as many one-warp blocks as the device holds at once at the kernel's
-    register cap (one wave: each group is a long sequential walk, so a second wave would double the time),
-    at most one per chunk; under the simulator, groups of three chunks (so that tests cross group
-    boundaries)."""
+def _auto_warps(n_ops: int, be: Backend) -> int:
+    """Chunks (warps) of the warp replay: as many one-warp blocks as the device holds at once at the replay
+    kernel's register cap (one wave: each chunk is a long sequential walk, so a second wave would double
+    the time); under the simulator, four (so that tests cross chunk boundaries); never more than ops."""
     if be.name == "gpu":
         from gpuflow.backend import blocks_per_sm, device_sm_count
 
         kb = _kernels()
-        return max(1, min(n_chunks, device_sm_count() * blocks_per_sm(kb.WARP_REPLAY_REGISTERS, 32)))
-    return max(1, -(-n_chunks // 3))
+        return max(1, min(n_ops, device_sm_count() * blocks_per_sm(kb.WARP_REPLAY_REGISTERS, 32)))
+    return max(1, min(n_ops, 4))
 
 
 def _sparse_rows(row: np.ndarray, wb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -68,7 +68,7 @@ from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HIDD
 __all__ = [
     "OP_NONE", "OP_SET", "OP_ADD", "OP_CLEAR", "F_EMIT", "F_OBSERVE", "MAX_LEVELS",
     "PREPARE", "CHUNK_BOUNDS", "INTERLEAVE", "SUMMARISE", "GROUP_COMPOSE", "GROUP_SCAN", "GROUP_APPLY",
-    "ROW_BEST", "GATHER_ROWS", "replay_pair", "warp_replay_pair",
+    "ROW_BEST", "GATHER_ROWS", "SUMMARISE_WARP", "replay_pair", "warp_replay_pair",
 ]
 
 OP_NONE = 0
@@ -779,9 +779,24 @@ def _w_ballot_cuda(xch, lane, pred):  # pragma: no cover - device code
     return np.int64(cuda.ballot_sync(_FULL, pred))
 
 
+def _w_match_sim(xch, lane, v):  # pragma: no cover - simulator device code
+    """Bit i set when lane i's ``v`` equals this lane's (int64)."""
+    b = _w_put(xch, lane, v)
+    m = 0
+    for i in range(32):
+        if xch[b, i] == v:
+            m |= 1 << i
+    return m
+
+
+def _w_match_cuda(xch, lane, v):  # pragma: no cover - device code
+    return np.int64(cuda.match_any_sync(_FULL, v))
+
+
 # the names the cores below call: Twins binds each to the hardware or the simulator body per kernel (these
 # module-level bindings only name them for readers and linters)
-_w_sync, _w_shfl, _w_up, _w_down, _w_ballot = _w_sync_cuda, _w_shfl_cuda, _w_up_cuda, _w_down_cuda, _w_ballot_cuda
+_w_sync, _w_shfl, _w_up, _w_down, _w_ballot, _w_match = (_w_sync_cuda, _w_shfl_cuda, _w_up_cuda, _w_down_cuda,
+                                                         _w_ballot_cuda, _w_match_cuda)
 
 
 def _low_lane(m):  # pragma: no cover - jitted
@@ -895,6 +910,53 @@ def _w_clear(c, lane, rows, lo, hi):  # pragma: no cover - device code
     while jc < hi:
         rows[c, jc] = 0
         jc += 32
+
+
+def summarise_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                         lut_a):  # pragma: no cover - device code
+    """Lane ``lane`` of the warp composing chunk ``c``'s ops into per-level maps ``sa[c]``/``sb[c]`` (as
+    :func:`summarise_chunk`: the rows arrive as identity maps), 32 ops at a time.  A batch of level sets
+    only (L2) is written at once: per level, the last set of the batch (the lane with no later lane on the
+    same level, found by a match vote).  A batch holding a size change (L3) or a clear is applied op by
+    op, one lane at a time (clears by the whole warp)."""
+    b1 = bounds[c + 1]
+    for base in range(bounds[c], b1, 32):
+        _w_sync(xch)  # the previous batch's writes come first
+        i = base + lane
+        kd = OP_NONE
+        s = 0
+        q = np.int64(0)
+        j = np.int32(-1)
+        if i < b1:
+            kd = kind[i]
+            s = side[i]
+            q = qty[i]
+            if kd == OP_SET or kd == OP_ADD:
+                j = np.int32(_level(s, price[i], wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a))
+        if _w_ballot(xch, lane, kd == OP_ADD or kd == OP_CLEAR) == 0:
+            m = _w_match(xch, lane, j)
+            if j >= 0 and (m >> (lane + 1)) == 0:
+                sa[c, j] = 0
+                sb[c, j] = q
+        else:
+            for t in range(32):
+                pk = _w_shfl(xch, lane, np.int64(kd) | (np.int64(s + 1) << 8), t)
+                if (pk & 255) == OP_CLEAR:
+                    sc = (pk >> 8) - 1
+                    lo = 0 if sc >= 0 else wb
+                    hi = wb + wa if sc <= 0 else wb
+                    jc = lo + lane
+                    while jc < hi:
+                        sa[c, jc] = 0
+                        sb[c, jc] = 0
+                        jc += 32
+                elif lane == t and j >= 0:
+                    if kd == OP_SET:
+                        sa[c, j] = 0
+                        sb[c, j] = q
+                    else:
+                        sb[c, j] += q
+                _w_sync(xch)
 
 
 def replay_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp,
@@ -1219,6 +1281,18 @@ def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt
                  out_aq, out_ofi, tail, diag, st, 2, rec, Lp, stg, sk, sn, lane, active)
 
 
+def summarise_warp_cuda(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                        lut_a):  # pragma: no cover - device code
+    """One warp (a one-warp block) per chunk: :func:`summarise_warp_chunk`.  Twin: :func:`summarise_warp_cpu`."""
+    c = cuda.blockIdx.x
+    lane = cuda.threadIdx.x
+    xch = cuda.shared.array((3, 32), dtype=np.int64)
+    xch[2, lane] = 0
+    if c < bounds.size - 1:
+        summarise_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp,
+                             lut_b, lut_a)
+
+
 def replay_warp_cuda(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub,
                      ua, best, out_base, nlev, do_ofi, outs, tail, diag):  # pragma: no cover - device code
     """One warp (a one-warp block) per chunk: :func:`replay_warp_chunk`.  Twin: :func:`replay_warp_cpu`."""
@@ -1311,6 +1385,14 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
                      tail, diag, st, m, rec, Lp, stg, sk, sk, 0, True)
 
 
+def summarise_warp_cpu(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                       lut_a):  # pragma: no cover - jitted
+    """CPU twin of :func:`summarise_warp_cuda`: each chunk composed op by op (:func:`summarise_chunk`)."""
+    for c in prange(bounds.size - 1):
+        summarise_chunk(c, bounds, 1, False, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+                        lut_a)
+
+
 def replay_warp_cpu(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub,
                     ua, best, out_base, nlev, do_ofi, outs, tail, diag):  # pragma: no cover - jitted
     """CPU twin of :func:`replay_warp_cuda`: the sequential replay of every chunk (same rows, same state)."""
@@ -1345,11 +1427,11 @@ def gather_rows_cpu(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq
 _TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
             _ask_top_update, _bid_px, _ask_px, _top, _stage_rows, ("_stage_flush", _stage_flush_cpu, _stage_flush_cuda),
-            replay_chunk, gather_rows_at, _low_lane, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
+            replay_chunk, gather_rows_at, _low_lane, summarise_warp_chunk, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
             _w_clear, replay_warp_chunk, ("_w_put", _w_put, _w_put), *[(n, fs, fs if simulator_enabled() else fc) for n, fs, fc in (
                 ("_w_sync", _w_sync_sim, _w_sync_cuda), ("_w_shfl", _w_shfl_sim, _w_shfl_cuda),
                 ("_w_up", _w_up_sim, _w_up_cuda), ("_w_down", _w_down_sim, _w_down_cuda),
-                ("_w_ballot", _w_ballot_sim, _w_ballot_cuda))],
+                ("_w_ballot", _w_ballot_sim, _w_ballot_cuda), ("_w_match", _w_match_sim, _w_match_cuda))],
             nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 
@@ -1392,6 +1474,8 @@ def replay_pair(levels: int, staged: bool = False) -> KernelPair:
 #: blocks per SM at 80: :func:`gpuflow.backend.blocks_per_sm`)
 WARP_REPLAY_REGISTERS = 80
 _WARP_REPLAY_CPU = _TW.cpu(replay_warp_cpu)
+SUMMARISE_WARP = KernelPair("book.summarise_warp", _TW.cuda(summarise_warp_cuda), _TW.cpu(summarise_warp_cpu, **_PAR),
+                            threads=32, per_block=True)
 _WARP: dict[int, KernelPair] = {}
 
 

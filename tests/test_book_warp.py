@@ -58,8 +58,8 @@ def test_warp_replay_equals_cpu_twin(levels, every, chunk, rng, device_backend):
     for i, sd in ((20, 1), (41, 0), (55, -1)):
         ev["kind"][i], ev["side"][i] = C, sd
     g = _same(events_table({k: np.asarray(v) for k, v in ev.items()}), device_backend, levels, every, chunk=chunk)
-    # groups of chunks: more than one, each replayed by one warp from the scan's start book
-    assert g.stats["replay_chunks"] > 1 and g.stats["chunks"] > g.stats["replay_chunks"]
+    # more than one chunk, each summarised and replayed by one warp from the scan's start book
+    assert g.stats["chunks"] > 1
 
 
 def test_next_level_found_beyond_a_warp_of_empty_levels(device_backend):
@@ -71,6 +71,17 @@ def test_next_level_found_beyond_a_warp_of_empty_levels(device_backend):
     g = _same(_l2(rows), device_backend, levels=2, chunk=3, warps=2)
     assert g.bid_price[6].tolist() == [99, 39] and g.ask_price[7].tolist() == [102, 170]
     assert g.bid_price[8].tolist() == [39, EB] and g.ask_qty[9].tolist() == [9, 0]
+
+
+def test_last_level_set_of_a_batch_wins_in_the_warp_summary(device_backend):
+    # 40 level sets in one chunk's first batch of 32, the same few levels set again and again: the chunk's
+    # summary must keep each level's last set, and the next chunk starts from it
+    rows = [(S, 1, 100 - (i % 3), i + 1, 1) for i in range(40)] + [(S, -1, 101 + (i % 2), 50 + i, 1)
+                                                                  for i in range(40)]
+    g = _same(_l2(rows), device_backend, levels=3, chunk=20)
+    assert g.stats["chunks"] == 4
+    # bids 100 / 99 / 98 last set by rows 39 / 37 / 38 (sizes 40 / 38 / 39); asks 101 / 102 by rows 78 / 79
+    assert g.bid_qty[39].tolist() == [40, 38, 39] and g.ask_qty[79].tolist() == [88, 89, 0]
 
 
 def test_warp_replay_l3_size_changes_and_bad_rows(device_backend):
@@ -112,8 +123,8 @@ def test_warp_replay_option_is_checked():
 
 
 def test_warp_replay_cpu_twin_equals_the_kernel(rng, device_backend):
-    """The warp kernel's CPU twin (the sequential replay of each group) run in the kernel's place, on the
-    same inputs: the same rows (under the simulator, whose arrays are host arrays)."""
+    """The warp kernels' CPU twins (each chunk summarised, then replayed, op by op) run in the kernels'
+    place, on the same inputs: the same rows (under the simulator, whose arrays are host arrays)."""
     from gpuflow.backend import Backend
 
     if device_backend.name != "cuda-sim":
@@ -121,7 +132,7 @@ def test_warp_replay_cpu_twin_equals_the_kernel(rng, device_backend):
 
     class TwinForWarp(Backend):
         def launch(self, pair, n, *args, threads=None):
-            if pair.name.startswith("book.replay_warp"):
+            if pair.name.startswith(("book.replay_warp", "book.summarise_warp")):
                 return pair.cpu(*args)
             return super().launch(pair, n, *args, threads=threads)
 
@@ -130,20 +141,21 @@ def test_warp_replay_cpu_twin_equals_the_kernel(rng, device_backend):
     for every in (1, 5):
         cpu = rebuild_book(ev, levels=4, ofi=True, every=every, backend="cpu").to_host()
         tw = rebuild_book(ev, levels=4, ofi=True, every=every, backend=twin, chunk=4, replay="warp").to_host()
-        assert tw.stats["replay_chunks"] > 1
+        assert tw.stats["chunks"] > 1
         for a in FIELDS:
             np.testing.assert_array_equal(getattr(tw, a), getattr(cpu, a), err_msg=a)
 
 
 def test_auto_warps_fill_one_wave_of_the_capped_kernel(monkeypatch):
+    from gpuflow.kernels import book as kb
+
     import gpuflow.backend as gb
     from gpuflow.backend import Backend
     from gpuflow.book import _auto_warps
-    from gpuflow.kernels import book as kb
 
     # 80 registers x 32 threads = 2,560 per one-warp block: 65,536 // 2,560 = 25 blocks per SM; 132 SMs
     monkeypatch.setattr(gb, "device_sm_count", lambda: 132)
     assert kb.WARP_REPLAY_REGISTERS == 80
-    assert _auto_warps(40_000, Backend("gpu", np)) == 3_300
-    assert _auto_warps(1_000, Backend("gpu", np)) == 1_000  # never more groups than chunks
-    assert _auto_warps(10, Backend("cuda-sim", np)) == 4  # groups of 3 chunks under the simulator
+    assert _auto_warps(10**8, Backend("gpu", np)) == 3_300
+    assert _auto_warps(1_000, Backend("gpu", np)) == 1_000  # never more chunks than ops
+    assert _auto_warps(10**8, Backend("cuda-sim", np)) == 4  # four chunks under the simulator
