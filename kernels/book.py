@@ -44,6 +44,13 @@ previous state.  The CPU twin of the whole rebuild is the same replay core run
 sequentially over one chunk (:data:`REPLAY`'s ``cpu``); every phase kernel also
 has an njit twin so each can be checked on its own.
 
+The warp path (``rebuild_book(replay="warp")``) keeps the same maps but not the many short chunks: one
+warp per chunk, a few thousand long chunks (one wave of the device).  A'. ``summarise_warp``: the warp
+composes its chunk 32 ops at a time (a batch of level sets at once, the last set per level found by a
+match vote).  B'. one scan over the chunks gives every chunk's start book (no groups, no per-chunk walk).
+C. ``best`` as above.  D'. ``replay_warp``: every op is applied by the whole warp, the top lists, OFI and
+output rows held a level per lane (:func:`replay_warp_chunk`).
+
 Order-flow imbalance at level m between consecutive observations (Cont, Kukanov
 and Stoikov 2014, eq. 2; multi-level as in Xu, Gould and Howison 2019)::
 
