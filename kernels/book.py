@@ -70,6 +70,7 @@ import numpy as np
 from numba import prange
 
 from gpuflow.backend import KernelPair, Twins, cuda, simulator_enabled
+from gpuflow.kernels.features_ofi import ofi_e
 from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HIDDEN, KIND_EXECUTE
 
 __all__ = [
@@ -1062,17 +1063,8 @@ def replay_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, flags, rows,
                     if diag[c, 2] == 0:
                         diag[c, 3] = base + t
                     diag[c, 2] += 1
-                if do_ofi:
-                    e = np.int64(0)
-                    if bi >= pbi:
-                        e += bq
-                    if bi <= pbi:
-                        e -= pbq
-                    if ai <= pai:
-                        e -= aq
-                    if ai >= pai:
-                        e += paq
-                    acc += e
+                if do_ofi:  # level indices order like prices
+                    acc += ofi_e(bi, bq, ai, aq, pbi, pbq, pai, paq)
                     pbi = bi
                     pbq = bq
                     pai = ai
@@ -1434,7 +1426,7 @@ def gather_rows_cpu(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq
 _TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
             _ask_top_update, _bid_px, _ask_px, _top, _stage_rows, ("_stage_flush", _stage_flush_cpu, _stage_flush_cuda),
-            replay_chunk, gather_rows_at, _low_lane, summarise_warp_chunk, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
+            replay_chunk, gather_rows_at, ofi_e, _low_lane, summarise_warp_chunk, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
             _w_clear, replay_warp_chunk, ("_w_put", _w_put, _w_put), *[(n, fs, fs if simulator_enabled() else fc) for n, fs, fc in (
                 ("_w_sync", _w_sync_sim, _w_sync_cuda), ("_w_shfl", _w_shfl_sim, _w_shfl_cuda),
                 ("_w_up", _w_up_sim, _w_up_cuda), ("_w_down", _w_down_sim, _w_down_cuda),
