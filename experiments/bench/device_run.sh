@@ -86,7 +86,14 @@ if [ "${PROFILE:-0}" = 1 ]; then
     echo "ncu exit: $?" >> "$OUT/ncu_sweep.txt"
     timeout "${PROF_BOOK_TIMEOUT:-90}" "$NCU" $SECTIONS -k regex:"prepare_cuda|summarise_cuda|replay" --launch-count 3 \
       $PY "$REPO/experiments/tools/profile_gpu.py" book --events "${PROF_BOOK_EVENTS:-1e7}" --every 64 --reps 1 > "$OUT/ncu_book.txt" 2>&1
-    echo "ncu exit: $?" >> "$OUT/ncu_book.txt" ) &
+    echo "ncu exit: $?" >> "$OUT/ncu_book.txt"
+    # the warp replay's summary and replay kernels (PROF_WARP=0 to skip)
+    if [ "${PROF_WARP:-1}" = 1 ]; then
+      timeout "${PROF_BOOK_TIMEOUT:-90}" "$NCU" $SECTIONS -k regex:"summarise_warp|replay_warp" --launch-count 2 \
+        $PY "$REPO/experiments/tools/profile_gpu.py" book --replay warp --events "${PROF_BOOK_EVENTS:-1e7}" --every 64 \
+        --reps 1 > "$OUT/ncu_book_warp.txt" 2>&1
+      echo "ncu exit: $?" >> "$OUT/ncu_book_warp.txt"
+    fi ) &
   PROF_PID=$!
 fi
 

@@ -51,8 +51,8 @@ def book(args: argparse.Namespace) -> None:
     dev = {k: be.asarray(v) for k, v in host.items()}
     for rep in range(args.reps):
         t = time.perf_counter()
-        f = rebuild_book(dev, levels=5, every=args.every, ofi=True, backend=be, chunk=args.chunk,
-                         profile=True)
+        f = rebuild_book(dev, levels=5, every=args.every, ofi=True, backend=be,
+                         chunk=None if args.replay == "warp" else args.chunk, profile=True, replay=args.replay)
         be.synchronize()
         print(f"book every {args.every}: {time.perf_counter() - t:.3f} s, phases {f.stats.get('phase_s')}",
               flush=True)
@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="t0s1")
     ap.add_argument("--path", default=None)
     ap.add_argument("--every", type=int, default=64)
-    ap.add_argument("--chunk", type=int, default=4096)
+    ap.add_argument("--chunk", type=int, default=4096, help="ops per chunk of the thread replay")
+    ap.add_argument("--replay", choices=("thread", "warp"), default="thread",
+                    help="book: the GPU replay design (warp: one warp per chunk, chunks from the device size)")
     ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args(argv)
     if args.what == "sweep":
