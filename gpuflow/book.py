@@ -426,7 +426,7 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         path is the sequential replay.
     warps : int, optional
         Chunks (warps) of the warp replay when ``chunk`` is not given (default: the one-warp blocks the
-        device holds at once, 25 per SM).
+        device holds at once, 32 per SM).
 
     Returns
     -------

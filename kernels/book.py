@@ -1468,10 +1468,10 @@ def replay_pair(levels: int, staged: bool = False) -> KernelPair:
     return _REPLAY[key]
 
 
-#: register cap of the warp replay kernel: ptxas (CUDA 13.0, sm_90) gives it 79 registers at 5 levels without
-#: a cap; capped, its footprint and so the warps an SM holds are known before it is compiled (25 one-warp
-#: blocks per SM at 80: :func:`gpuflow.backend.blocks_per_sm`)
-WARP_REPLAY_REGISTERS = 80
+#: register cap of the warp replay kernel: ptxas (CUDA 13.0, sm_90, experiments/tools/ptx_report.py) gives it 61
+#: registers at 5 levels without a cap; capped, its footprint and so the warps an SM holds are known before it
+#: is compiled (32 one-warp blocks per SM at 64, the most an SM takes: :func:`gpuflow.backend.blocks_per_sm`)
+WARP_REPLAY_REGISTERS = 64
 _WARP_REPLAY_CPU = _TW.cpu(replay_warp_cpu)
 SUMMARISE_WARP = KernelPair("book.summarise_warp", _TW.cuda(summarise_warp_cuda), _TW.cpu(summarise_warp_cpu, **_PAR),
                             threads=32, per_block=True)

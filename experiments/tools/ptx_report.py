@@ -67,12 +67,15 @@ def record_launches(only: str = "") -> list[tuple[object, tuple]]:
     gb.Backend.launch = launch
     try:
         ev = generate_arrays(20_000, seed=1, mode="l2")
-        book_names = ("prepare", "chunk_bounds", "interleave", "summarise", "group", "row_best", "replay", "gather")
+        book_names = ("prepare", "chunk_bounds", "interleave", "summarise", "group", "row_best", "replay", "gather",
+                      "summarise_warp", "replay_warp")
         if not only or any(only in n for n in book_names):
             for layout in ((True, False, 0), (True, False, 1), (True, False, 2), (False, True, 0),
                            (True, False, 2, True)):
                 rebuild_book(ev, levels=5, ofi=True, backend=fake, chunk=512, layout=layout)
             rebuild_book(ev, levels=5, ofi=True, every=64, backend=fake, chunk=512)
+            for lay in ((False, False, 0, True), (False, False, 0, False)):  # the warp path, int32 / int64 sizes
+                rebuild_book(ev, levels=5, ofi=True, every=64, backend=fake, replay="warp", layout=lay)
         from gpuflow.backtest import BacktestConfig, prepare_market, run
         from gpuflow.backtest.strategies import STRATEGIES, get_strategy
         from gpuflow.synthetic import generate
