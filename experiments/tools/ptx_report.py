@@ -83,14 +83,16 @@ def record_launches(only: str = "") -> list[tuple[object, tuple]]:
         gb.Backend.launch = orig  # prepare_market on the real CPU backend
         market = prepare_market(generate(2_000, seed=1, mode="l2"), levels=5, backend="cpu")
         gb.Backend.launch = launch
-        for name in STRATEGIES:  # every strategy's engine kernel (default parameters)
-            if only and only not in f"backtest[{name}]":
-                continue
-            run(get_strategy(name), {}, market, BacktestConfig(levels=5), engine="sweep", backend=fake,
-                record_fills=False)
         from gpuflow.config import config_context
 
-        with config_context(backtest_event_tile=128):  # and market making's with shared-memory event tiles
+        # no register cap: the automatic one asks the (absent) device for its SM count; ptxas's natural count
+        with config_context(backtest_max_registers=0):
+            for name in STRATEGIES:  # every strategy's engine kernel (default parameters)
+                if only and only not in f"backtest[{name}]":
+                    continue
+                run(get_strategy(name), {}, market, BacktestConfig(levels=5), engine="sweep", backend=fake,
+                    record_fills=False)
+        with config_context(backtest_event_tile=128, backtest_max_registers=0):  # market making, event tiles
             if not only or only in "backtest[market_making][tile 128]":
                 run(get_strategy("market_making"), {}, market, BacktestConfig(levels=5), engine="sweep",
                     backend=fake, record_fills=False)
