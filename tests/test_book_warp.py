@@ -17,6 +17,7 @@ from gpuflow.schema import (
     KIND_CLEAR,
     KIND_DELETE,
     KIND_EXECUTE,
+    KIND_MODIFY,
     KIND_SET,
     events_table,
 )
@@ -160,3 +161,22 @@ def test_auto_warps_fill_one_wave_of_the_capped_kernel(monkeypatch):
     assert _auto_warps(10**8, Backend("gpu", np)) == 4_224
     assert _auto_warps(1_000, Backend("gpu", np)) == 1_000  # never more chunks than ops
     assert _auto_warps(10**8, Backend("cuda-sim", np)) == 4  # four chunks under the simulator
+
+
+def test_warp_replay_edges(device_backend):
+    """Twenty levels (twenty of the 32 lanes hold list entries), no events, one event, a clock grid, and L3
+    modifies (each expanded to two ops, a row only after the second)."""
+    rng = np.random.default_rng(3)
+    ev = _random_l2(rng, 50, width=30)
+    _same(ev, device_backend, levels=20)
+    _same(ev.slice(0, 0), device_backend)
+    _same(ev.slice(0, 1), device_backend)
+    grid = np.sort(rng.integers(-5, 60, 15))
+    cpu = rebuild_book(ev, levels=2, ofi=True, grid_ns=grid, backend="cpu").to_host()
+    gpu = rebuild_book(ev, levels=2, ofi=True, grid_ns=grid, backend=device_backend, replay="warp").to_host()
+    for a in FIELDS:
+        np.testing.assert_array_equal(getattr(gpu, a), getattr(cpu, a), err_msg=a)
+    l3 = _l3([(KIND_ADD, 1, 100, 5, 1), (KIND_ADD, -1, 104, 2, 2), (KIND_MODIFY, 1, 101, 3, 1),
+              (KIND_ADD, 1, 99, 1, 3), (KIND_MODIFY, -1, 103, 1, 2), (KIND_EXECUTE, 1, 101, 1, 1),
+              (KIND_DELETE, 1, 99, 1, 3), (KIND_CANCEL, -1, 103, 1, 2)])
+    _same(l3, device_backend, levels=2, chunk=2)
