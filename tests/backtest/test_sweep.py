@@ -322,3 +322,22 @@ def test_gpu_batch_plan_is_one_wave_of_the_capped_kernel_within_the_memory_budge
     # (20e9 - 16,384 x 14,424) // (16,384 x 72) = 19,763,677,184 // 1,179,648 = 16,753
     assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000,
                           batch=16_384) == (16_384, 16_753)
+
+
+def test_sweep_batch_plan_on_a_gpu_reads_the_device_and_the_market(monkeypatch, sample_market):
+    import gpuflow.backend as gb
+    from gpuflow.backend import Backend
+    from gpuflow.backtest import runner
+
+    monkeypatch.setattr(gb, "device_sm_count", lambda: 132)
+    monkeypatch.setattr(runner, "_gpu_budget", lambda: 20 * 10**9)
+    cfg = _cfg(sweep={})
+    span = int(sample_market.ts[-1]) - int(sample_market.ts[0])
+    n_samples = span // cfg.engine.sample_ns + 1  # sample_ns 1 s
+    eq = 3 * 8 * n_samples * len(sample_market.instruments)
+    B, F = runner._batch_plan(Backend("gpu", np), sample_market, cfg, None)
+    assert B == 105_600 and F == min(cfg.engine.max_fills, (20 * 10**9 - B * eq) // (B * 72))
+    assert runner._batch_plan(Backend("gpu", np), sample_market, cfg, 1000)[0] == 1000
+    # the CPU: twice the cores, a 256 MiB fills buffer
+    B, F = runner._batch_plan(Backend("cpu", np), sample_market, cfg, None)
+    assert B >= 8 and F == min(cfg.engine.max_fills, runner.FILL_BUFFER_BYTES // (B * 72))
