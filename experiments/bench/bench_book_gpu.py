@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-events", type=float, default=2e7)
     ap.add_argument("--levels", type=int, default=5)
     ap.add_argument("--configs", default="every1_ofi,every64_ofi,every1_noofi")
-    ap.add_argument("--chunks", default="auto", help="comma list of ops per chunk, or auto")
+    ap.add_argument("--chunks", default="auto", help="comma list of ops per chunk (thread replay), or auto")
     ap.add_argument("--layouts", default="100", help="comma list of GPU layouts: <interleaved ops><level-major rows>"
                     "[<every-event row output: 0 direct, 1 slot records + gather, 2 staged in shared memory>"
                     "[<int32 level sizes where they fit>]]; w or w1: the warp replay (w1: int32 level sizes)")
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         lays = [lo for lo in args.layouts.split(",") if every == 1 or len(lo) < 3 or lo[2] == "0"]
         warps = [None if x == "auto" else int(x) for x in args.warps.split(",")]
         # threads per block apply to the thread replay, warp counts to the warp replay
-        combos = [(c, lo, None if lo.startswith("w") else int(t), wp if lo.startswith("w") else None)
+        # the warp replay sizes its chunks from its warp count (--warps), the thread replay from --chunks
+        combos = [(None, lo, None, wp) if lo.startswith("w") else (c, lo, int(t), None)
                   for c in chunks for lo in lays for t in args.threads.split(",") for wp in warps]
         combos = list(dict.fromkeys(combos))
         for chunk, lay, tpb, wp in combos:
