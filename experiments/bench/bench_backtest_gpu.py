@@ -43,6 +43,10 @@ For each market:
    A size whose predicted time (from the previous one) does not fit the remaining budget is skipped
    and reported as such.
 
+5. ``gpuflow sweep`` end to end (``--runner``, on a GPU): one batch of its default GPU size (one wave of the
+   kernel at the automatic register cap, within the memory budget: ``runner.gpu_batch_plan``), fills
+   recorded, metrics computed and written to Parquet, timed on the wall clock.
+
 Prints one JSON object at the end and writes it to ``--json-out``.
 """
 from __future__ import annotations
@@ -291,10 +295,46 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
                   flush=True)
             del r
     out["gpu"] = runs
+    if args.runner and be.name == "gpu":
+        out["runner"] = _runner_batch(market, cfg, be, deadline)
     if be.uses_cuda:  # after the sweeps: every kernel they used (register caps chosen per size) is compiled
         out["engine_kernel_resources"] = _kernel_resources(mm, variants, sizes, be, args.dump_dir)
         print(f"  engine kernel resources: {out['engine_kernel_resources']}", flush=True)
     return out
+
+
+def _runner_batch(market: Any, cfg: Any, be: Any, deadline: float) -> dict[str, Any]:
+    """5. What ``gpuflow sweep`` does with one batch of its default GPU size (the engine launch with fills
+    recorded, the copy back, the metrics and the Parquet file), timed on the wall clock: a random search
+    over the bench's space with exactly that many trials."""
+    import dataclasses
+    import tempfile
+
+    from gpuflow.backtest import runner
+    from gpuflow.backtest.config import RunConfig
+
+    rc = RunConfig.from_dict({"strategy": "market_making", "params": {"max_position_lots": 100},
+                              "space": {"half_spread_ticks": {"low": 0, "high": 19, "int": True},
+                                        "order_lots": [1, 2, 3, 5, 10, 20, 50, 100, 200, 500],
+                                        "skew_ticks_per_lot": {"low": 0.0, "high": 0.5}},
+                              "sweep": {"search": "random", "seed": 0}}, source="bench")
+    rc = dataclasses.replace(rc, engine=dataclasses.replace(cfg, max_fills=100_000))
+    B, F = runner._batch_plan(be, market, rc, None)
+    left = deadline - time.perf_counter()
+    if left < 60:
+        print(f"  runner batch of {B:,} sets: skipped ({left:.0f} s left)", flush=True)
+        return {"batch_size": B, "fills_per_set": F, "skipped": f"{left:.0f} s left in the budget"}
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        rep = runner.sweep(rc, market, out=d, trials=B, backend=be, warn=False)
+        wall = time.perf_counter() - t
+        complete = np.asarray(runner.load_results(d).column("fills_complete"))
+    row = {"batch_size": B, "fills_per_set": F, "wall_s": round(wall, 3), "sets_per_s": B / wall,
+           "event_set_updates_per_s_wall": market.n_events * B / wall, "batches": rep.batches,
+           "sets_with_incomplete_fills": int((~complete).sum())}
+    print(f"  gpuflow sweep, one default batch of {B:,} sets ({F:,} fills recorded per set): {wall:.2f} s wall "
+          f"-> {market.n_events * B / wall:.3e} event x set updates/s end to end", flush=True)
+    return row
 
 
 def _kernel_resources(strategy: Any, variants: list[str], sizes: list[int], be: Any,
@@ -399,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-budget", type=float, default=220.0, help="seconds for the whole script")
     ap.add_argument("--small", action="store_true", help="tiny sizes (for NUMBA_ENABLE_CUDASIM=1)")
     ap.add_argument("--backend", default="gpu", help="sweep engine backend (gpu; cpu for a dry run of the plumbing)")
+    ap.add_argument("--runner", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time one batch of gpuflow sweep at its default GPU batch size (GPU only)")
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--dump-dir", default=None, help="write the compiled sweep kernels' cubins here (GPU only)")
     ap.add_argument("--wait-for", default=None, help="after the JIT warm-up, wait until this file exists")
