@@ -711,7 +711,7 @@ def gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_
 
 
 # ----------------------------------------------------------------------------- warp replay
-# One warp replays one chunk (a group of summarised chunks, see gpuflow.book): it loads 32 consecutive
+# One warp replays one chunk (a few thousand long chunks, one per warp; see gpuflow.book): it loads 32 consecutive
 # ops at a time (one coalesced load per field), then applies them one after the other, every lane taking
 # part in each.  Lane m < nlev holds the m-th entry of the bid and of the ask top list (level index and
 # size), the previous observation's entry and its OFI accumulator, so the top-list upkeep, OFI and the
