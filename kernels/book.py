@@ -70,8 +70,9 @@ import numpy as np
 from numba import prange
 
 from gpuflow.backend import KernelPair, Twins, cuda, simulator_enabled
-from gpuflow.kernels.features_ofi import ofi_e
 from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HIDDEN, KIND_EXECUTE
+
+from .features_ofi import ofi_e
 
 __all__ = [
     "OP_NONE", "OP_SET", "OP_ADD", "OP_CLEAR", "F_EMIT", "F_OBSERVE", "MAX_LEVELS",
