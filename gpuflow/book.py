@@ -569,8 +569,9 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         sb.fill(0)
         mark("alloc")
         if warp:
-            be.launch(kb.SUMMARISE_WARP, C, bounds, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb), np.int64(wa),
-                      np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
+            xch = be.zeros((3, 32), xp.int64)  # the simulator's warp exchange (unused on a GPU)
+            be.launch(kb.SUMMARISE_WARP, C, xch, bounds, side, kprice, o_kind, o_qty, sa, sb, np.int64(wb),
+                      np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
         else:
             be.launch(kb.SUMMARISE, C, bounds, np.int64(C), inter, side, kprice, o_kind, o_qty, sa, sb,
                       np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a)
@@ -616,9 +617,9 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     else:
         rec = be.empty((1, 1), xp.int64)
     if warp:
-        be.launch(kb.warp_replay_pair(levels), C, bounds, side, kprice, o_kind, o_qty, o_flags, rows, np.int64(wb),
-                  np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua, best, out_base,
-                  np.int64(levels), bool(ofi), outs, tail, diag)
+        be.launch(kb.warp_replay_pair(levels), C, xch, bounds, side, kprice, o_kind, o_qty, o_flags, rows,
+                  np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp, lut_b, lut_a, ub, ua, best,
+                  out_base, np.int64(levels), bool(ofi), outs, tail, diag)
     else:
         be.launch(kb.replay_pair(levels, staged=out_mode == 2), C, bounds, np.int64(C), inter, side, kprice, o_kind,
                   o_qty, o_flags, rows, rt, np.int64(wb), np.int64(wa), np.int64(pmin_b), np.int64(pmin_a), comp,

@@ -721,9 +721,21 @@ def gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_
 # (the op being applied, shuffled from its lane), so the warp never diverges around a shuffle.
 #
 # The warp primitives are cores with two device bodies: the hardware shuffles and votes, and, under the
-# CUDA simulator (which has none), the same exchange through a 32-slot shared array between block
-# barriers (a warp replay block is one warp).  The CPU twin is the sequential replay (same rows).
+# CUDA simulator (which has none), the same exchange through a small array ``xch`` between block barriers
+# (a warp replay block is one warp).  ``xch`` is a kernel argument, not a shared array: the simulator creates
+# a shared array on its first use without a lock, so two lanes starting together can each get their own
+# (the tests failed now and then under load); its blocks run one after another, so one global array serves
+# them all.  On a GPU ``xch`` is not used.  The CPU twin is the sequential replay (same rows).
 _FULL = 0xFFFFFFFF
+
+
+def _w_init_sim(xch, lane):  # pragma: no cover - simulator device code
+    """Start a block's exchange: this lane's row toggle (see :func:`_w_put`)."""
+    xch[2, lane] = 0
+
+
+def _w_init_cuda(xch, lane):  # pragma: no cover - device code
+    return
 
 
 def _w_sync_sim(xch):  # pragma: no cover - simulator device code
@@ -804,8 +816,9 @@ def _w_match_cuda(xch, lane, v):  # pragma: no cover - device code
 
 # the names the cores below call: Twins binds each to the hardware or the simulator body per kernel (these
 # module-level bindings only name them for readers and linters)
-_w_sync, _w_shfl, _w_up, _w_down, _w_ballot, _w_match = (_w_sync_cuda, _w_shfl_cuda, _w_up_cuda, _w_down_cuda,
-                                                         _w_ballot_cuda, _w_match_cuda)
+_w_init, _w_sync, _w_shfl, _w_up, _w_down, _w_ballot, _w_match = (_w_init_cuda, _w_sync_cuda, _w_shfl_cuda,
+                                                                   _w_up_cuda, _w_down_cuda, _w_ballot_cuda,
+                                                                   _w_match_cuda)
 
 
 def _low_lane(m):  # pragma: no cover - jitted
@@ -913,7 +926,7 @@ def _w_side_update(c, lane, xch, rows, wb, wa, bid, n, nlev, ix, sz, j, v):  # p
 
 
 def _w_clear(c, lane, rows, lo, hi):  # pragma: no cover - device code
-    """Empty levels ``lo..hi-1`` of chunk ``c``'s book, a level per lane.  (A while loop: the unrolled
+    """Zero levels ``lo..hi-1`` of row ``c`` (a book or a chunk summary), a level per lane.  (A while loop: the unrolled
     ``range`` loop that NVVM makes of a for loop here took the kernel from 98 to 126 registers.)"""
     jc = lo + lane
     while jc < hi:
@@ -948,17 +961,15 @@ def summarise_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, sa, sb, w
                 sa[c, j] = 0
                 sb[c, j] = q
         else:
+            pk_l = np.int64(kd) | (np.int64(s + 1) << 8)  # kind and side travel in one shuffle
             for t in range(32):
-                pk = _w_shfl(xch, lane, np.int64(kd) | (np.int64(s + 1) << 8), t)
+                pk = _w_shfl(xch, lane, pk_l, t)
                 if (pk & 255) == OP_CLEAR:
                     sc = (pk >> 8) - 1
                     lo = 0 if sc >= 0 else wb
                     hi = wb + wa if sc <= 0 else wb
-                    jc = lo + lane
-                    while jc < hi:
-                        sa[c, jc] = 0
-                        sb[c, jc] = 0
-                        jc += 32
+                    _w_clear(c, lane, sa, lo, hi)  # a clear is the map (0, 0)
+                    _w_clear(c, lane, sb, lo, hi)
                 elif lane == t and j >= 0:
                     if kd == OP_SET:
                         sa[c, j] = 0
@@ -1281,25 +1292,25 @@ def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt
                  out_aq, out_ofi, tail, diag, st, 2, rec, Lp, stg, sk, sn, lane, active)
 
 
-def summarise_warp_cuda(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+def summarise_warp_cuda(xch, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
                         lut_a):  # pragma: no cover - device code
-    """One warp (a one-warp block) per chunk: :func:`summarise_warp_chunk`.  Twin: :func:`summarise_warp_cpu`."""
+    """One warp (a one-warp block) per chunk: :func:`summarise_warp_chunk`.  ``xch``: (3, 32) int64, the
+    simulator's exchange (unused on a GPU).  Twin: :func:`summarise_warp_cpu`."""
     c = cuda.blockIdx.x
     lane = cuda.threadIdx.x
-    xch = cuda.shared.array((3, 32), dtype=np.int64)
-    xch[2, lane] = 0
+    _w_init(xch, lane)
     if c < bounds.size - 1:
         summarise_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp,
                              lut_b, lut_a)
 
 
-def replay_warp_cuda(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub,
-                     ua, best, out_base, nlev, do_ofi, outs, tail, diag):  # pragma: no cover - device code
-    """One warp (a one-warp block) per chunk: :func:`replay_warp_chunk`.  Twin: :func:`replay_warp_cpu`."""
+def replay_warp_cuda(xch, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a,
+                     ub, ua, best, out_base, nlev, do_ofi, outs, tail, diag):  # pragma: no cover - device code
+    """One warp (a one-warp block) per chunk: :func:`replay_warp_chunk` (``xch`` as in
+    :func:`summarise_warp_cuda`).  Twin: :func:`replay_warp_cpu`."""
     c = cuda.blockIdx.x
     lane = cuda.threadIdx.x
-    xch = cuda.shared.array((3, 32), dtype=np.int64)  # the simulator's shuffles and votes go through it
-    xch[2, lane] = 0
+    _w_init(xch, lane)
     if c < bounds.size - 1:  # the whole block (warp) takes the same branch
         replay_warp_chunk(c, lane, xch, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp,
                           lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, outs, tail, diag)
@@ -1385,7 +1396,7 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
                      tail, diag, st, m, rec, Lp, stg, sk, sk, 0, True)
 
 
-def summarise_warp_cpu(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
+def summarise_warp_cpu(xch, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
                        lut_a):  # pragma: no cover - jitted
     """CPU twin of :func:`summarise_warp_cuda`: each chunk composed op by op (:func:`summarise_chunk`)."""
     for c in prange(bounds.size - 1):
@@ -1393,8 +1404,8 @@ def summarise_warp_cpu(bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, p
                         lut_a)
 
 
-def replay_warp_cpu(bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a, ub,
-                    ua, best, out_base, nlev, do_ofi, outs, tail, diag):  # pragma: no cover - jitted
+def replay_warp_cpu(xch, bounds, side, price, kind, qty, flags, rows, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a,
+                    ub, ua, best, out_base, nlev, do_ofi, outs, tail, diag):  # pragma: no cover - jitted
     """CPU twin of :func:`replay_warp_cuda`: the sequential replay of every chunk (same rows, same state)."""
     out_bp = outs[0]
     out_bq = outs[1]
@@ -1424,14 +1435,17 @@ def gather_rows_cpu(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq
         gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq, out_ofi)
 
 
+# the warp primitives: the simulator's exchange body (also the CPU one; no CPU code calls them) and, on a GPU,
+# the hardware's
+_WARP_PRIMITIVES = [(name, sim, sim if simulator_enabled() else dev) for name, sim, dev in (
+    ("_w_init", _w_init_sim, _w_init_cuda), ("_w_sync", _w_sync_sim, _w_sync_cuda),
+    ("_w_shfl", _w_shfl_sim, _w_shfl_cuda), ("_w_up", _w_up_sim, _w_up_cuda), ("_w_down", _w_down_sim, _w_down_cuda),
+    ("_w_ballot", _w_ballot_sim, _w_ballot_cuda), ("_w_match", _w_match_sim, _w_match_cuda))]
 _TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
             _ask_top_update, _bid_px, _ask_px, _top, _stage_rows, ("_stage_flush", _stage_flush_cpu, _stage_flush_cuda),
-            replay_chunk, gather_rows_at, ofi_e, _low_lane, summarise_warp_chunk, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
-            _w_clear, replay_warp_chunk, ("_w_put", _w_put, _w_put), *[(n, fs, fs if simulator_enabled() else fc) for n, fs, fc in (
-                ("_w_sync", _w_sync_sim, _w_sync_cuda), ("_w_shfl", _w_shfl_sim, _w_shfl_cuda),
-                ("_w_up", _w_up_sim, _w_up_cuda), ("_w_down", _w_down_sim, _w_down_cuda),
-                ("_w_ballot", _w_ballot_sim, _w_ballot_cuda), ("_w_match", _w_match_sim, _w_match_cuda))],
+            replay_chunk, gather_rows_at, ofi_e, _low_lane, _w_put, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
+            _w_clear, summarise_warp_chunk, replay_warp_chunk, *_WARP_PRIMITIVES,
             nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 

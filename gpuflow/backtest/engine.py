@@ -209,6 +209,13 @@ class MarketData:
         return int(self.bid_price.shape[1])
 
 
+def equity_samples(market: MarketData, sample_ns: int) -> int:
+    """Equity samples per parameter set and instrument of a run over ``market`` (one every ``sample_ns`` from
+    its first event, the last at or after its last event)."""
+    span = int(market.ts[-1]) - int(market.ts[0]) if market.n_events else 0
+    return span // int(sample_ns) + 1
+
+
 def _register_cap(n_sets: int, be: Backend) -> int:
     """The sweep kernel's register cap for ``n_sets`` (the ``backtest_max_registers`` option; ``auto``: see
     :func:`gpuflow.kernels.backtest.auto_register_cap`, on a real device only)."""
@@ -408,8 +415,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     cv = cfg.vector()
     t0 = int(market.ts[0]) if market.n_events else 0
     cv[kb.C_T0] = t0
-    span = int(market.ts[-1]) - t0 if market.n_events else 0
-    n_samples = span // cfg.sample_ns + 1
+    n_samples = equity_samples(market, cfg.sample_ns)
     P = pm_run.shape[0]
     M = len(market.instruments)
     xp = be.xp
@@ -459,11 +465,11 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
               be.asarray(cv), np.int64(M), fills, eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk)
     be.synchronize()
     secs = time.perf_counter() - start
+    cnt = be.to_host(out_cnt)
     if record_fills and P:
         # only the recorded part of the fills buffer comes back (on a GPU the copy to the host can take
         # longer than the sweep): columns up to the most fills any set recorded
-        used = min(int(be.to_host(out_cnt[:, kb.N_FILLS]).max()), F)
-        fills = fills[:, :used]
+        fills = fills[:, :min(int(cnt[:, kb.N_FILLS].max()), F)]
     if order is None:
         h = be.to_host
     else:
@@ -472,7 +478,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
 
         def h(a: Any) -> np.ndarray:  # the caller's sets, in the caller's order
             return be.to_host(a)[inv]
-    return BacktestResult(getattr(strategy, "NAME", "strategy"), pm, list(strategy.PARAMS), h(out_cnt), h(out_acct),
+    return BacktestResult(getattr(strategy, "NAME", "strategy"), pm, list(strategy.PARAMS), h(cnt), h(out_acct),
                           h(eq2), h(eqfee), h(eqfrem), t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64),
                           h(fills), list(market.instruments), cfg, engine, be.name, h(out_sst), secs)
 

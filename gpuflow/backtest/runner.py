@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from gpuflow.backtest.config import Range, RunConfig, Values, load_data
-from gpuflow.backtest.engine import BacktestResult, ConfigError, MarketData, param_matrix, run
+from gpuflow.backtest.engine import BacktestResult, ConfigError, MarketData, equity_samples, param_matrix, run
 from gpuflow.errors import GpuflowError
 
 __all__ = [
@@ -637,9 +637,8 @@ def _batch_plan(be: Any, market: MarketData, cfg: RunConfig, batch_size: int | N
         from gpuflow import config as _config
         from gpuflow.backend import device_sm_count
 
-        span = int(market.ts[-1]) - int(market.ts[0]) if market.n_events else 0
-        n_samples = span // cfg.engine.sample_ns + 1
-        return gpu_batch_plan(n_samples, len(market.instruments), sms=device_sm_count(),
+        return gpu_batch_plan(equity_samples(market, cfg.engine.sample_ns), len(market.instruments),
+                              sms=device_sm_count(),
                               threads=int(_config.get_option("backtest_block_threads")), budget=_gpu_budget(),
                               max_fills=cfg.engine.max_fills, batch=B)
     B = B or max(8, 2 * (os.cpu_count() or 1))  # prange over sets: a few sets per core

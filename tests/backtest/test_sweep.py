@@ -333,7 +333,7 @@ def test_sweep_batch_plan_on_a_gpu_reads_the_device_and_the_market(monkeypatch, 
     monkeypatch.setattr(runner, "_gpu_budget", lambda: 20 * 10**9)
     cfg = _cfg(sweep={})
     span = int(sample_market.ts[-1]) - int(sample_market.ts[0])
-    n_samples = span // cfg.engine.sample_ns + 1  # sample_ns 1 s
+    n_samples = span // 10**9 + 1  # sample_ns 1 s: one sample per started second, and one at the start
     eq = 3 * 8 * n_samples * len(sample_market.instruments)
     B, F = runner._batch_plan(Backend("gpu", np), sample_market, cfg, None)
     assert B == 105_600 and F == min(cfg.engine.max_fills, (20 * 10**9 - B * eq) // (B * 72))
