@@ -598,11 +598,13 @@ class SweepReport:
 
 
 def gpu_batch_plan(n_samples: int, n_instruments: int, *, sms: int, threads: int, budget: int,
-                   max_fills: int, batch: int = 0) -> tuple[int, int]:
+                   max_fills: int, batch: int = 0, registers: int | str = "auto") -> tuple[int, int]:
     """(sets per batch, fills recorded per set) of a GPU sweep that holds ``budget`` bytes of results.
 
     The batch is one *wave* of the sweep kernel: as many blocks of ``threads`` sets as the ``sms`` SMs hold at
-    once at the automatic register cap (:func:`gpuflow.backend.blocks_per_sm`), since each wave costs
+    once at the kernel's register cap (``registers``: the ``backtest_max_registers`` option; ``auto``, the
+    default, is :data:`~gpuflow.kernels.backtest.AUTO_REGISTER_CAP`, 0 the uncapped kernel's
+    :data:`~gpuflow.kernels.backtest.NATURAL_REGISTERS`; :func:`gpuflow.backend.blocks_per_sm`), since each wave costs
     about one thread's walk over the events (H200, market making on the USD-M recording: 10,000 sets 0.41 s,
     100,000 sets, one capped wave, 0.83 s).  It shrinks, in whole blocks, until each set's equity samples
     (``n_samples`` x ``n_instruments`` x 3 int64) plus :data:`GPU_MIN_FILLS` fill records fit ``budget``; the
@@ -612,7 +614,8 @@ def gpu_batch_plan(n_samples: int, n_instruments: int, *, sms: int, threads: int
     from gpuflow.backend import blocks_per_sm
     from gpuflow.kernels import backtest as kb
 
-    wave = int(sms) * blocks_per_sm(kb.AUTO_REGISTER_CAP, threads) * threads
+    regs = kb.AUTO_REGISTER_CAP if registers == "auto" else (int(registers) or kb.NATURAL_REGISTERS)
+    wave = int(sms) * blocks_per_sm(regs, threads) * threads
     eq = 3 * 8 * max(int(n_samples), 1) * max(int(n_instruments), 1)
     fit = int(budget) // (eq + GPU_MIN_FILLS * _FILL_ROW_BYTES)
     B = int(batch) if batch > 0 else max(threads, min(wave, fit // threads * threads))
@@ -640,7 +643,8 @@ def _batch_plan(be: Any, market: MarketData, cfg: RunConfig, batch_size: int | N
         return gpu_batch_plan(equity_samples(market, cfg.engine.sample_ns), len(market.instruments),
                               sms=device_sm_count(),
                               threads=int(_config.get_option("backtest_block_threads")), budget=_gpu_budget(),
-                              max_fills=cfg.engine.max_fills, batch=B)
+                              max_fills=cfg.engine.max_fills, batch=B,
+                              registers=_config.get_option("backtest_max_registers"))
     B = B or max(8, 2 * (os.cpu_count() or 1))  # prange over sets: a few sets per core
     return B, int(min(cfg.engine.max_fills, FILL_BUFFER_BYTES // (B * _FILL_ROW_BYTES)))
 

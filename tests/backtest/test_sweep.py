@@ -322,6 +322,13 @@ def test_gpu_batch_plan_is_one_wave_of_the_capped_kernel_within_the_memory_budge
     # (20e9 - 16,384 x 14,424) // (16,384 x 72) = 19,763,677,184 // 1,179,648 = 16,753
     assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000,
                           batch=16_384) == (16_384, 16_753)
+    # a register cap set by hand sizes the wave: 128 registers, 65,536 // (32 x 128) = 16 blocks per SM, 132 x 16
+    # x 32 = 67,584 sets; none (0): the uncapped kernel's 130 registers, allocated in units of 8 per thread: 136,
+    # 65,536 // (32 x 136) = 15 blocks, 132 x 15 x 32 = 63,360 sets
+    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000,
+                          registers=128)[0] == 67_584
+    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000,
+                          registers=0)[0] == 63_360
 
 
 def test_sweep_batch_plan_on_a_gpu_reads_the_device_and_the_market(monkeypatch, sample_market):
