@@ -55,8 +55,49 @@ def cuda_module() -> ModuleType:
             np.row_stack = np.vstack  # type: ignore[attr-defined]
         from numba import cuda
 
+        if simulator_enabled():
+            _lock_simulator_shared_arrays()
         _CUDA = cuda
     return _CUDA
+
+
+def _lock_simulator_shared_arrays() -> None:
+    """Make the CUDA simulator's ``cuda.shared.array`` safe for the threads of a block.
+
+    The simulator runs a block's threads as Python threads, and each thread's ``cuda.shared.array`` looks the
+    array up by its source line and creates it when it is missing, without a lock: two threads that reach the
+    line together can each create one, and the block's threads then exchange values through different arrays
+    (seen here as rare wrong rows of kernels that stage data in shared memory, under parallel load; about 1 in 13
+    blocks of 32 threads started together, ``tests/test_backend.py``).  The same lookup, done under a lock.
+    Simulator only: a GPU never runs this.
+    """
+    import sys
+    import threading
+
+    from numba.cuda.simulator import kernelapi
+
+    shared = kernelapi.FakeCUDAShared
+    if getattr(shared, "_gpuflow_locked", False):
+        return
+    original = shared.array
+    lock = threading.Lock()
+
+    def array(self: Any, shape: Any, dtype: Any, alignment: Any = None) -> Any:
+        if shape == 0 or alignment is not None:  # dynamic shared memory (one buffer) or the simulator's error
+            return original(self, shape, dtype, alignment)
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        frame = sys._getframe(1)  # the caller's line names the allocation, as in the simulator
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = np.empty(shape, dtype)
+                self._allocations[caller] = res
+        return res
+
+    shared.array = array
+    shared._gpuflow_locked = True
 
 
 def __getattr__(name: str) -> Any:

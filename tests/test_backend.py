@@ -147,3 +147,42 @@ def test_simulator_local_arrays_start_as_garbage_not_zeros():
     o = np.zeros(1, np.int64)
     k[1, 1](o)
     assert o[0] != 0
+
+
+def test_simulator_shared_arrays_are_one_array_per_block_when_threads_start_together():
+    """The simulator's cuda.shared.array, called by 32 threads released at once, gives them one array.
+
+    Unlocked (numba-cuda 0.30.4) about 1 in 13 such blocks got two arrays (200 blocks: 15, CPU box,
+    2026-11-27); gpuflow.backend puts the lookup under a lock when the simulator is on."""
+    import sys
+    import threading
+
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+
+    from gpuflow.backend import _lock_simulator_shared_arrays
+
+    _lock_simulator_shared_arrays()
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the unlocked race then shows
+    split = 0
+    try:
+        for _ in range(300):
+            sh = FakeCUDAShared(0)
+            got: list = [None] * 32
+            gate = threading.Barrier(32)
+
+            def lane(i: int, sh=sh, got=got, gate=gate) -> None:
+                gate.wait()
+                got[i] = sh.array((32, 5, 16), np.int64)
+
+            ts = [threading.Thread(target=lane, args=(i,)) for i in range(32)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            split += len({id(g) for g in got}) > 1
+            other = sh.array((4,), np.int64)  # another line: another array
+            assert other is not got[0] and other.shape == (4,)
+    finally:
+        sys.setswitchinterval(old)
+    assert split == 0
