@@ -78,10 +78,11 @@ AC_CODE, AC_INST, AC_SIDE, AC_PRICE, AC_QTY, AC_SLOT = range(6)
 # (C_SKIP: log2 of the event-block size of the skip summaries, 0: no skipping; set by the engine, not the config)
 C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0, C_GRID, C_SKIP = range(12)
 NCFG = 12
-# counters
+# counters (N_SLOTS: the most order slots in use at once; a slot is taken only when every one before it is in
+# use, so the slots from N_SLOTS on were never used and the engine's scans of the order table stop there)
 (N_ORDERS, N_CANCELS, N_FILLS, N_MAKER, N_TAKER, MAKER_LOTS, TAKER_LOTS, N_REJECTS, N_FILLS_DROPPED,
  N_UNFILLED_MARKET, N_BAD_ACTIONS, N_NAN_ACTIONS, N_DECISIONS, MAX_ABS_POS, N_ORDER_ID, N_NOTICES_DROPPED,
- ORDERED_LOTS) = range(17)
+ ORDERED_LOTS, N_SLOTS) = range(18)
 NCNT = 20
 #: account columns per instrument: position (lots), cash (ticks x lots), fees (whole ticks x lots, plus
 #: the remainder in millionths in ACC_FEE_REM, 0..999,999), traded lots, traded notional (ticks x lots)
@@ -122,6 +123,12 @@ NVS = 4
 MAX_ORDERS = 16
 MAX_ACTIONS = 8
 MAX_PENDING = 64
+#: the row of the pending-notice table (``pend``: MAX_PENDING rows of notices and this one more) whose first
+#: value counts the rows in use: every row from there on is free, so the scans of the table (at every notice,
+#: every delivery) stop there instead of reading all MAX_PENDING rows (thread-local memory on the GPU, where a
+#: warp's scan of 64 rows read 16 KB); a few rows are in flight at a time
+PEND_N = MAX_PENDING
+PEND_ROWS = MAX_PENDING + 1
 MAX_INSTRUMENTS = 2
 _UNKNOWN = np.int64(1) << 60
 _BIG = np.int64(1) << 62
@@ -177,16 +184,24 @@ def add_fee(acct, inst, notional, ppm):  # pragma: no cover - jitted
 
 def notice(pend, cnt, ts, inst, dq, k, done):  # pragma: no cover - jitted
     """Queue a report to the strategy, delivered at local time ``ts``: ``dq`` signed lots filled on order
-    slot ``k``; ``done``: the order is over (filled, cancelled, rejected or expired)."""
-    for j in range(pend.shape[0]):
-        if pend[j, 0] < 0:
-            pend[j, 0] = ts
-            pend[j, 1] = inst
-            pend[j, 2] = dq
-            pend[j, 3] = k
-            pend[j, 4] = done
-            return
-    cnt[N_NOTICES_DROPPED] += 1
+    slot ``k``; ``done``: the order is over (filled, cancelled, rejected or expired).  It takes the first free
+    row of ``pend`` (rows at and past ``pend[PEND_N, 0]`` are all free: :data:`PEND_N`)."""
+    n = pend[PEND_N, 0]
+    j = n
+    for i in range(n):
+        if pend[i, 0] < 0:
+            j = i
+            break
+    if j >= PEND_N:
+        cnt[N_NOTICES_DROPPED] += 1
+        return
+    pend[j, 0] = ts
+    pend[j, 1] = inst
+    pend[j, 2] = dq
+    pend[j, 3] = k
+    pend[j, 4] = done
+    if j == n:
+        pend[PEND_N, 0] = n + 1
 
 
 def record_fill(p, e, t_x, ordv, k, qty, price, liq, cfg, acct, pend, cnt, fills):  # pragma: no cover - jitted
@@ -311,7 +326,7 @@ def arrive(p, e, t_x, ordv, k, row, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, 
 def on_trade(p, e, t_x, inst, agg_side, tprice, tqty, ordv, rmask, cfg, acct, pend, cnt,
              fills):  # pragma: no cover
     """A trade at the exchange: fill our resting orders (slots in ``rmask``) on the passive side it reaches."""
-    for k in range(ordv.shape[0]):
+    for k in range(cnt[N_SLOTS]):
         if (rmask >> k) & 1 == 0:
             continue
         if ordv[k, O_STATE] != S_RESTING or ordv[k, O_INST] != inst or ordv[k, O_SIDE] != -agg_side:
@@ -349,7 +364,7 @@ def on_book(p, e, t_x, inst, row, bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, 
     sees in the fill counter); queue positions alone leave the summary as it was."""
     single = single_level(ekind)
     changed = False
-    for k in range(ordv.shape[0]):
+    for k in range(cnt[N_SLOTS]):
         if (rmask >> k) & 1 == 0:
             continue
         if ordv[k, O_STATE] != S_RESTING or ordv[k, O_INST] != inst:
@@ -438,14 +453,18 @@ def apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst):  # pragma: no 
             if qty <= 0 or (side != 1 and side != -1) or inst < 0 or inst >= n_inst:
                 cnt[N_BAD_ACTIONS] += 1
                 continue
-            k = -1
-            for j in range(ordv.shape[0]):
+            # the first free slot (slots from cnt[N_SLOTS] on were never used)
+            ns = cnt[N_SLOTS]
+            k = ns
+            for j in range(ns):
                 if ordv[j, O_STATE] == S_FREE and lv[j, O_STATE] == 0:
                     k = j
                     break
-            if k < 0:
+            if k >= ordv.shape[0]:
                 cnt[N_REJECTS] += 1  # too many open orders
                 continue
+            if k == ns:
+                cnt[N_SLOTS] = ns + 1
             ordv[k, O_STATE] = S_PENDING
             ordv[k, O_SIDE] = side
             ordv[k, O_PRICE] = acts[a, AC_PRICE]
@@ -471,7 +490,7 @@ def apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst):  # pragma: no 
             if not (0 <= k < ordv.shape[0]) or not send_cancel(k, t, ordv, lv, cfg, cnt):
                 cnt[N_BAD_ACTIONS] += 1
         elif code == A_CANCEL_ALL:
-            for k in range(ordv.shape[0]):
+            for k in range(cnt[N_SLOTS]):
                 if lv[k, O_STATE] != 0 and (inst < 0 or lv[k, O_INST] == inst):
                     send_cancel(k, t, ordv, lv, cfg, cnt)
         elif code != 0:
@@ -481,7 +500,7 @@ def apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst):  # pragma: no 
 def exchange_until(p, e, limit, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills):  # pragma: no cover
     """Process every order arrival and cancel at the exchange up to time ``limit`` (ts_local clock);
     the book there is each instrument's current row (no market event happens in between)."""
-    for k in range(ordv.shape[0]):
+    for k in range(cnt[N_SLOTS]):
         st = ordv[k, O_STATE]
         if st == S_FREE:
             continue
@@ -499,7 +518,7 @@ def exchange_until(p, e, limit, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend
                    cnt, fills)
 
 
-def order_schedule(ordv):  # pragma: no cover - jitted
+def order_schedule(ordv, n_slots):  # pragma: no cover - jitted
     """One pass over the order slots: (bit mask of the slots resting at the exchange, earliest pending
     arrival or cancel time there (BIG when none), then a summary of the resting orders for
     :func:`book_event_skips`: of those whose level is in view with a known queue, the highest bid
@@ -507,7 +526,8 @@ def order_schedule(ordv):  # pragma: no cover - jitted
     unknown or level beyond the N known), the highest bid and the lowest ask price).
 
     The trade and book checks visit only the masked slots and skip book events the summary rules out:
-    register tests instead of reads of every slot (thread-local memory on the GPU) at every event."""
+    register tests instead of reads of every slot (thread-local memory on the GPU) at every event.  Slots from
+    ``n_slots`` (the counter N_SLOTS) on were never used and are not read."""
     rmask = np.int64(0)
     nxt = _BIG
     hi_bid = -_BIG
@@ -516,7 +536,7 @@ def order_schedule(ordv):  # pragma: no cover - jitted
     fa = np.int64(0)
     hi_ob = -_BIG
     lo_oa = _BIG
-    for k in range(ordv.shape[0]):
+    for k in range(n_slots):
         st = ordv[k, O_STATE]
         if st == S_FREE:
             continue
@@ -611,9 +631,14 @@ def warp_all_cuda(q):  # pragma: no cover - device code
 
 
 def pend_next(pend):  # pragma: no cover - jitted
-    """Earliest time a fill notice reaches the strategy (BIG when none is in flight)."""
+    """Earliest time a fill notice reaches the strategy (BIG when none is in flight); drops the free rows at the
+    end of the rows in use from ``pend[PEND_N, 0]``."""
+    n = pend[PEND_N, 0]
+    while n > 0 and pend[n - 1, 0] < 0:
+        n -= 1
+    pend[PEND_N, 0] = n
     nxt = _BIG
-    for j in range(pend.shape[0]):
+    for j in range(n):
         if pend[j, 0] >= 0 and pend[j, 0] < nxt:
             nxt = pend[j, 0]
     return nxt
@@ -719,6 +744,7 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
         mid2[m] = 0
     for j in range(pend.shape[0]):
         pend[j, 0] = -1
+    pend[PEND_N, 0] = 0
     for c in range(cnt.size):
         cnt[c] = 0
     for c in range(sst.size):
@@ -732,7 +758,7 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
     s_i = 0
     # slots resting at the exchange (the trade and book checks only run when non-zero), the earliest order
     # arrival or cancel at the exchange, and the resting orders' summary for book_event_skips
-    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
     next_p = _BIG  # earliest fill notice reaching the strategy
     tile = max(tile, 1)
     # events from a shared-memory tile (the GPU kernel with tiles: ``tl`` has a row per event and one more),
@@ -768,7 +794,7 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                         view_rows(vst, e, n_inst, cur)
                         exchange_until(p, e, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt,
                                        fills)
-                        rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                        rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
                         next_p = pend_next(pend)
                     view_mids(vst, e, n_inst, mid2)
                     record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
@@ -778,11 +804,11 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                 if next_x <= t_x:
                     view_rows(vst, e, n_inst, cur)
                     exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-                    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
                     next_p = pend_next(pend)
                 # reports (fills, ends of orders) that have reached the strategy
                 if next_p <= t:
-                    for j in range(pend.shape[0]):
+                    for j in range(pend[PEND_N, 0]):
                         if pend[j, 0] >= 0 and pend[j, 0] <= t:
                             k = pend[j, 3]
                             dq = pend[j, 2]
@@ -818,9 +844,9 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                                 nf0 = cnt[N_FILLS]
                             if on_book(p, e, t_x, inst, ev_row[e], bp, bq, ap, aq, nlev, ordv, rmask, cfg, acct, pend,
                                        cnt, fills, kd, es, epx):
-                                rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                                rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
                 if nf0 >= 0 and cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
-                    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                    rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
                     next_p = pend_next(pend)
                 # the strategy decides after a complete message (the last event of its receive time: it has seen
                 # every event with ts_local <= t), at the first one at or after each decision time
@@ -845,13 +871,13 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                         n_act = acts.shape[0]
                     if n_act > 0:
                         apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
-                        rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+                        rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
     view_rows(vst, n, n_inst, cur)
     view_mids(vst, n, n_inst, mid2)
     while s_i < n_samples:
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
-            rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv)
+            rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
         record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
         s_i += 1
         next_sample += sample
@@ -1043,7 +1069,7 @@ def run_cuda(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, par
     lv = cuda.local.array((MAX_ORDERS, NCOL), dtype=np.int64)
     acct = cuda.local.array((MAX_INSTRUMENTS, NACC), dtype=np.int64)
     seen = cuda.local.array(MAX_INSTRUMENTS, dtype=np.int64)
-    pend = cuda.local.array((MAX_PENDING, 5), dtype=np.int64)
+    pend = cuda.local.array((PEND_ROWS, 5), dtype=np.int64)
     cnt = cuda.local.array(NCNT, dtype=np.int64)
     sst = cuda.local.array(STATE_SIZE, dtype=np.float64)  # noqa: F821 - bound by engine_pair
     acts = cuda.local.array((MAX_ACTIONS, 6), dtype=np.int64)
@@ -1066,7 +1092,7 @@ def run_cpu(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, para
         lv = np.zeros((MAX_ORDERS, NCOL), dtype=np.int64)
         acct = np.zeros((MAX_INSTRUMENTS, NACC), dtype=np.int64)
         seen = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
-        pend = np.zeros((MAX_PENDING, 5), dtype=np.int64)
+        pend = np.zeros((PEND_ROWS, 5), dtype=np.int64)
         cnt = np.zeros(NCNT, dtype=np.int64)
         sst = np.zeros(STATE_SIZE, dtype=np.float64)  # noqa: F821 - bound by engine_pair
         acts = np.zeros((MAX_ACTIONS, 6), dtype=np.int64)
