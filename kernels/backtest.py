@@ -826,10 +826,14 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                     kd = (f >> EV_KIND_SHIFT) & 255
                     es = ((f >> EV_SIDE_SHIFT) & 3) - 1
                     epx = price[e]
-                    if (f & EV_TRADE) != 0:
+                    agg = es if kd == _KIND_TRADE else -es
+                    # a trade reaches only resting orders of its passive side at or behind its price: none when it
+                    # is above every resting bid (a sell) or below every resting ask (a buy), by the summary's
+                    # extremes (registers, instead of the order table); exact, as book_event_skips
+                    if (f & EV_TRADE) != 0 and ((agg < 0 and epx <= max(hi_bid, hi_ob))
+                                                or (agg > 0 and epx >= min(lo_ask, lo_oa))):
                         nf0 = cnt[N_FILLS]
-                        on_trade(p, e, t_x, inst, es if kd == _KIND_TRADE else -es, epx, qty[e], ordv, rmask, cfg,
-                                 acct, pend, cnt, fills)
+                        on_trade(p, e, t_x, inst, agg, epx, qty[e], ordv, rmask, cfg, acct, pend, cnt, fills)
                     if (f & EV_ROW) != 0:
                         if tiled:
                             b0, a0, bd, ad = ev_top(e, off, tl)
