@@ -298,3 +298,28 @@ def test_device_arrays_are_cached_per_market_not_shared_with_its_copies(device_b
     m3 = m.with_signals(sig2, ["s"])
     assert m3.view(device_backend)[0] is ev and m3.signal_names == ["s"]
     np.testing.assert_array_equal(device_backend.to_host(m3.on(device_backend)["signals"]), sig2)
+
+
+@pytest.mark.parametrize("engine", ["exact", "sweep"])
+def test_order_slots_and_notices_in_flight_are_reused_after_their_reports(engine, device_backend):
+    # 16 GTC bids of 1 lot at 99 (the table's 16 slots), one per event; a sell at 97 trades through all of them at
+    # once: 16 fill reports in flight together (response latency 5 ns), each freeing its slot when it reaches the
+    # strategy.  16 more bids at 90 then take the 16 freed slots; a 17th while those rest is rejected (no slot).
+    assert kb.MAX_ORDERS == 16
+    far = [(10 + i, S, 1, 80, 1) for i in range(16)]  # far bid level sets: events to act at
+    later = [(40 + i, S, 1, 80, 1) for i in range(17)]
+    rows = BOOK + far + [(30, T, -1, 97, 100)] + later
+    acts = {4 + i: (GTC, 1, 99, 1, 0) for i in range(16)}
+    acts.update({21 + i: (GTC, 1, 90, 1, 0) for i in range(17)})
+    cfg = BacktestConfig(levels=3, sample_ns=1000, entry_latency_ns=0, response_latency_ns=5, feed_latency_ns=0)
+    be = device_backend if engine == "sweep" else None
+    r = run(SCRIPT, {}, market(rows, acts), cfg, engine=engine, backend=be)
+    c = r.counters[0]
+    assert [int(x) for x in (c[kb.N_FILLS], c[kb.N_ORDERS], c[kb.N_REJECTS], c[kb.N_SLOTS],
+                             c[kb.N_NOTICES_DROPPED])] == [16, 32, 1, 16, 0]
+    assert fills(r) == [(20, 1, 99, 1, 1)] * 16
+    assert r.account[0, 0, 0] == 16  # 16 lots bought
+    # without the through trade the first 16 orders never free their slots: the 16 later ones are all rejected
+    rows = BOOK + far + [(30, S, 1, 80, 1)] + later
+    c = run(SCRIPT, {}, market(rows, acts), cfg, engine=engine, backend=be).counters[0]
+    assert [int(x) for x in (c[kb.N_FILLS], c[kb.N_ORDERS], c[kb.N_REJECTS], c[kb.N_SLOTS])] == [0, 16, 17, 16]
