@@ -38,8 +38,12 @@ else
   # the layouts were compared on the H100 on 2026-11-26 (BENCHMARKS.md): the default (1021, chunks of 4096)
   # against the warp replay (w1, not yet timed) at one wave of warps (auto: 32 per SM), half and two waves.
   # Every 64th event the staged row mode does not apply (bench_book_gpu runs only layouts with row mode 0
-  # there), so 1001 (direct rows, 3.72e9 events/s on the H100) is the thread replay's every-64th reference
-  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 4096 --layouts 1021,1001,w1 --warps auto,2112,8448 --threads 64 --configs every1_ofi,every64_ofi"}
+  # there), so 1001 (direct rows, 3.72e9 events/s on the H100) is the thread replay's every-64th reference.
+  # Chunks of 2048 and batches of 2e8: 1e8 events in chunks of 4096 are 24,414 threads, about 6 warps per SM
+  # (the replay, bound by its latencies per op, has room for 12 at 163 registers); twice the chunks, from
+  # shorter chunks (more dense chunk x level work per event) or from a longer batch (a wider price window),
+  # not yet timed
+  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 2048,4096 --layouts 1021,1001,w1 --warps auto,2112,8448 --threads 64 --configs every1_ofi,every64_ofi,every64_ofi@2e8"}
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book_warp.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
   BT_ARGS="--time-budget ${BT_BUDGET:-285} ${BT_EXTRA:-}"
   if [ -f "$REPO/shared/market_usdm.pkl.gz" ]; then BT_ARGS="$BT_ARGS --market-cache $REPO/shared/market_usdm.pkl.gz"; fi
