@@ -527,7 +527,13 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         out = [be.empty((n_out, levels), xp.int64) for _ in range(4)]
         out_ofi = be.empty((n_out, levels), xp.int64) if ofi else be.empty((1, levels), xp.int64)
     every_op_emits = emit_mode == 0 and ev_of_op is None
-    op_rows = None if every_op_emits else xp.nonzero((o_flags & kb.F_EMIT) != 0)[0].astype(xp.int64)
+    if every_op_emits:
+        op_rows = None
+    elif emit_mode == 1 and ev_of_op is None:  # every k-th event: the ops the prepare pass marks, without a pass
+        k_every = max(every or 1, 1)
+        op_rows = xp.arange(k_every - 1, n_ops, k_every, dtype=xp.int64)
+    else:
+        op_rows = xp.nonzero((o_flags & kb.F_EMIT) != 0)[0].astype(xp.int64)
     if be.uses_cuda:
         if warp:  # a chunk per warp
             L = chunk or max(1, -(-n_ops // (int(warps) if warps else _auto_warps(n_ops, be))))
