@@ -77,7 +77,9 @@ fi
 # and the backtest tests (sweep engine == exact engine for every strategy on the device, one engine
 # kernel compile per strategy, a few seconds each at NVVM -O1). -v: a run stopped by its timeout still
 # shows which tests passed and failed.
-# PROFILE=1: Nsight Compute reports of one sweep-engine launch per variant (PROFILE_VARIANTS) and of the
+# PROFILE=1: Nsight Compute reports of one sweep-engine launch per variant (PROFILE_VARIANTS; PROF_SETS sets,
+# default 100,000: the size the 100x target is judged at, where the sets' thread-local state (6.8 KB each) no
+# longer fits L1/L2; the 2026-11-26 profile ran 4,096) and of the
 # book's prepare, summarise and replay kernels (every 64th event), side by side with the tests (ncu's
 # kernel replay serialises its own launches; its counters are per kernel). Reports in $OUT/ncu_*.txt.
 PROF_PID=
@@ -87,7 +89,7 @@ if [ "${PROFILE:-0}" = 1 ]; then
   echo "== ncu profiles ($NCU)"
   ( V=${PROFILE_VARIANTS:-t0s1,t128s1}
     timeout "${PROF_TIMEOUT:-180}" "$NCU" $SECTIONS -k regex:run_cuda --launch-count "$(echo "$V" | tr ',' '\n' | wc -l)" \
-      $PY "$REPO/experiments/tools/profile_gpu.py" sweep --sets "${PROF_SETS:-4096}" --events "${PROF_EVENTS:-1e5}" \
+      $PY "$REPO/experiments/tools/profile_gpu.py" sweep --sets "${PROF_SETS:-100000}" --events "${PROF_EVENTS:-1e5}" \
       --variant "$V" --reps 1 > "$OUT/ncu_sweep.txt" 2>&1
     echo "ncu exit: $?" >> "$OUT/ncu_sweep.txt"
     timeout "${PROF_BOOK_TIMEOUT:-90}" "$NCU" $SECTIONS -k regex:"prepare_cuda|summarise_cuda|replay" --launch-count 3 \
