@@ -630,6 +630,17 @@ def warp_all_cuda(q):  # pragma: no cover - device code
     return cuda.all_sync(cuda.activemask(), q)
 
 
+def warp_any_cpu(q):  # pragma: no cover - jitted
+    """CPU (and the CUDA simulator): this parameter set alone."""
+    return q
+
+
+def warp_any_cuda(q):  # pragma: no cover - device code
+    """GPU: ``q`` holds for any thread of the warp (those running with this one): then the whole warp takes the
+    branch it guards, together."""
+    return cuda.any_sync(cuda.activemask(), q)
+
+
 def pend_next(pend):  # pragma: no cover - jitted
     """Earliest time a fill notice reaches the strategy (BIG when none is in flight); drops the free rows at the
     end of the rows in use from ``pend[PEND_N, 0]``."""
@@ -781,6 +792,9 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                                               lo_oa)):
                 continue
             for e in range(e0, min(e0 + step, e_end)):
+                # acted: this event moved one of the set's clocks or its orders (a sample, an arrival or cancel at the
+                # exchange, a report, a fill, a decision); the block is then asked again whether it is quiet
+                acted = False
                 if tiled:
                     t, t_x, f = ev_fields(e, off, tl)
                 else:
@@ -800,14 +814,17 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                     record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
                     s_i += 1
                     next_sample += sample
+                    acted = True
                 # orders and cancels reaching the exchange before this event
                 if next_x <= t_x:
+                    acted = True
                     view_rows(vst, e, n_inst, cur)
                     exchange_until(p, e, t_x, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
                     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
                     next_p = pend_next(pend)
                 # reports (fills, ends of orders) that have reached the strategy
                 if next_p <= t:
+                    acted = True
                     for j in range(pend[PEND_N, 0]):
                         if pend[j, 0] >= 0 and pend[j, 0] <= t:
                             k = pend[j, 3]
@@ -850,11 +867,13 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                                        cnt, fills, kd, es, epx):
                                 rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
                 if nf0 >= 0 and cnt[N_FILLS] != nf0:  # fills free orders and put notices in flight
+                    acted = True
                     rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
                     next_p = pend_next(pend)
                 # the strategy decides after a complete message (the last event of its receive time: it has seen
                 # every event with ts_local <= t), at the first one at or after each decision time
                 if t >= next_decision and (f & EV_LAST) != 0:
+                    acted = True
                     if interval > 0:
                         if cfg[C_GRID] != 0:
                             next_decision += ((t - next_decision) // interval + 1) * interval  # fixed clock from t0
@@ -876,6 +895,14 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                     if n_act > 0:
                         apply_actions(p, n_act, acts, t, ordv, lv, cfg, cnt, n_inst)
                         rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
+                # a block walked for one event's sake (a decision, an arrival, a report...): after that event, ask the
+                # block again with the set's new clocks and orders; when it is quiet now, the rest of it is passed
+                # over (exact: the test covers the whole block, the events already walked included).  On a GPU the
+                # warp asks when any of its sets acted and leaves the block when all of them can (warp_any, warp_all)
+                if skips and warp_any(acted):  # noqa: F821
+                    if warp_all(block_quiet(blk, e0 >> sh, next_sample if s_i < n_samples else _BIG,  # noqa: F821
+                                            next_x, next_p, next_decision, rmask, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa)):
+                        break
     view_rows(vst, n, n_inst, cur)
     view_mids(vst, n, n_inst, mid2)
     while s_i < n_samples:
@@ -1166,7 +1193,9 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
         loader = ("ev_tile", ev_tile_none, ev_tile_cuda if tile else ev_tile_none)
         # the warp vote on a device; the simulator has no warp votes (its threads then skip alone: also exact)
         vote = ("warp_all", warp_all_cpu, warp_all_cpu if simulator_enabled() else warp_all_cuda)
-        cores = [*_ENGINE_CORES, loader, vote, *getattr(strategy, "CORES", ()), ("strategy_step", strategy.step)]
+        vote_any = ("warp_any", warp_any_cpu, warp_any_cpu if simulator_enabled() else warp_any_cuda)
+        cores = [*_ENGINE_CORES, loader, vote, vote_any, *getattr(strategy, "CORES", ()),
+                 ("strategy_step", strategy.step)]
         # the cores never allocate: no per-call array reference counting. Every core is inlined by force in
         # the CUDA kernel: at NVVM -O1 a dozen of them stayed calls (book_event_skips, single_level,
         # block_quiet, warp_all, pend_next and order_schedule among them, on the per-event path), each call
