@@ -899,10 +899,11 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                 # block again with the set's new clocks and orders; when it is quiet now, the rest of it is passed
                 # over (exact: the test covers the whole block, the events already walked included).  On a GPU the
                 # warp asks when any of its sets acted and leaves the block when all of them can (warp_any, warp_all)
-                if skips and warp_any(acted):  # noqa: F821
-                    if warp_all(block_quiet(blk, e0 >> sh, next_sample if s_i < n_samples else _BIG,  # noqa: F821
-                                            next_x, next_p, next_decision, rmask, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa)):
-                        break
+                # (warp_any's result is the same on every lane, so the whole warp evaluates warp_all or none of it)
+                if skips and warp_any(acted) and warp_all(  # noqa: F821
+                        block_quiet(blk, e0 >> sh, next_sample if s_i < n_samples else _BIG, next_x, next_p,
+                                    next_decision, rmask, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa)):
+                    break
     view_rows(vst, n, n_inst, cur)
     view_mids(vst, n, n_inst, mid2)
     while s_i < n_samples:
