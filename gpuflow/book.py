@@ -493,8 +493,9 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     big = 1 << 62
     mm = be.asarray(np.array([big, -big, big, -big, 0, 0, 0], dtype=np.int64))
     n_prep = min(n_ops, 132 * 2048) if be.uses_cuda else n_ops  # grid-stride threads of the prepare pass
+    k_every = max(every or 1, 1)  # emit mode 1: the prepare pass marks every k_every-th op
     be.launch(kb.PREPARE, n_prep, kind_in, side, price, qty_in, flags_in, np.int64(emit_mode),
-              np.int64(max(every or 1, 1)), emit_arr, op_lut, sign_lut, o_kind, o_qty, o_flags, mm)
+              np.int64(k_every), emit_arr, op_lut, sign_lut, o_kind, o_qty, o_flags, mm)
     mm_h = be.to_host(mm)
     n_out = int(mm_h[4])
     axis, kprice = _axis(o_kind, side, price, mm_h, init, window, max_levels, xp)
@@ -530,7 +531,6 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
     if every_op_emits:
         op_rows = None
     elif emit_mode == 1 and ev_of_op is None:  # every k-th event: the ops the prepare pass marks, without a pass
-        k_every = max(every or 1, 1)
         op_rows = xp.arange(k_every - 1, n_ops, k_every, dtype=xp.int64)
     else:
         op_rows = xp.nonzero((o_flags & kb.F_EMIT) != 0)[0].astype(xp.int64)

@@ -619,7 +619,8 @@ def block_quiet(blk, k, t_sample, next_x, next_p, next_decision, rmask, hi_bid, 
 
 
 def warp_all_cpu(q):  # pragma: no cover - jitted
-    """CPU (and the CUDA simulator): each parameter set decides alone whether to pass a block over."""
+    """CPU (and the CUDA simulator): each parameter set decides alone whether to pass a block over; bound as both
+    votes, ``warp_all`` and ``warp_any`` (:func:`warp_all_cuda`, :func:`warp_any_cuda` on a device)."""
     return q
 
 
@@ -628,11 +629,6 @@ def warp_all_cuda(q):  # pragma: no cover - device code
     over, so the warp's threads stay at the same event (per-thread skipping made the sweep 3.6x slower on the
     H100: threads at different events).  Exact either way: a thread skips only when its own ``q`` holds."""
     return cuda.all_sync(cuda.activemask(), q)
-
-
-def warp_any_cpu(q):  # pragma: no cover - jitted
-    """CPU (and the CUDA simulator): this parameter set alone."""
-    return q
 
 
 def warp_any_cuda(q):  # pragma: no cover - device code
@@ -1194,7 +1190,7 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
         loader = ("ev_tile", ev_tile_none, ev_tile_cuda if tile else ev_tile_none)
         # the warp vote on a device; the simulator has no warp votes (its threads then skip alone: also exact)
         vote = ("warp_all", warp_all_cpu, warp_all_cpu if simulator_enabled() else warp_all_cuda)
-        vote_any = ("warp_any", warp_any_cpu, warp_any_cpu if simulator_enabled() else warp_any_cuda)
+        vote_any = ("warp_any", warp_all_cpu, warp_all_cpu if simulator_enabled() else warp_any_cuda)
         cores = [*_ENGINE_CORES, loader, vote, vote_any, *getattr(strategy, "CORES", ()),
                  ("strategy_step", strategy.step)]
         # the cores never allocate: no per-call array reference counting. Every core is inlined by force in

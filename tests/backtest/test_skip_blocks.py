@@ -239,7 +239,7 @@ def test_gpu_kernel_votes_per_warp_the_simulator_and_cpu_per_set(monkeypatch, fa
     from gpuflow import backend as gb
 
     mm = get_strategy("market_making")
-    for sim, want, want_any in ((False, kb.warp_all_cuda, kb.warp_any_cuda), (True, kb.warp_all_cpu, kb.warp_any_cpu)):
+    for sim, want, want_any in ((False, kb.warp_all_cuda, kb.warp_any_cuda), (True, kb.warp_all_cpu, kb.warp_all_cpu)):
         monkeypatch.setattr(gb, "simulator_enabled", lambda s=sim: s)
         monkeypatch.setattr(kb, "simulator_enabled", lambda s=sim: s)
         monkeypatch.setattr(kb, "_PAIRS", {})
@@ -247,4 +247,4 @@ def test_gpu_kernel_votes_per_warp_the_simulator_and_cpu_per_set(monkeypatch, fa
         assert pair.cuda.__globals__["warp_all"].__code__ is want.__code__
         assert pair.cuda.__globals__["warp_any"].__code__ is want_any.__code__  # the re-vote after a set acted
         assert pair.cpu.py_func.__globals__["warp_all"].py_func.__code__ is kb.warp_all_cpu.__code__
-        assert pair.cpu.py_func.__globals__["warp_any"].py_func.__code__ is kb.warp_any_cpu.__code__
+        assert pair.cpu.py_func.__globals__["warp_any"].py_func.__code__ is kb.warp_all_cpu.__code__
