@@ -341,7 +341,7 @@ def _ask_px(j, wa, pmin_a, comp, ua):  # pragma: no cover - jitted
     return ua[j] if comp else pmin_a + j
 
 
-def _top(rows, rt, c, wb, wa, bb, ba, nb, na, nlev, st):  # pragma: no cover
+def _top(rows, rt, c, wb, wa, bb, ba, nb, na, nlev, st, si):  # pragma: no cover
     """Fill the current top ``nlev`` levels by scanning from the best levels ``bb`` / ``ba``.
 
     The scans stop after the side's ``nb`` / ``na`` non-empty levels: a thin book never walks the
@@ -356,12 +356,12 @@ def _top(rows, rt, c, wb, wa, bb, ba, nb, na, nlev, st):  # pragma: no cover
         if q > 0:
             for m in range(nlev):
                 st[4, m] = q if m == cnt else st[4, m]
-                st[7, m] = j if m == cnt else st[7, m]
+                si[7, m] = j if m == cnt else si[7, m]
             cnt += 1
         j -= 1
     for m in range(nlev):
         st[4, m] = 0 if m >= cnt else st[4, m]
-        st[7, m] = -1 if m >= cnt else st[7, m]
+        si[7, m] = -1 if m >= cnt else si[7, m]
     cnt = 0
     j = ba
     while cnt < nlev and cnt < na and j < wa:
@@ -369,33 +369,33 @@ def _top(rows, rt, c, wb, wa, bb, ba, nb, na, nlev, st):  # pragma: no cover
         if q > 0:
             for m in range(nlev):
                 st[5, m] = q if m == cnt else st[5, m]
-                st[8, m] = j if m == cnt else st[8, m]
+                si[8, m] = j if m == cnt else si[8, m]
             cnt += 1
         j += 1
     for m in range(nlev):
         st[5, m] = 0 if m >= cnt else st[5, m]
-        st[8, m] = wa if m >= cnt else st[8, m]
+        si[8, m] = wa if m >= cnt else si[8, m]
 
 
-def _list_remove(st, rq, ri, pos, nlev):  # pragma: no cover - jitted
+def _list_remove(st, si, rq, ri, pos, nlev):  # pragma: no cover - jitted
     """Drop entry ``pos`` of the top list held in scratch rows ``rq``/``ri`` (size, level index): the
     entries behind it move up one place (unrolled selects: the scratch stays in registers)."""
     for m in range(nlev - 1):
         st[rq, m] = st[rq, m + 1] if m >= pos else st[rq, m]
-        st[ri, m] = st[ri, m + 1] if m >= pos else st[ri, m]
+        si[ri, m] = si[ri, m + 1] if m >= pos else si[ri, m]
 
 
-def _list_insert(st, rq, ri, pos, nlev, v, j):  # pragma: no cover - jitted
+def _list_insert(st, si, rq, ri, pos, nlev, v, j):  # pragma: no cover - jitted
     """Insert (``v``, ``j``) at place ``pos`` of the top list; the last entry falls off."""
     for m in range(nlev - 1, 0, -1):
         st[rq, m] = st[rq, m - 1] if m > pos else st[rq, m]
-        st[ri, m] = st[ri, m - 1] if m > pos else st[ri, m]
+        si[ri, m] = si[ri, m - 1] if m > pos else si[ri, m]
     for m in range(nlev):
         st[rq, m] = v if m == pos else st[rq, m]
-        st[ri, m] = j if m == pos else st[ri, m]
+        si[ri, m] = j if m == pos else si[ri, m]
 
 
-def _bid_top_update(rows, rt, c, nb, nlev, st, j, v):  # pragma: no cover - jitted
+def _bid_top_update(rows, rt, c, nb, nlev, st, si, j, v):  # pragma: no cover - jitted
     """Bid level ``j`` now holds ``v`` (``nb`` non-empty bid levels): update the top list in place.
 
     The list (rows 4, 7 of ``st``: sizes, level indices) is sorted by index, best first.  A level deeper than a full
@@ -405,63 +405,63 @@ def _bid_top_update(rows, rt, c, nb, nlev, st, j, v):  # pragma: no cover - jitt
     pos = 0  # entries better than j (empty entries have index -1 < j)
     hit = False
     for m in range(nlev):
-        if st[7, m] > j:
+        if si[7, m] > j:
             pos += 1
-        if st[7, m] == j:
+        if si[7, m] == j:
             hit = True
     if hit:
         if v > 0:
             for m in range(nlev):
-                st[4, m] = v if st[7, m] == j else st[4, m]
+                st[4, m] = v if si[7, m] == j else st[4, m]
             return
-        _list_remove(st, 4, 7, pos, nlev)
+        _list_remove(st, si, 4, 7, pos, nlev)
         valid = 0
         for m in range(nlev - 1):
-            if st[7, m] >= 0:
+            if si[7, m] >= 0:
                 valid += 1
         jj = -1
         if valid == nlev - 1 and valid < nb:  # deeper levels exist: find the next one
-            jj = _next_bid(rows, rt, c, (st[7, nlev - 2] if nlev >= 2 else j) - 1)
+            jj = _next_bid(rows, rt, c, (si[7, nlev - 2] if nlev >= 2 else j) - 1)
         if jj >= 0:
             st[4, nlev - 1] = _rg(rows, rt, c, jj)
-            st[7, nlev - 1] = jj
+            si[7, nlev - 1] = jj
         else:
             st[4, nlev - 1] = 0
-            st[7, nlev - 1] = -1
+            si[7, nlev - 1] = -1
     elif v > 0 and pos < nlev:
-        _list_insert(st, 4, 7, pos, nlev, v, j)
+        _list_insert(st, si, 4, 7, pos, nlev, v, j)
 
 
-def _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, j, v):  # pragma: no cover - jitted
+def _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, si, j, v):  # pragma: no cover - jitted
     """Ask twin of :func:`_bid_top_update` (rows 5, 8; ``j`` within the ask side; empty = ``wa``)."""
     pos = 0  # entries better than j (empty entries have index wa > j)
     hit = False
     for m in range(nlev):
-        if st[8, m] < j:
+        if si[8, m] < j:
             pos += 1
-        if st[8, m] == j:
+        if si[8, m] == j:
             hit = True
     if hit:
         if v > 0:
             for m in range(nlev):
-                st[5, m] = v if st[8, m] == j else st[5, m]
+                st[5, m] = v if si[8, m] == j else st[5, m]
             return
-        _list_remove(st, 5, 8, pos, nlev)
+        _list_remove(st, si, 5, 8, pos, nlev)
         valid = 0
         for m in range(nlev - 1):
-            if st[8, m] < wa:
+            if si[8, m] < wa:
                 valid += 1
         jj = wa
         if valid == nlev - 1 and valid < na:
-            jj = _next_ask(rows, rt, c, wb, wa, (st[8, nlev - 2] if nlev >= 2 else j) + 1)
+            jj = _next_ask(rows, rt, c, wb, wa, (si[8, nlev - 2] if nlev >= 2 else j) + 1)
         if jj < wa:
             st[5, nlev - 1] = _rg(rows, rt, c, wb + jj)
-            st[8, nlev - 1] = jj
+            si[8, nlev - 1] = jj
         else:
             st[5, nlev - 1] = 0
-            st[8, nlev - 1] = wa
+            si[8, nlev - 1] = wa
     elif v > 0 and pos < nlev:
-        _list_insert(st, 5, 8, pos, nlev, v, j)
+        _list_insert(st, si, 5, 8, pos, nlev, v, j)
 
 
 #: int64 values per lane and output array in a staged replay's shared buffer (mode 2 of replay_chunk)
@@ -509,7 +509,7 @@ def _stage_flush_cuda(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, o
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                  lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                 tail, diag, st, mode, rec, Lp, stg, sk, sn, lane, active):  # pragma: no cover
+                 tail, diag, st, si, mode, rec, Lp, stg, sk, sn, lane, active):  # pragma: no cover
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
     ``st`` is an int64 scratch of shape (9, >= nlev): rows 0-3 the previous
@@ -536,11 +536,11 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     """
     nb = best[c, 2]
     na = best[c, 3]
-    _top(rows, rt, c, wb, wa, best[c, 0], best[c, 1], nb, na, nlev, st)
+    _top(rows, rt, c, wb, wa, best[c, 0], best[c, 1], nb, na, nlev, st, si)
     for m in range(nlev):
-        st[0, m] = st[7, m]
+        si[0, m] = si[7, m]
         st[1, m] = st[4, m]
-        st[2, m] = st[8, m]
+        si[2, m] = si[8, m]
         st[3, m] = st[5, m]
         st[6, m] = 0
     k = out_base[c]
@@ -554,7 +554,11 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     s_n = 0
     q_n = np.int64(0)
     f_n = 0
-    j_n = -1
+    # level indices in 32 bits (a price window is far below 2**31 levels): the top list's compares and selects
+    # are then single instructions (64-bit ones are pairs), and it takes fewer registers
+    j_n = np.int32(-1)
+    wb32 = np.int32(wb)
+    wa32 = np.int32(wa)
     r_n = np.int64(0)
     for jj in range(-1, n_loop):  # jj == -1 only loads op 0; past the chunk's end (mode 2): no-op steps
         kd = kd_n
@@ -563,12 +567,12 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         f = f_n
         j = j_n
         r = r_n
-        j_n = -1
+        j_n = np.int32(-1)
         if jj + 1 < n_ch:
             kd_n, s_n, p_n, q_n, i = _op_fields(c, jj + 1, bounds, C, inter, kind, side, price, qty)
             f_n = flags[i]
             if kd_n == OP_SET or kd_n == OP_ADD:
-                j_n = _level(s_n, p_n, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a)
+                j_n = np.int32(_level(s_n, p_n, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a))
             r_n = _rg(rows, rt, c, j_n) if j_n >= 0 else np.int64(0)
         else:
             kd_n = OP_NONE
@@ -590,14 +594,15 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                     diag[c, 0] += 1
                 d = (1 if v > 0 else 0) - (1 if was else 0)
                 # fast path: an op deeper than the last of a full top list changes nothing visible
-                if j < wb:
+                if j < wb32:
                     nb += d
-                    if j >= st[7, nlev - 1]:
-                        _bid_top_update(rows, rt, c, nb, nlev, st, j, v)
+                    if j >= si[7, nlev - 1]:
+                        _bid_top_update(rows, rt, c, nb, nlev, st, si, j, v)
                 else:
                     na += d
-                    if j - wb <= st[8, nlev - 1]:
-                        _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, j - wb, v)
+                    ja = np.int32(j - wb32)
+                    if ja <= si[8, nlev - 1]:
+                        _ask_top_update(rows, rt, c, wb32, wa32, na, nlev, st, si, ja, v)
         elif kd == OP_CLEAR:
             if s >= 0:
                 for jc in range(wb):
@@ -611,20 +616,20 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 na = 0
                 if j_n >= wb:
                     r_n = np.int64(0)
-            _top(rows, rt, c, wb, wa, st[7, 0], st[8, 0], nb, na, nlev, st)
+            _top(rows, rt, c, wb, wa, si[7, 0], si[8, 0], nb, na, nlev, st, si)
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
-        if (f & F_OBSERVE) != 0 and st[7, 0] >= 0 and st[8, 0] < wa:
-            if _bid_px(st[7, 0], pmin_b, comp, ub) >= _ask_px(st[8, 0], wa, pmin_a, comp, ua):  # crossed/locked
+        if (f & F_OBSERVE) != 0 and si[7, 0] >= 0 and si[8, 0] < wa32:
+            if _bid_px(si[7, 0], pmin_b, comp, ub) >= _ask_px(si[8, 0], wa, pmin_a, comp, ua):  # crossed/locked
                 if diag[c, 2] == 0:
                     diag[c, 3] = bounds[c] + jj
                 diag[c, 2] += 1
         if obs:
             for m in range(nlev):  # prices compared through their level indices (same order)
-                bp = st[7, m]
-                pbp = st[0, m]
-                ap = st[8, m]
-                pap = st[2, m]
+                bp = si[7, m]
+                pbp = si[0, m]
+                ap = si[8, m]
+                pap = si[2, m]
                 e = np.int64(0)
                 if bp >= pbp:
                     e += st[4, m]
@@ -635,18 +640,18 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 if ap >= pap:
                     e += st[3, m]
                 st[6, m] += e
-                st[0, m] = bp
+                si[0, m] = bp
                 st[1, m] = st[4, m]
-                st[2, m] = ap
+                si[2, m] = ap
                 st[3, m] = st[5, m]
         if emit and mode == 2:
             n_st = sn[lane]
             if n_st == 0:
                 sk[lane] = k
             for m in range(nlev):
-                stg[lane, 0, n_st * nlev + m] = _bid_px(st[7, m], pmin_b, comp, ub)
+                stg[lane, 0, n_st * nlev + m] = _bid_px(si[7, m], pmin_b, comp, ub)
                 stg[lane, 1, n_st * nlev + m] = st[4, m]
-                stg[lane, 2, n_st * nlev + m] = _ask_px(st[8, m], wa, pmin_a, comp, ua)
+                stg[lane, 2, n_st * nlev + m] = _ask_px(si[8, m], wa, pmin_a, comp, ua)
                 stg[lane, 3, n_st * nlev + m] = st[5, m]
                 if do_ofi:
                     stg[lane, 4, n_st * nlev + m] = st[6, m]
@@ -658,9 +663,9 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             # bid px, bid qty, ask px, ask qty, ofi per row; a warp's records are adjacent (coalesced)
             slot = c + jj * C
             for m in range(nlev):
-                rec[slot, m] = _bid_px(st[7, m], pmin_b, comp, ub)
+                rec[slot, m] = _bid_px(si[7, m], pmin_b, comp, ub)
                 rec[slot, nlev + m] = st[4, m]
-                rec[slot, 2 * nlev + m] = _ask_px(st[8, m], wa, pmin_a, comp, ua)
+                rec[slot, 2 * nlev + m] = _ask_px(si[8, m], wa, pmin_a, comp, ua)
                 rec[slot, 3 * nlev + m] = st[5, m]
                 if do_ofi:
                     rec[slot, 4 * nlev + m] = st[6, m]
@@ -668,9 +673,9 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             k += 1
         elif emit:
             for m in range(nlev):
-                out_bp[k, m] = _bid_px(st[7, m], pmin_b, comp, ub)
+                out_bp[k, m] = _bid_px(si[7, m], pmin_b, comp, ub)
                 out_bq[k, m] = st[4, m]
-                out_ap[k, m] = _ask_px(st[8, m], wa, pmin_a, comp, ua)
+                out_ap[k, m] = _ask_px(si[8, m], wa, pmin_a, comp, ua)
                 out_aq[k, m] = st[5, m]
                 if do_ofi:
                     out_ofi[k, m] = st[6, m]
@@ -680,8 +685,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             # bound by Twins: _stage_flush_cpu / _stage_flush_cuda
             _stage_flush(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi)  # noqa: F821
     if active:
-        best[c, 0] = st[7, 0]
-        best[c, 1] = st[8, 0]
+        best[c, 0] = si[7, 0]
+        best[c, 1] = si[8, 0]
         best[c, 2] = nb
         best[c, 3] = na
         for m in range(nlev):
@@ -1259,6 +1264,7 @@ def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, w
     c = cuda.grid(1)
     if c < bounds.size - 1:
         st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
+        si = cuda.local.array((9, NLEV_CAP), dtype=np.int32)
         stg = cuda.local.array((1, 1, 1), dtype=np.int64)  # no stage in these modes
         sk = cuda.local.array(1, dtype=np.int64)
         md = 0 if mode == 2 else mode  # (mode 2 needs the staged kernel: rows go straight out here)
@@ -1266,7 +1272,7 @@ def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, w
         # lets every scratch loop unroll, so the scratch is held in registers
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                     out_ofi, tail, diag, st, md, rec, Lp, stg, sk, sk, 0, True)
+                     out_ofi, tail, diag, st, si, md, rec, Lp, stg, sk, sk, 0, True)
 
 
 def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
@@ -1283,13 +1289,14 @@ def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt
     sn[lane] = 0
     cuda.syncthreads()
     st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
+    si = cuda.local.array((9, NLEV_CAP), dtype=np.int32)
     # every thread runs the same loop and reaches the same block barriers (threads past the last chunk
     # inactive), so no barrier sits in divergent code
     active = c < C
     ca = c if active else C - 1
     replay_chunk(ca, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b,
                  pmin_a, comp, lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap,
-                 out_aq, out_ofi, tail, diag, st, 2, rec, Lp, stg, sk, sn, lane, active)
+                 out_aq, out_ofi, tail, diag, st, si, 2, rec, Lp, stg, sk, sn, lane, active)
 
 
 def summarise_warp_cuda(xch, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
@@ -1387,13 +1394,14 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay).  Rows
     staged on the GPU (mode 2) go straight to the outputs here: the same rows."""
     st = np.empty((9, max(nlev, 1)), dtype=np.int64)
+    si = np.empty((9, max(nlev, 1)), dtype=np.int32)
     stg = np.zeros((1, 1, 1), dtype=np.int64)
     sk = np.zeros(1, dtype=np.int64)
     m = 0 if mode == 2 else mode
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, diag, st, m, rec, Lp, stg, sk, sk, 0, True)
+                     tail, diag, st, si, m, rec, Lp, stg, sk, sk, 0, True)
 
 
 def summarise_warp_cpu(xch, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
@@ -1413,13 +1421,14 @@ def replay_warp_cpu(xch, bounds, side, price, kind, qty, flags, rows, wb, wa, pm
     out_aq = outs[3]
     out_ofi = outs[4] if do_ofi else outs[0, :1]
     st = np.empty((9, max(nlev, 1)), dtype=np.int64)
+    si = np.empty((9, max(nlev, 1)), dtype=np.int32)
     rec = np.zeros((1, 1), dtype=np.int64)
     stg = np.zeros((1, 1, 1), dtype=np.int64)
     sk = np.zeros(1, dtype=np.int64)
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, 1, False, side, price, kind, qty, flags, rows, False, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, diag, st, 0, rec, 0, stg, sk, sk, 0, True)
+                     tail, diag, st, si, 0, rec, 0, stg, sk, sk, 0, True)
 
 
 def gather_rows_cuda(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
@@ -1464,22 +1473,29 @@ ROW_BEST = KernelPair("book.row_best", _TW.cuda(row_best_cuda), _TW.cpu(row_best
 # from numba's cache ran 30 ms on the USD-M recording against 17 ms compiled in the process (same code);
 # compiling it costs about 5 s once per process
 _REPLAY_CPU = _TW.cpu(replay_cpu)
-_REPLAY: dict[tuple[int, bool], KernelPair] = {}
+_REPLAY: dict[tuple[int, bool, int], KernelPair] = {}
 
 
-def replay_pair(levels: int, staged: bool = False) -> KernelPair:
+def replay_pair(levels: int, staged: bool = False, registers: int | None = None) -> KernelPair:
     """The replay kernel pair for ``levels`` levels: the CUDA kernel's per-thread scratch is sized at
     compile time to exactly ``levels`` columns (local memory per thread is the replay's main cost).
-    ``staged``: the mode-2 kernel (rows staged in shared memory; one-warp blocks, 32 threads)."""
+    ``staged``: the mode-2 kernel (rows staged in shared memory; one-warp blocks, 32 threads).
+    ``registers``: the CUDA kernel's register cap (0: none; default: the ``book_replay_max_registers``
+    option)."""
+    from gpuflow import config
+
     cap = min(max(int(levels), 1), MAX_LEVELS)
-    key = (cap, bool(staged))
+    regs = int(config.get_option("book_replay_max_registers") if registers is None else registers)
+    key = (cap, bool(staged), regs)
     if key not in _REPLAY:
+        label = f"[{cap}]" + (f"[regs {regs}]" if regs else "")
         if staged:
-            _REPLAY[key] = KernelPair(f"book.replay_staged[{cap}]", _TW.cuda(replay_staged_cuda, NLEV_CAP=cap),
+            _REPLAY[key] = KernelPair(f"book.replay_staged{label}", _TW.cuda(replay_staged_cuda, NLEV_CAP=cap,
+                                                                             max_registers=regs),
                                       _REPLAY_CPU, threads=32)
         else:
-            _REPLAY[key] = KernelPair(f"book.replay[{cap}]", _TW.cuda(replay_cuda, NLEV_CAP=cap), _REPLAY_CPU,
-                                      threads=64)
+            _REPLAY[key] = KernelPair(f"book.replay{label}", _TW.cuda(replay_cuda, NLEV_CAP=cap, max_registers=regs),
+                                      _REPLAY_CPU, threads=64)
     return _REPLAY[key]
 
 

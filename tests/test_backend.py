@@ -108,6 +108,31 @@ def test_backtest_kernel_register_cap_reaches_the_jit(monkeypatch, fake_device_j
     assert "max_registers" not in seen[-1]
 
 
+def test_book_replay_register_cap_reaches_the_jit(monkeypatch, fake_device_jit):
+    """``book_replay_max_registers`` (or replay_pair's argument) becomes cuda.jit's max_registers for the thread
+    replay on a device, a separate kernel per cap (plain and staged); 0, the default, passes none."""
+    from gpuflow.kernels import book as kbk
+
+    from gpuflow import config
+    from gpuflow.errors import GpuflowError
+
+    seen = fake_device_jit
+    monkeypatch.setattr(kbk, "_REPLAY", {})
+    assert config.get_option("book_replay_max_registers") == 0
+    a = kbk.replay_pair(5)
+    assert "max_registers" not in seen[-1] and "regs" not in a.name
+    with config.config_context(book_replay_max_registers=128):
+        b = kbk.replay_pair(5)
+        s = kbk.replay_pair(5, staged=True)
+    assert seen[-2].get("max_registers") == 128 and seen[-1].get("max_registers") == 128
+    c = kbk.replay_pair(5, registers=96)
+    assert seen[-1].get("max_registers") == 96
+    assert len({id(a), id(b), id(s), id(c)}) == 4 and "regs 128" in b.name and "staged" in s.name
+    assert kbk.replay_pair(5, registers=128) is b
+    with pytest.raises(GpuflowError, match="book_replay_max_registers"):
+        config.set_option("book_replay_max_registers", 100)
+
+
 def test_backtest_kernel_inlines_every_core_on_a_device(monkeypatch, fake_device_jit):
     """On a device every core of the engine kernel is compiled with forceinline (NVVM's alwaysinline): at -O1
     some stayed calls in the sm_90 SASS, each saving and restoring live registers through local memory; the

@@ -30,9 +30,16 @@ def _versions() -> dict:
 
     return describe_machine()
 
+def _regs(lay: str) -> int:
+    """The thread replay's register cap of a layout token: ``"1021r128"`` -> 128 (no ``r``: 0, none)."""
+    return int(lay.split("r", 1)[1]) if "r" in lay else 0
+
+
 def _layout(lay: str) -> tuple:
     """``"1021"`` -> (interleaved ops, level-major books, row output mode, int32 level sizes); ``"w"`` /
-    ``"w1"``: the warp replay (its own op order and row writes), with int32 level sizes for ``w1``."""
+    ``"w1"``: the warp replay (its own op order and row writes), with int32 level sizes for ``w1``.  A suffix
+    ``rN`` (``"1021r128"``) caps the thread replay's registers at N (:func:`_regs`)."""
+    lay = lay.split("r", 1)[0]
     if lay.startswith("w"):
         return (False, False, 0, lay[1:2] == "1")
     return (lay[0] == "1", lay[1] == "1", int(lay[2]) if len(lay) > 2 else 0, len(lay) > 3 and lay[3] == "1")
@@ -72,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", default="auto", help="comma list of ops per chunk (thread replay), or auto")
     ap.add_argument("--layouts", default="100", help="comma list of GPU layouts: <interleaved ops><level-major rows>"
                     "[<every-event row output: 0 direct, 1 slot records + gather, 2 staged in shared memory>"
-                    "[<int32 level sizes where they fit>]]; w or w1: the warp replay (w1: int32 level sizes)")
+                    "[<int32 level sizes where they fit>]][r<register cap of the thread replay>]; w or w1: the warp "
+                    "replay (w1: int32 level sizes)")
     ap.add_argument("--warps", default="auto", help="comma list of warp-replay groups (warps), or auto")
     ap.add_argument("--threads", default="64", help="comma list of replay threads per block")
     ap.add_argument("--seed", type=int, default=7)
@@ -81,9 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args(argv)
 
+    from gpuflow.kernels.stream import STREAM_CHECKSUM
+
+    from gpuflow import config
     from gpuflow.backend import get_backend
     from gpuflow.book import rebuild_book
-    from gpuflow.kernels.stream import STREAM_CHECKSUM
 
     be = get_backend("gpu")
     res: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -142,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         for chunk, lay, tpb, wp in combos:
             layout = _layout(lay)
             rkw = _replay_kw(lay, wp)
+            opts = config.config_context(book_replay_max_registers=_regs(lay))
             try:
+                opts.__enter__()
                 rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
                              layout=layout, threads=tpb, **rkw)  # JIT warm-up
                 be.synchronize()
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{cfg_name} chunk={chunk} layout={lay} threads={tpb} warps={wp}: FAILED {type(exc).__name__}: "
                       f"{str(exc)[:300]}", flush=True)
                 continue
+            finally:
+                opts.__exit__(None, None, None)
             r = {"config": cfg_name, "batch_events": cb, "batches": n_batches, "chunk": chunk, "layout": lay,
                  "threads": tpb, "warps": wp, "levels": args.levels, "every": every, "ofi": ofi,
                  "seconds": el, "events_per_s": cb * n_batches / el, "first_batch_phase_s": phase_tot,
@@ -178,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     from gpuflow.kernels import book as kb
 
     kstats = {}
-    for name, pair in (("replay", kb.replay_pair(args.levels)), ("replay_staged", kb.replay_pair(args.levels, True)),
-                       ("replay_warp", kb.warp_replay_pair(args.levels)), ("summarise", kb.SUMMARISE),
+    caps = sorted({_regs(lo) for lo in args.layouts.split(",")} | {0})
+    pairs = [(f"replay{f'_r{r}' if r else ''}", kb.replay_pair(args.levels, registers=r)) for r in caps]
+    pairs += [(f"replay_staged{f'_r{r}' if r else ''}", kb.replay_pair(args.levels, True, registers=r)) for r in caps]
+    for name, pair in (*pairs, ("replay_warp", kb.warp_replay_pair(args.levels)), ("summarise", kb.SUMMARISE),
                        ("prepare", kb.PREPARE)):
         kstats[f"{name}.lto"] = str(getattr(pair.cuda, "targetoptions", {}).get("lto"))
         for what in ("get_regs_per_thread", "get_local_mem_per_thread", "get_shared_mem_per_block"):
@@ -203,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     same_by_layout = {}
     for lay in dict.fromkeys(["100", *args.layouts.split(",")]):  # the default layout first, then each measured
         try:
-            g = rebuild_book(dsl, levels=args.levels, every=1, ofi=True, backend=be, layout=_layout(lay),
-                             **_replay_kw(lay)).to_host()
+            with config.config_context(book_replay_max_registers=_regs(lay)):
+                g = rebuild_book(dsl, levels=args.levels, every=1, ofi=True, backend=be, layout=_layout(lay),
+                                 **_replay_kw(lay)).to_host()
         except Exception as exc:  # noqa: BLE001 - reported with the rest
             same_by_layout[lay] = f"{type(exc).__name__}: {str(exc)[:200]}"
             continue
