@@ -89,10 +89,11 @@ def _parse_auto_int(s: str) -> str | int:
 
 
 _register_option("book_replay_max_registers", 0,
-                 "Registers per thread the GPU book replay (one thread per chunk) may use (0: as ptxas chooses: "
-                 "155-160 at 5 levels on sm_90, which allows 12 warps per SM); 128 allows 16 warps per SM at the cost "
-                 "of a few spilled values (ptxas sm_90: 24-56 B of thread stack). Same results either way.",
-                 _choice(0, 96, 128, 168), parse=int)
+                 "Registers per thread the GPU book replay (one thread per chunk) may use (0: as ptxas chooses; "
+                 "sm_90, 5 levels: 128 with int32 level sizes, 16 warps per SM, and 155-160 with int64 sizes, 12 "
+                 "warps); fewer allow more warps per SM at the cost of spilled values (ptxas sm_90, int32 sizes: 112 "
+                 "registers spill 4-72 B per thread, 96 spill 150-210 B). Same results either way.",
+                 _choice(0, 96, 112, 128, 168), parse=int)
 _register_option("backtest_nvvm_opt", 1,
                  "NVVM optimisation level (0-3) for the backtest sweep kernel's compile: 3 takes minutes, 1 seconds.",
                  _choice(0, 1, 2, 3), parse=int)

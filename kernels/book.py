@@ -468,6 +468,16 @@ def _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, si, j, v):  # pragma: no 
 STAGE_VALUES = 16
 
 
+def _ix_cpu(x):  # pragma: no cover - jitted
+    """A level index of the thread replay's top lists on the CPU: 64 bits (see :func:`replay_chunk`)."""
+    return np.int64(x)
+
+
+def _ix_cuda(x):  # pragma: no cover - device code
+    """A level index of the thread replay's top lists on a GPU: 32 bits (single-instruction compares and selects)."""
+    return np.int32(x)
+
+
 def _stage_rows(nlev):  # pragma: no cover - jitted
     """Rows a lane stages before the warp writes them out (they fill ``STAGE_VALUES`` values)."""
     return max(1, STAGE_VALUES // nlev)
@@ -509,13 +519,16 @@ def _stage_flush_cuda(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, o
 
 def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                  lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                 tail, diag, st, si, mode, rec, Lp, stg, sk, sn, lane, active):  # pragma: no cover
+                 tail, diag, st, si, so, mode, rec, Lp, stg, sk, sn, lane, active):  # pragma: no cover
     """Replay chunk ``c`` on its start book (modified in place) and emit rows.
 
-    ``st`` is an int64 scratch of shape (9, >= nlev): rows 0-3 the previous
-    observation's top levels (bid level index, bid size, ask level index, ask size),
-    4 and 5 the current bid / ask sizes and 7-8 their level indices (kept up to date
-    op by op), 6 the OFI accumulator.  Level indices order
+    The scratch is three arrays of shape (9, >= nlev), each using some of its rows: ``si`` (int32)
+    level indices: rows 0 and 2 the previous observation's top bid / ask levels, 7 and 8 the current
+    ones (kept up to date op by op); ``st`` (the level sizes' dtype: int32 where the sizes provably fit,
+    see gpuflow.book) sizes: rows 1 and 3 the previous observation's, 4 and 5 the current ones; ``so``
+    (int64) row 6, the OFI accumulator.  Narrow indices and sizes make the top list's compares and
+    selects single instructions on a GPU and save registers (ptxas sm_90, 5 levels, int32 sizes: 128
+    instead of 155-168).  Level indices order
     like prices (an empty bid slot is -1, an empty ask slot ``wa``), so OFI compares
     indices; prices are formed only for output rows (:func:`_bid_px`).
     ``best[c]`` holds (best bid index, best ask index, bid levels, ask levels) at
@@ -542,7 +555,7 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         st[1, m] = st[4, m]
         si[2, m] = si[8, m]
         st[3, m] = st[5, m]
-        st[6, m] = 0
+        so[6, m] = 0
     k = out_base[c]
     n_ch = bounds[c + 1] - bounds[c] if active else 0
     n_loop = Lp if mode == 2 else n_ch
@@ -554,11 +567,12 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     s_n = 0
     q_n = np.int64(0)
     f_n = 0
-    # level indices in 32 bits (a price window is far below 2**31 levels): the top list's compares and selects
-    # are then single instructions (64-bit ones are pairs), and it takes fewer registers
-    j_n = np.int32(-1)
-    wb32 = np.int32(wb)
-    wa32 = np.int32(wa)
+    # level indices in 32 bits on a GPU (a price window is far below 2**31 levels): the top list's compares and
+    # selects are then single instructions (64-bit ones are pairs), and it takes fewer registers; 64 bits on the
+    # CPU, where 32-bit indices only add sign extensions (_ix: bound by Twins)
+    j_n = _ix(-1)  # noqa: F821
+    wbi = _ix(wb)  # noqa: F821
+    wai = _ix(wa)  # noqa: F821
     r_n = np.int64(0)
     for jj in range(-1, n_loop):  # jj == -1 only loads op 0; past the chunk's end (mode 2): no-op steps
         kd = kd_n
@@ -567,12 +581,12 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         f = f_n
         j = j_n
         r = r_n
-        j_n = np.int32(-1)
+        j_n = _ix(-1)  # noqa: F821
         if jj + 1 < n_ch:
             kd_n, s_n, p_n, q_n, i = _op_fields(c, jj + 1, bounds, C, inter, kind, side, price, qty)
             f_n = flags[i]
             if kd_n == OP_SET or kd_n == OP_ADD:
-                j_n = np.int32(_level(s_n, p_n, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a))
+                j_n = _ix(_level(s_n, p_n, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a))  # noqa: F821
             r_n = _rg(rows, rt, c, j_n) if j_n >= 0 else np.int64(0)
         else:
             kd_n = OP_NONE
@@ -594,15 +608,15 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                     diag[c, 0] += 1
                 d = (1 if v > 0 else 0) - (1 if was else 0)
                 # fast path: an op deeper than the last of a full top list changes nothing visible
-                if j < wb32:
+                if j < wbi:
                     nb += d
                     if j >= si[7, nlev - 1]:
                         _bid_top_update(rows, rt, c, nb, nlev, st, si, j, v)
                 else:
                     na += d
-                    ja = np.int32(j - wb32)
+                    ja = _ix(j - wbi)  # noqa: F821
                     if ja <= si[8, nlev - 1]:
-                        _ask_top_update(rows, rt, c, wb32, wa32, na, nlev, st, si, ja, v)
+                        _ask_top_update(rows, rt, c, wbi, wai, na, nlev, st, si, ja, v)
         elif kd == OP_CLEAR:
             if s >= 0:
                 for jc in range(wb):
@@ -619,7 +633,7 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
             _top(rows, rt, c, wb, wa, si[7, 0], si[8, 0], nb, na, nlev, st, si)
         emit = (f & F_EMIT) != 0
         obs = do_ofi and (f & F_OBSERVE) != 0
-        if (f & F_OBSERVE) != 0 and si[7, 0] >= 0 and si[8, 0] < wa32:
+        if (f & F_OBSERVE) != 0 and si[7, 0] >= 0 and si[8, 0] < wai:
             if _bid_px(si[7, 0], pmin_b, comp, ub) >= _ask_px(si[8, 0], wa, pmin_a, comp, ua):  # crossed/locked
                 if diag[c, 2] == 0:
                     diag[c, 3] = bounds[c] + jj
@@ -639,7 +653,7 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                     e -= st[5, m]
                 if ap >= pap:
                     e += st[3, m]
-                st[6, m] += e
+                so[6, m] += e
                 si[0, m] = bp
                 st[1, m] = st[4, m]
                 si[2, m] = ap
@@ -654,8 +668,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 stg[lane, 2, n_st * nlev + m] = _ask_px(si[8, m], wa, pmin_a, comp, ua)
                 stg[lane, 3, n_st * nlev + m] = st[5, m]
                 if do_ofi:
-                    stg[lane, 4, n_st * nlev + m] = st[6, m]
-                    st[6, m] = 0
+                    stg[lane, 4, n_st * nlev + m] = so[6, m]
+                    so[6, m] = 0
             sn[lane] = n_st + 1
             k += 1
         elif emit and mode == 1:
@@ -668,8 +682,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 rec[slot, 2 * nlev + m] = _ask_px(si[8, m], wa, pmin_a, comp, ua)
                 rec[slot, 3 * nlev + m] = st[5, m]
                 if do_ofi:
-                    rec[slot, 4 * nlev + m] = st[6, m]
-                    st[6, m] = 0
+                    rec[slot, 4 * nlev + m] = so[6, m]
+                    so[6, m] = 0
             k += 1
         elif emit:
             for m in range(nlev):
@@ -678,8 +692,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                 out_ap[k, m] = _ask_px(si[8, m], wa, pmin_a, comp, ua)
                 out_aq[k, m] = st[5, m]
                 if do_ofi:
-                    out_ofi[k, m] = st[6, m]
-                    st[6, m] = 0
+                    out_ofi[k, m] = so[6, m]
+                    so[6, m] = 0
             k += 1
         if mode == 2 and (jj % S == S - 1 or jj == n_loop - 1):
             # bound by Twins: _stage_flush_cpu / _stage_flush_cuda
@@ -690,7 +704,7 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         best[c, 2] = nb
         best[c, 3] = na
         for m in range(nlev):
-            tail[c, m] = st[6, m]  # OFI observed after the chunk's last emitted row (carried by the caller)
+            tail[c, m] = so[6, m]  # OFI observed after the chunk's last emitted row (carried by the caller)
 
 
 def gather_rows_at(k, bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
@@ -1263,8 +1277,9 @@ def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, w
     """One thread per chunk replays it from its start book (modes 0 and 1).  Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     if c < bounds.size - 1:
-        st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
+        st = cuda.local.array((9, NLEV_CAP), dtype=rows.dtype)
         si = cuda.local.array((9, NLEV_CAP), dtype=np.int32)
+        so = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
         stg = cuda.local.array((1, 1, 1), dtype=np.int64)  # no stage in these modes
         sk = cuda.local.array(1, dtype=np.int64)
         md = 0 if mode == 2 else mode  # (mode 2 needs the staged kernel: rows go straight out here)
@@ -1272,7 +1287,7 @@ def replay_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, w
         # lets every scratch loop unroll, so the scratch is held in registers
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap, out_aq,
-                     out_ofi, tail, diag, st, si, md, rec, Lp, stg, sk, sk, 0, True)
+                     out_ofi, tail, diag, st, si, so, md, rec, Lp, stg, sk, sk, 0, True)
 
 
 def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
@@ -1288,15 +1303,16 @@ def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt
     sn = cuda.shared.array(32, dtype=np.int64)
     sn[lane] = 0
     cuda.syncthreads()
-    st = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
+    st = cuda.local.array((9, NLEV_CAP), dtype=rows.dtype)
     si = cuda.local.array((9, NLEV_CAP), dtype=np.int32)
+    so = cuda.local.array((9, NLEV_CAP), dtype=np.int64)
     # every thread runs the same loop and reaches the same block barriers (threads past the last chunk
     # inactive), so no barrier sits in divergent code
     active = c < C
     ca = c if active else C - 1
     replay_chunk(ca, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b,
                  pmin_a, comp, lut_b, lut_a, ub, ua, best, out_base, NLEV_CAP, do_ofi, out_bp, out_bq, out_ap,
-                 out_aq, out_ofi, tail, diag, st, si, 2, rec, Lp, stg, sk, sn, lane, active)
+                 out_aq, out_ofi, tail, diag, st, si, so, 2, rec, Lp, stg, sk, sn, lane, active)
 
 
 def summarise_warp_cuda(xch, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
@@ -1393,15 +1409,18 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
                out_ofi, tail, diag, mode, rec, Lp):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay).  Rows
     staged on the GPU (mode 2) go straight to the outputs here: the same rows."""
+    # one int64 scratch serves as all three (their rows are disjoint; the CPU's level sizes are int64): 64-bit
+    # level indices on the CPU, see replay_chunk
     st = np.empty((9, max(nlev, 1)), dtype=np.int64)
-    si = np.empty((9, max(nlev, 1)), dtype=np.int32)
+    si = st
+    so = st
     stg = np.zeros((1, 1, 1), dtype=np.int64)
     sk = np.zeros(1, dtype=np.int64)
     m = 0 if mode == 2 else mode
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, diag, st, si, m, rec, Lp, stg, sk, sk, 0, True)
+                     tail, diag, st, si, so, m, rec, Lp, stg, sk, sk, 0, True)
 
 
 def summarise_warp_cpu(xch, bounds, side, price, kind, qty, sa, sb, wb, wa, pmin_b, pmin_a, comp, lut_b,
@@ -1420,15 +1439,18 @@ def replay_warp_cpu(xch, bounds, side, price, kind, qty, flags, rows, wb, wa, pm
     out_ap = outs[2]
     out_aq = outs[3]
     out_ofi = outs[4] if do_ofi else outs[0, :1]
+    # one int64 scratch serves as all three (their rows are disjoint; the CPU's level sizes are int64): 64-bit
+    # level indices on the CPU, see replay_chunk
     st = np.empty((9, max(nlev, 1)), dtype=np.int64)
-    si = np.empty((9, max(nlev, 1)), dtype=np.int32)
+    si = st
+    so = st
     rec = np.zeros((1, 1), dtype=np.int64)
     stg = np.zeros((1, 1, 1), dtype=np.int64)
     sk = np.zeros(1, dtype=np.int64)
     for c in range(bounds.size - 1):
         replay_chunk(c, bounds, 1, False, side, price, kind, qty, flags, rows, False, wb, wa, pmin_b, pmin_a, comp,
                      lut_b, lut_a, ub, ua, best, out_base, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq, out_ofi,
-                     tail, diag, st, si, 0, rec, 0, stg, sk, sk, 0, True)
+                     tail, diag, st, si, so, 0, rec, 0, stg, sk, sk, 0, True)
 
 
 def gather_rows_cuda(bounds, C, nlev, do_ofi, rec, out_bp, out_bq, out_ap, out_aq,
@@ -1453,6 +1475,7 @@ _WARP_PRIMITIVES = [(name, sim, sim if simulator_enabled() else dev) for name, s
 _TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
             _ask_top_update, _bid_px, _ask_px, _top, _stage_rows, ("_stage_flush", _stage_flush_cpu, _stage_flush_cuda),
+            ("_ix", _ix_cpu, _ix_cuda),
             replay_chunk, gather_rows_at, ofi_e, _low_lane, _w_put, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
             _w_clear, summarise_warp_chunk, replay_warp_chunk, *_WARP_PRIMITIVES,
             nrt=False)  # the cores never allocate: no reference counting per call

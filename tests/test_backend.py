@@ -121,14 +121,14 @@ def test_book_replay_register_cap_reaches_the_jit(monkeypatch, fake_device_jit):
     assert config.get_option("book_replay_max_registers") == 0
     a = kbk.replay_pair(5)
     assert "max_registers" not in seen[-1] and "regs" not in a.name
-    with config.config_context(book_replay_max_registers=128):
+    with config.config_context(book_replay_max_registers=112):
         b = kbk.replay_pair(5)
         s = kbk.replay_pair(5, staged=True)
-    assert seen[-2].get("max_registers") == 128 and seen[-1].get("max_registers") == 128
+    assert seen[-2].get("max_registers") == 112 and seen[-1].get("max_registers") == 112
     c = kbk.replay_pair(5, registers=96)
     assert seen[-1].get("max_registers") == 96
-    assert len({id(a), id(b), id(s), id(c)}) == 4 and "regs 128" in b.name and "staged" in s.name
-    assert kbk.replay_pair(5, registers=128) is b
+    assert len({id(a), id(b), id(s), id(c)}) == 4 and "regs 112" in b.name and "staged" in s.name
+    assert kbk.replay_pair(5, registers=112) is b
     with pytest.raises(GpuflowError, match="book_replay_max_registers"):
         config.set_option("book_replay_max_registers", 100)
 

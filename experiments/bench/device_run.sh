@@ -31,7 +31,7 @@ cd /tmp/pp
 cat "$OUT/env.txt"
 
 if [ "${SMALL:-0}" = 1 ]; then
-  BENCH_ARGS="--events 4000 --batch 2000 --cpu-events 1000 --stream-threads 64 --reps 1 --configs every1_ofi,every64_ofi@4000 --chunks 64 --layouts 100,101,102,1021,1021r128,011,w1"
+  BENCH_ARGS="--events 4000 --batch 2000 --cpu-events 1000 --stream-threads 64 --reps 1 --configs every1_ofi,every64_ofi@4000 --chunks 64 --layouts 100,101,102,1021,1021r112,011,w1"
   TEST_SEL="tests/kernels/test_book_kernels.py tests/test_book_warp.py"
   BT_ARGS="--small"
 else
@@ -42,9 +42,10 @@ else
   # Chunks of 2048 and batches of 2e8: 1e8 events in chunks of 4096 are 24,414 threads, about 6 warps per SM
   # (the replay, bound by its latencies per op, has room for 12 at 163 registers); twice the chunks, from
   # shorter chunks (more dense chunk x level work per event) or from a longer batch (a wider price window),
-  # not yet timed. r128: the thread replay capped at 128 registers (16 warps per SM instead of 12; ptxas sm_90
-  # spills 24-56 B per thread), not yet timed
-  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 2048,4096 --layouts 1021,1001,1021r128,1001r128,w1 --warps auto,2112,8448 --threads 64 --configs every1_ofi,every64_ofi,every64_ofi@2e8"}
+  # not yet timed. Since commit bc45fae the replay's top lists hold int32 level indices, and int32 sizes where the
+  # level sizes are int32 (layouts ...1): ptxas sm_90 gives 128 registers instead of 163/168 (16 warps per SM
+  # instead of 12). r112: capped at 112 registers (18 warps per SM; ptxas spills 4-72 B per thread), not yet timed
+  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 2048,4096 --layouts 1021,1001,1021r112,1001r112,w1 --warps auto,2112,8448 --threads 64 --configs every1_ofi,every64_ofi,every64_ofi@2e8"}
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book_warp.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
   BT_ARGS="--time-budget ${BT_BUDGET:-285} ${BT_EXTRA:-}"
   if [ -f "$REPO/shared/market_usdm.pkl.gz" ]; then BT_ARGS="$BT_ARGS --market-cache $REPO/shared/market_usdm.pkl.gz"; fi
