@@ -550,8 +550,6 @@ def rebuild_book(events: Any, *, levels: int = 5, every: int | None = 1, grid_ns
         if out_mode not in (0, 1, 2):
             msg = f"rebuild_book: layout[2] must be 0, 1 or 2 (row output mode), got {layout[2]!r}"
             raise ValueError(msg)
-        if out_mode == 2 and levels > kb.STAGE_VALUES:
-            out_mode = 0  # a row of more levels than a lane's stage holds goes straight to the outputs
         # ops in the longest chunk: the slot count of the interleaved ops and of the slot records is Lp * C
         Lp = int(xp.diff(bounds).max()) if (inter or out_mode) else 0
     if be.uses_cuda and inter:

@@ -464,8 +464,19 @@ def _ask_top_update(rows, rt, c, wb, wa, na, nlev, st, si, j, v):  # pragma: no 
         _list_insert(st, si, 5, 8, pos, nlev, v, j)
 
 
-#: int64 values per lane and output array in a staged replay's shared buffer (mode 2 of replay_chunk)
-STAGE_VALUES = 16
+#: most int64 values per lane and output array in a staged replay's shared buffer (mode 2 of replay_chunk) for
+#: rows of up to this many levels: :func:`stage_values`
+STAGE_VALUES = 10
+
+
+def stage_values(nlev: int) -> int:
+    """int64 values per lane and output array in the staged replay's shared buffer for rows of ``nlev`` levels:
+    whole rows, as many as fit in :data:`STAGE_VALUES` (one row when a row is longer).
+
+    The buffer is 32 lanes x 5 arrays x this many values (1,280 B per value): 10 values (two rows of 5 levels)
+    are 12.8 KB per one-warp block, so an H100/H200 SM (228 KB of shared memory) holds 16 blocks, as many warps
+    as the replay's 128 registers allow; 16 values (three rows, until 2026-11-27) were 20.5 KB: 10 blocks."""
+    return int(nlev) * max(1, STAGE_VALUES // int(nlev))
 
 
 def _ix_cpu(x):  # pragma: no cover - jitted
@@ -478,9 +489,9 @@ def _ix_cuda(x):  # pragma: no cover - device code
     return np.int32(x)
 
 
-def _stage_rows(nlev):  # pragma: no cover - jitted
-    """Rows a lane stages before the warp writes them out (they fill ``STAGE_VALUES`` values)."""
-    return max(1, STAGE_VALUES // nlev)
+def _stage_rows(nlev, values):  # pragma: no cover - jitted
+    """Rows a lane stages before the warp writes them out: as many as ``values`` (the buffer's last axis) holds."""
+    return max(1, values // nlev)
 
 
 def _stage_flush_cpu(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, out_aq,
@@ -494,15 +505,20 @@ def _stage_flush_cuda(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, o
     """Write the rows the warp's 32 lanes have staged and empty the stage (a one-warp block).
 
     Lane ``i``'s ``sn[i]`` rows start at output row ``sk[i]`` and are contiguous, so each output array
-    receives one run of ``sn[i] * nlev`` consecutive int64 values per lane.  Half a warp writes one
-    lane's run (at most STAGE_VALUES values), the two halves two lanes' runs at a time: every store
-    instruction writes whole sectors next to each other instead of 32 rows far apart.
+    receives one run of ``sn[i] * nlev`` consecutive int64 values per lane.  A group of ``V`` lanes (``V``
+    the buffer's values per lane, :func:`stage_values`) writes one lane's run, the warp's ``32 // V`` groups
+    as many runs at a time: every store instruction writes whole sectors next to each other instead of 32
+    rows far apart.
     """
     cuda.syncthreads()
-    h = lane // STAGE_VALUES  # which half of the warp
-    lv = lane % STAGE_VALUES
-    for ii in range(32 // 2):
-        i = 2 * ii + h
+    V = stg.shape[2]
+    G = 32 // V  # lane groups of V lanes (the lanes past the last group idle)
+    h = lane // V  # this lane's group
+    lv = lane % V
+    for ii in range((32 + G - 1) // G):
+        i = G * ii + h
+        if h >= G or i >= 32:
+            continue
         n = sn[i] * nlev
         if lv < n:
             r = sk[i] + lv // nlev
@@ -542,7 +558,7 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     to the output arrays; 1 to ``rec`` in slot order (see :func:`gather_rows_at`); 2 staged
     in the block's shared memory ``stg`` (``sk``/``sn``: each lane's first row and row
     count; this thread is ``lane`` of a one-warp block) and written out every
-    ``_stage_rows(nlev)`` ops by the whole warp, each lane's rows being contiguous in the
+    ``_stage_rows(nlev, stg.shape[2])`` ops by the whole warp, each lane's rows being contiguous in the
     outputs (:func:`_stage_flush`).  In mode 2 every thread of the block runs ``Lp`` steps
     (the longest chunk) so that the flushes line up; a thread past the last chunk takes part with
     ``active`` False (no ops, no rows, nothing written; ``c`` is then any valid chunk, only read).
@@ -559,7 +575,7 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     k = out_base[c]
     n_ch = bounds[c + 1] - bounds[c] if active else 0
     n_loop = Lp if mode == 2 else n_ch
-    S = _stage_rows(nlev)
+    S = _stage_rows(nlev, stg.shape[2])
     # software pipeline: the next op and the size of its level are loaded before the current op is applied,
     # so their memory latency overlaps the current op's work; the prefetched size is patched when the
     # current op writes that same level or clears its side (the only writes to ``rows`` here)
@@ -1298,7 +1314,7 @@ def replay_staged_cuda(bounds, C, inter, side, price, kind, qty, flags, rows, rt
     Twin: :func:`replay_cpu`."""
     c = cuda.grid(1)
     lane = cuda.threadIdx.x
-    stg = cuda.shared.array((32, 5, STAGE_VALUES), dtype=np.int64)
+    stg = cuda.shared.array((32, 5, STAGE), dtype=np.int64)  # noqa: F821 - STAGE bound by replay_pair
     sk = cuda.shared.array(32, dtype=np.int64)
     sn = cuda.shared.array(32, dtype=np.int64)
     sn[lane] = 0
@@ -1514,6 +1530,7 @@ def replay_pair(levels: int, staged: bool = False, registers: int | None = None)
         label = f"[{cap}]" + (f"[regs {regs}]" if regs else "")
         if staged:
             _REPLAY[key] = KernelPair(f"book.replay_staged{label}", _TW.cuda(replay_staged_cuda, NLEV_CAP=cap,
+                                                                             STAGE=stage_values(cap),
                                                                              max_registers=regs),
                                       _REPLAY_CPU, threads=32)
         else:

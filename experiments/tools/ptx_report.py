@@ -101,15 +101,16 @@ def record_launches(only: str = "") -> list[tuple[object, tuple]]:
     return list(seen.values())
 
 
-def _entry_resources(log: str) -> tuple[str, str, str, str]:
-    """(registers, stack bytes, spill store bytes, spill load bytes) of the entry kernel in ptxas -v output
-    (device functions that stayed calls get their own blocks)."""
+def _entry_resources(log: str) -> tuple[str, str, str, str, str]:
+    """(registers, stack bytes, spill store bytes, spill load bytes, static shared memory bytes) of the entry
+    kernel in ptxas -v output (device functions that stayed calls get their own blocks)."""
     entry = re.search(r"Compiling entry function '([^']+)'", log).group(1)
     block = log[log.index(f"Function properties for {entry}"):]
     stack, sst, sld = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads",
                                 block).groups()
     regs = re.search(r"Used (\d+) registers", block).group(1)
-    return regs, stack, sst, sld
+    smem = re.search(r"Used \d+ registers,[^\n]*?(\d+) bytes smem", block)
+    return regs, stack, sst, sld, smem.group(1) if smem else "0"
 
 
 def _link_seconds(pair: object, sig: tuple, cc: tuple[int, int], lto: bool) -> float:
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ptxas = _ptxas()
     arch = f"sm_{cc[0]}{cc[1]}"
-    head = f"{'kernel':34s} {'regs':>5s} {'stack B':>8s} {'spill st/ld B':>14s} {'nvvm s':>7s}"
+    head = f"{'kernel':34s} {'regs':>5s} {'stack B':>8s} {'spill st/ld B':>14s} {'smem B':>7s} {'nvvm s':>7s}"
     print(head + (f" {'cubin s (lto)':>14s} {'cubin s (no lto)':>17s} {'kernel lto':>10s}" if args.link else ""))
     kept: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,11 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                                   *([f"-maxrregcount={args.maxrregcount}"] if args.maxrregcount else []), str(src),
                                   "-o", str(Path(tmp) / "k.cubin")],
                                  capture_output=True, text=True, check=True).stderr
-            regs, stack, sst, sld = _entry_resources(out)
+            regs, stack, sst, sld, smem = _entry_resources(out)
             if args.keep:
                 _keep(Path(args.keep), pair.name, len(kept), src, Path(tmp) / "k.cubin")
                 kept.append(pair.name)
-            line = f"{pair.name:34s} {regs:>5s} {stack:>8s} {sst + '/' + sld:>14s} {secs:7.1f}"
+            line = f"{pair.name:34s} {regs:>5s} {stack:>8s} {sst + '/' + sld:>14s} {smem:>7s} {secs:7.1f}"
             if args.link:
                 lto_s, plain_s = (_link_seconds(pair, sig, cc, lto) for lto in (True, False))
                 line += f" {lto_s:14.1f} {plain_s:17.1f} {pair.cuda.targetoptions.get('lto')!s:>10s}"

@@ -210,3 +210,14 @@ def test_gather_rows_puts_slot_records_in_row_order(rng, device_backend, ofi):
         np.testing.assert_array_equal(got[a], np.arange(n)[:, None] * 100 + a * nlev + np.arange(nlev))
     if not ofi:
         assert not got[4].any()
+
+
+def test_stage_values_hold_whole_rows_and_fit_16_warps_per_sm():
+    """The staged replay's shared buffer per lane and output array holds whole rows, as many as fit in 10
+    values (one row when a row is longer); at 5 levels (two rows) a one-warp block's buffer, with its two
+    per-lane counters, is 13,312 B, so 16 blocks fit in an H100/H200 SM's 228 KB (1 KB reserved per block)."""
+    from gpuflow.kernels.book import stage_values
+
+    assert [stage_values(n) for n in (1, 2, 3, 4, 5, 6, 7, 10, 11, 16, 20)] == [10, 10, 9, 8, 10, 6, 7, 10, 11, 16, 20]
+    per_block = 32 * 5 * 8 * stage_values(5) + 2 * 32 * 8
+    assert per_block == 13_312 and 228 * 1024 // (per_block + 1024) == 16
