@@ -49,7 +49,11 @@ else
   # the staged 1021 would stay at 16 blocks, its shared memory: not timed capped), not yet timed
   BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 2048,4096 --layouts 1021,1001,1001r112,w1 --warps auto,2112,8448 --threads 64 --configs every1_ofi,every64_ofi,every64_ofi@2e8"}
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book_warp.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
-  BT_ARGS="--time-budget ${BT_BUDGET:-285} ${BT_EXTRA:-}"
+  # sweep sizes between 10,000 and 100,000 sets: each set's hot thread-local state is about 41 KB per warp
+  # (experiments/tools/engine_counts.py), so up to about 38,000 sets it fits the 50 MB of L2 and beyond it does
+  # not; the time per set between those sizes shows whether that is what bounds 100,000 sets (BENCHMARKS.md)
+  BT_DEFAULT="--sets 1000,10000,30000,50000,100000 --variants t0s1,t0s1r0"
+  BT_ARGS="--time-budget ${BT_BUDGET:-285} ${BT_EXTRA:-$BT_DEFAULT}"
   if [ -f "$REPO/shared/market_usdm.pkl.gz" ]; then BT_ARGS="$BT_ARGS --market-cache $REPO/shared/market_usdm.pkl.gz"; fi
 fi
 DONE=/tmp/gpuflow-book-bench-done
