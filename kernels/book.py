@@ -479,16 +479,6 @@ def stage_values(nlev: int) -> int:
     return int(nlev) * max(1, STAGE_VALUES // int(nlev))
 
 
-def _ix_cpu(x):  # pragma: no cover - jitted
-    """A level index of the thread replay's top lists on the CPU: 64 bits (see :func:`replay_chunk`)."""
-    return np.int64(x)
-
-
-def _ix_cuda(x):  # pragma: no cover - device code
-    """A level index of the thread replay's top lists on a GPU: 32 bits (single-instruction compares and selects)."""
-    return np.int32(x)
-
-
 def _stage_rows(nlev, values):  # pragma: no cover - jitted
     """Rows a lane stages before the warp writes them out: as many as ``values`` (the buffer's last axis) holds."""
     return max(1, values // nlev)
@@ -583,12 +573,13 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     s_n = 0
     q_n = np.int64(0)
     f_n = 0
-    # level indices in 32 bits on a GPU (a price window is far below 2**31 levels): the top list's compares and
-    # selects are then single instructions (64-bit ones are pairs), and it takes fewer registers; 64 bits on the
-    # CPU, where 32-bit indices only add sign extensions (_ix: bound by Twins)
-    j_n = _ix(-1)  # noqa: F821
-    wbi = _ix(wb)  # noqa: F821
-    wai = _ix(wa)  # noqa: F821
+    # level indices in 32 bits (a price window is far below 2**31 levels): on a GPU the top list's compares and
+    # selects are then single instructions (64-bit ones are pairs), and it takes fewer registers.  (Not a core
+    # bound per target: under the CUDA simulator every core call takes locks, and two more per op made the
+    # simulated replay about 100x slower)
+    j_n = np.int32(-1)
+    wbi = np.int32(wb)
+    wai = np.int32(wa)
     r_n = np.int64(0)
     for jj in range(-1, n_loop):  # jj == -1 only loads op 0; past the chunk's end (mode 2): no-op steps
         kd = kd_n
@@ -597,12 +588,12 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
         f = f_n
         j = j_n
         r = r_n
-        j_n = _ix(-1)  # noqa: F821
+        j_n = np.int32(-1)
         if jj + 1 < n_ch:
             kd_n, s_n, p_n, q_n, i = _op_fields(c, jj + 1, bounds, C, inter, kind, side, price, qty)
             f_n = flags[i]
             if kd_n == OP_SET or kd_n == OP_ADD:
-                j_n = _ix(_level(s_n, p_n, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a))  # noqa: F821
+                j_n = np.int32(_level(s_n, p_n, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a))
             r_n = _rg(rows, rt, c, j_n) if j_n >= 0 else np.int64(0)
         else:
             kd_n = OP_NONE
@@ -630,7 +621,7 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
                         _bid_top_update(rows, rt, c, nb, nlev, st, si, j, v)
                 else:
                     na += d
-                    ja = _ix(j - wbi)  # noqa: F821
+                    ja = np.int32(j - wbi)
                     if ja <= si[8, nlev - 1]:
                         _ask_top_update(rows, rt, c, wbi, wai, na, nlev, st, si, ja, v)
         elif kd == OP_CLEAR:
@@ -1491,7 +1482,6 @@ _WARP_PRIMITIVES = [(name, sim, sim if simulator_enabled() else dev) for name, s
 _TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
             _ask_top_update, _bid_px, _ask_px, _top, _stage_rows, ("_stage_flush", _stage_flush_cpu, _stage_flush_cuda),
-            ("_ix", _ix_cpu, _ix_cuda),
             replay_chunk, gather_rows_at, ofi_e, _low_lane, _w_put, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
             _w_clear, summarise_warp_chunk, replay_warp_chunk, *_WARP_PRIMITIVES,
             nrt=False)  # the cores never allocate: no reference counting per call
