@@ -69,6 +69,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from gpuflow import config
 from gpuflow.backend import KernelPair, Twins, cuda, simulator_enabled
 from gpuflow.schema import EMPTY_ASK_PRICE, EMPTY_BID_PRICE, FLAG_EOM, FLAG_HIDDEN, KIND_EXECUTE
 
@@ -505,20 +506,18 @@ def _stage_flush_cuda(stg, sk, sn, lane, nlev, do_ofi, out_bp, out_bq, out_ap, o
     G = 32 // V  # lane groups of V lanes (the lanes past the last group idle)
     h = lane // V  # this lane's group
     lv = lane % V
-    for ii in range((32 + G - 1) // G):
-        i = G * ii + h
-        if h >= G or i >= 32:
-            continue
-        n = sn[i] * nlev
-        if lv < n:
-            r = sk[i] + lv // nlev
-            m = lv % nlev
-            out_bp[r, m] = stg[i, 0, lv]
-            out_bq[r, m] = stg[i, 1, lv]
-            out_ap[r, m] = stg[i, 2, lv]
-            out_aq[r, m] = stg[i, 3, lv]
-            if do_ofi:
-                out_ofi[r, m] = stg[i, 4, lv]
+    if h < G:
+        for i in range(h, 32, G):  # this group's lanes' runs
+            n = sn[i] * nlev
+            if lv < n:
+                r = sk[i] + lv // nlev
+                m = lv % nlev
+                out_bp[r, m] = stg[i, 0, lv]
+                out_bq[r, m] = stg[i, 1, lv]
+                out_ap[r, m] = stg[i, 2, lv]
+                out_aq[r, m] = stg[i, 3, lv]
+                if do_ofi:
+                    out_ofi[r, m] = stg[i, 4, lv]
     cuda.syncthreads()
     sn[lane] = 0
 
@@ -534,8 +533,8 @@ def replay_chunk(c, bounds, C, inter, side, price, kind, qty, flags, rows, rt, w
     see gpuflow.book) sizes: rows 1 and 3 the previous observation's, 4 and 5 the current ones; ``so``
     (int64) row 6, the OFI accumulator.  Narrow indices and sizes make the top list's compares and
     selects single instructions on a GPU and save registers (ptxas sm_90, 5 levels, int32 sizes: 128
-    instead of 155-168).  Level indices order
-    like prices (an empty bid slot is -1, an empty ask slot ``wa``), so OFI compares
+    instead of 155-168).  The CPU twin passes one int64 array in all three roles (their rows are disjoint).
+    Level indices order like prices (an empty bid slot is -1, an empty ask slot ``wa``), so OFI compares
     indices; prices are formed only for output rows (:func:`_bid_px`).
     ``best[c]`` holds (best bid index, best ask index, bid levels, ask levels) at
     the chunk's start on entry and at its end on exit; ``tail[c]`` receives the
@@ -1416,9 +1415,7 @@ def replay_cpu(bounds, C, inter, side, price, kind, qty, flags, rows, rt, wb, wa
                out_ofi, tail, diag, mode, rec, Lp):  # pragma: no cover - jitted
     """Sequential twin: replays every chunk in order on one core (one chunk: the plain replay).  Rows
     staged on the GPU (mode 2) go straight to the outputs here: the same rows."""
-    # one int64 scratch serves as all three (their rows are disjoint; the CPU's level sizes are int64): 64-bit
-    # level indices on the CPU, see replay_chunk
-    st = np.empty((9, max(nlev, 1)), dtype=np.int64)
+    st = np.empty((9, max(nlev, 1)), dtype=np.int64)  # one int64 array in all three scratch roles (replay_chunk)
     si = st
     so = st
     stg = np.zeros((1, 1, 1), dtype=np.int64)
@@ -1446,9 +1443,7 @@ def replay_warp_cpu(xch, bounds, side, price, kind, qty, flags, rows, wb, wa, pm
     out_ap = outs[2]
     out_aq = outs[3]
     out_ofi = outs[4] if do_ofi else outs[0, :1]
-    # one int64 scratch serves as all three (their rows are disjoint; the CPU's level sizes are int64): 64-bit
-    # level indices on the CPU, see replay_chunk
-    st = np.empty((9, max(nlev, 1)), dtype=np.int64)
+    st = np.empty((9, max(nlev, 1)), dtype=np.int64)  # one int64 array in all three scratch roles (replay_chunk)
     si = st
     so = st
     rec = np.zeros((1, 1), dtype=np.int64)
@@ -1511,8 +1506,6 @@ def replay_pair(levels: int, staged: bool = False, registers: int | None = None)
     ``staged``: the mode-2 kernel (rows staged in shared memory; one-warp blocks, 32 threads).
     ``registers``: the CUDA kernel's register cap (0: none; default: the ``book_replay_max_registers``
     option)."""
-    from gpuflow import config
-
     cap = min(max(int(levels), 1), MAX_LEVELS)
     regs = int(config.get_option("book_replay_max_registers") if registers is None else registers)
     key = (cap, bool(staged), regs)

@@ -186,8 +186,9 @@ def test_chunked_cuda_rebuild_equals_cpu_twin(chunk, every, layout, rng, device_
 @pytest.mark.parametrize("ofi", [True, False])
 def test_staged_rows_equal_cpu_twin(levels, ofi, rng, device_backend):
     """Row output mode 2 (rows staged in shared memory, written out by the warp): more than one block of
-    32 chunks, a partly idle last block, chunks of different lengths, several rows per write-out.  Rows of
-    more levels than a lane's stage holds (17-20 of at most 20: they overflowed it) go straight out."""
+    32 chunks, a partly idle last block, chunks of different lengths, several rows per write-out.  Up to 20
+    levels: rows of more levels than two fit in a lane's stage are staged one at a time (17-20 levels overflowed
+    the stage of 16 values before 2026-11-27)."""
     ev = _random_l2(rng, 300)
     cpu = rebuild_book(ev, levels=levels, ofi=ofi, every=1, backend="cpu").to_host()
     gpu = rebuild_book(ev, levels=levels, ofi=ofi, every=1, backend=device_backend, chunk=4,

@@ -30,6 +30,7 @@ def _versions() -> dict:
 
     return describe_machine()
 
+
 def _regs(lay: str) -> int:
     """The thread replay's register cap of a layout token: ``"1021r128"`` -> 128 (no ``r``: 0, none)."""
     return int(lay.split("r", 1)[1]) if "r" in lay else 0
@@ -152,34 +153,32 @@ def main(argv: list[str] | None = None) -> int:
         for chunk, lay, tpb, wp in combos:
             layout = _layout(lay)
             rkw = _replay_kw(lay, wp)
-            opts = config.config_context(book_replay_max_registers=_regs(lay))
-            try:
-                opts.__enter__()
-                rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
-                             layout=layout, threads=tpb, **rkw)  # JIT warm-up
-                be.synchronize()
-                init = None
-                phase_tot: dict = {}
-                t = time.perf_counter()
-                for b in range(n_batches):
-                    f = rebuild_book(data, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
-                                     init=init, profile=(b == 0), layout=layout, threads=tpb, **rkw)
-                    init = f.final_book
-                    if b == 0:
-                        phase_tot = f.stats.get("phase_s", {})
-                        st = {k: v for k, v in f.stats.items() if k != "phase_s"}
-                    del f
-                be.synchronize()
-                el = time.perf_counter() - t
-            except Exception as exc:  # noqa: BLE001 - e.g. out of device memory: record it, go on with the rest
-                _free_device_memory()
-                runs.append({"config": cfg_name, "batch_events": cb, "chunk": chunk, "layout": lay, "threads": tpb,
-                             "warps": wp, "error": f"{type(exc).__name__}: {exc}"[:500]})
-                print(f"{cfg_name} chunk={chunk} layout={lay} threads={tpb} warps={wp}: FAILED {type(exc).__name__}: "
-                      f"{str(exc)[:300]}", flush=True)
-                continue
-            finally:
-                opts.__exit__(None, None, None)
+            # the thread replay's register cap of this layout (rN), for its warm-up and timed runs
+            with config.config_context(book_replay_max_registers=_regs(lay)):
+                try:
+                    rebuild_book(small, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
+                                 layout=layout, threads=tpb, **rkw)  # JIT warm-up
+                    be.synchronize()
+                    init = None
+                    phase_tot: dict = {}
+                    t = time.perf_counter()
+                    for b in range(n_batches):
+                        f = rebuild_book(data, levels=args.levels, every=every, ofi=ofi, backend=be, chunk=chunk,
+                                         init=init, profile=(b == 0), layout=layout, threads=tpb, **rkw)
+                        init = f.final_book
+                        if b == 0:
+                            phase_tot = f.stats.get("phase_s", {})
+                            st = {k: v for k, v in f.stats.items() if k != "phase_s"}
+                        del f
+                    be.synchronize()
+                    el = time.perf_counter() - t
+                except Exception as exc:  # noqa: BLE001 - e.g. out of device memory: record it, go on with the rest
+                    _free_device_memory()
+                    runs.append({"config": cfg_name, "batch_events": cb, "chunk": chunk, "layout": lay, "threads": tpb,
+                                 "warps": wp, "error": f"{type(exc).__name__}: {exc}"[:500]})
+                    print(f"{cfg_name} chunk={chunk} layout={lay} threads={tpb} warps={wp}: FAILED "
+                          f"{type(exc).__name__}: {str(exc)[:300]}", flush=True)
+                    continue
             r = {"config": cfg_name, "batch_events": cb, "batches": n_batches, "chunk": chunk, "layout": lay,
                  "threads": tpb, "warps": wp, "levels": args.levels, "every": every, "ofi": ofi,
                  "seconds": el, "events_per_s": cb * n_batches / el, "first_batch_phase_s": phase_tot,
