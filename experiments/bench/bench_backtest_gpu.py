@@ -53,6 +53,7 @@ Prints one JSON object at the end and writes it to ``--json-out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -195,12 +196,21 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     t = time.perf_counter()
     steps = {}
     variants = _variants(args.variants)
-    warm = [("exact", "exact", True, None), ("exact_nofills", "exact", False, None)]
+    warm = [("exact", "exact", True, None, None), ("exact_nofills", "exact", False, None, None)]
+    from gpuflow.backtest.engine import _register_cap
+    from gpuflow.config import config_context
+
     for v in variants:
-        warm += [(f"sweep[{v}]", "sweep", True, v), (f"sweep_nofills[{v}]", "sweep", False, v)]
-    for name, eng, rec, v in warm:
-        t1 = time.perf_counter()
+        # every register cap the variant takes over the sizes ('auto' chooses per size): each is its own
+        # compile, which must not fall inside a timed run (it did on 2026-11-27 16:08 UTC: 10.5 s at 100,000 sets)
         with _variant(v):
+            caps = sorted({_register_cap(p, be) for p in sizes})
+        for c in caps:
+            tag = v if len(caps) == 1 else f"{v}@{c}"
+            warm += [(f"sweep[{tag}]", "sweep", True, v, c), (f"sweep_nofills[{tag}]", "sweep", False, v, c)]
+    for name, eng, rec, v, cap in warm:
+        t1 = time.perf_counter()
+        with _variant(v), (config_context(backtest_max_registers=cap) if cap is not None else contextlib.nullcontext()):
             run(mm, grid[:2], tiny, cfg, engine=eng, backend=be if eng == "sweep" else None, record_fills=rec)
         steps[name] = round(time.perf_counter() - t1, 2)
         # a stopped run shows which step took long (no faulthandler stack dumps: one taken while a thread was

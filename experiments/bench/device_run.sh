@@ -93,13 +93,21 @@ fi
 PROF_PID=
 if [ "${PROFILE:-0}" = 1 ]; then
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-  SECTIONS=${NCU_SECTIONS:-"--set detailed"}  # speed of light, occupancy, warp stalls, memory, source counters
+  # speed of light, occupancy, memory, source counters (--set detailed), and the stall reasons and the
+  # scheduler's issue rate (not in that set with the ncu of 2026-11-27)
+  SECTIONS=${NCU_SECTIONS:-"--set detailed --section WarpStateStats --section SchedulerStats"}
   echo "== ncu profiles ($NCU)"
   ( V=${PROFILE_VARIANTS:-t0s1,t128s1}
-    timeout "${PROF_TIMEOUT:-180}" "$NCU" $SECTIONS -k regex:run_cuda --launch-count "$(echo "$V" | tr ',' '\n' | wc -l)" \
+    # the sweep's report is kept, then printed twice: its sections, and per SASS instruction (stall samples by
+    # reason, executed instructions; CSV, for reading here)
+    timeout "${PROF_TIMEOUT:-180}" "$NCU" $SECTIONS -f -o /tmp/ncu_sweep -k regex:run_cuda \
+      --launch-count "$(echo "$V" | tr ',' '\n' | wc -l)" \
       $PY "$REPO/experiments/tools/profile_gpu.py" sweep --sets "${PROF_SETS:-100000}" --events "${PROF_EVENTS:-1e5}" \
       --variant "$V" --reps 1 > "$OUT/ncu_sweep.txt" 2>&1
     echo "ncu exit: $?" >> "$OUT/ncu_sweep.txt"
+    "$NCU" -i /tmp/ncu_sweep.ncu-rep --page details >> "$OUT/ncu_sweep.txt" 2>&1
+    "$NCU" -i /tmp/ncu_sweep.ncu-rep --page source --csv --print-source sass 2>&1 | gzip > "$OUT/ncu_sweep_sass.csv.gz"
+    [ "${PROF_BOOK:-1}" = 1 ] || exit 0
     timeout "${PROF_BOOK_TIMEOUT:-90}" "$NCU" $SECTIONS -k regex:"prepare_cuda|summarise_cuda|replay" --launch-count 3 \
       $PY "$REPO/experiments/tools/profile_gpu.py" book --events "${PROF_BOOK_EVENTS:-1e7}" --every 64 --reps 1 > "$OUT/ncu_book.txt" 2>&1
     echo "ncu exit: $?" >> "$OUT/ncu_book.txt"
@@ -113,11 +121,26 @@ if [ "${PROFILE:-0}" = 1 ]; then
   PROF_PID=$!
 fi
 
+# BISECT=1: which kernel launch first differs from its CPU twin on the same inputs (experiments/tools/kernel_bisect.py),
+# for each case of BISECT_CASES (';'-separated argument lists); JSON in $OUT/bisect_N.json, and for the first case
+# (small: its arrays travel back) the inputs and outputs of every differing launch in $OUT/kb_0/
+BISECT_PID=
+if [ "${BISECT:-0}" = 1 ]; then
+  echo "== kernel bisect"
+  ( i=0; IFS=';'
+    for case in ${BISECT_CASES:-"book-test --seed 7 --levels 7 --every 4 --chunk 5;book --events 2e5 --seed 6 --every 1"}; do
+      IFS=' '; timeout "${BISECT_TIMEOUT:-120}" $PY "$REPO/experiments/tools/kernel_bisect.py" $case \
+        $([ $i = 0 ] && echo --save-dir "$OUT/kb_0") > "$OUT/bisect_$i.json" 2> "$OUT/bisect_$i.err"
+      echo "bisect $i ($case) exit: $?"; i=$((i + 1)); IFS=';'
+    done ) &
+  BISECT_PID=$!
+fi
+
 BOOK_TESTS=
 if [ "${SKIP_BOOK_TESTS:-0}" != 1 ]; then
   echo "== GPU tests ($TEST_SEL)"
   # CUDA_LAUNCH_BLOCKING=1: a failing kernel is reported at its own launch, not at a later one
-  ( CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -v -p no:cacheprovider \
+  ( CUDA_LAUNCH_BLOCKING=1 GPUFLOW_TEST_GPU=${GPUFLOW_TEST_GPU:-1} timeout "${TEST_TIMEOUT:-150}" $PY -m pytest -v -p no:cacheprovider -p no:benchmark ${BOOK_TEST_WORKERS:+-n $BOOK_TEST_WORKERS} \
     -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" -m "gpu or not gpu" --tb=short -rfE \
     $(for t in $TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests.txt" 2>&1
     echo "pytest exit: $?" >> "$OUT/tests.txt" ) &
@@ -129,7 +152,7 @@ if [ "${SKIP_BT_TESTS:-0}" != 1 ] && [ "${SMALL:-0}" != 1 ]; then
   # pytest-xdist where the machine has it (the H200 / H100 machines did on 2026-11-27), else one pytest per
   # file side by side
   if $PY -c "import xdist" 2>/dev/null; then
-    GPUFLOW_TEST_GPU=1 timeout "${BT_TEST_TIMEOUT:-240}" $PY -m pytest -v -p no:cacheprovider -n "${BT_TEST_WORKERS:-12}" \
+    GPUFLOW_TEST_GPU=1 timeout "${BT_TEST_TIMEOUT:-240}" $PY -m pytest -v -p no:cacheprovider -p no:benchmark -n "${BT_TEST_WORKERS:-12}" \
       -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" --tb=short -rfE \
       $(for t in $BT_TEST_SEL; do echo "$REPO/$t"; done) > "$OUT/tests_backtest.txt" 2>&1
     echo "pytest exit: $?" >> "$OUT/tests_backtest.txt"
@@ -137,7 +160,7 @@ if [ "${SKIP_BT_TESTS:-0}" != 1 ] && [ "${SMALL:-0}" != 1 ]; then
     BT_LOGS= BT_PIDS=
     for t in $BT_TEST_SEL; do
       LOG=/tmp/bt_$(basename "$t" .py).txt; BT_LOGS="$BT_LOGS $LOG"
-      ( GPUFLOW_TEST_GPU=1 timeout "${BT_TEST_TIMEOUT:-240}" $PY -m pytest -v -p no:cacheprovider \
+      ( GPUFLOW_TEST_GPU=1 timeout "${BT_TEST_TIMEOUT:-240}" $PY -m pytest -v -p no:cacheprovider -p no:benchmark \
         -W "ignore::DeprecationWarning" -W "ignore::FutureWarning" --tb=short -rfE "$REPO/$t" > "$LOG" 2>&1
         echo "pytest exit ($t): $?" >> "$LOG" ) &
       BT_PIDS="$BT_PIDS $!"
@@ -150,5 +173,6 @@ fi
 if [ -d "$OUT/cubin" ]; then tar -czf "$OUT/cubin.tar.gz" -C "$OUT" cubin && rm -rf "$OUT/cubin"; fi
 [ -n "$BOOK_TESTS" ] && wait "$BOOK_TESTS" && grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests.txt" | tail -30
 [ -n "$PROF_PID" ] && wait "$PROF_PID" && tail -n 3 "$OUT"/ncu_*.txt
+[ -n "$BISECT_PID" ] && wait "$BISECT_PID"
 [ -f "$OUT/tests_backtest.txt" ] && grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests_backtest.txt" | tail -20
 exit 0
