@@ -107,13 +107,15 @@ _register_option("backtest_block_threads", 32,
                  "twice as many SMs (H200, 2026-11-27: 32 threads 2-4 % faster at 10,000 and 100,000 sets). Same "
                  "results either way.",
                  _choice(32, 64, 128, 256), parse=int)
-_register_option("backtest_max_registers", "auto",
-                 "Registers per thread the GPU sweep engine's kernel may use (0: as ptxas chooses: 130 for market "
-                 "making on the H200, 2026-11-27, which allows 15 blocks of 32 threads per SM); fewer allow more "
-                 "warps per SM (80: 25 blocks of 32) at the cost of spills to thread-local memory. 'auto': 80 when "
-                 "that runs the sweep in fewer waves of blocks than the uncapped kernel would, else none (H200, "
-                 "100,000 sets: 0.83 s capped vs 1.02 s; 10,000 sets: 0.49 vs 0.41 s; the capped kernel is a second "
-                 "compile, 10-15 s once per process). Same results either way.",
+_register_option("backtest_max_registers", 0,
+                 "Registers per thread the GPU sweep engine's kernel may use (0, the default: as the device's "
+                 "toolchain chooses: 128 for market making on the H200, 2026-11-27, which allows 16 blocks of 32 "
+                 "threads per SM); fewer allow more warps per SM (80: 25 blocks of 32) at the cost of spills to "
+                 "thread-local memory. 'auto': 80 when that runs the sweep in fewer waves of blocks than the uncapped "
+                 "kernel would, else none. Measured on the H200 (USD-M recording, market making, 2026-11-27 16:20 "
+                 "UTC) every cap lost: 100,000 sets 0.448 s uncapped, 0.493 s at 96, 0.519 s at 80 (one wave); "
+                 "30,000 sets 0.320 / 0.368 / 0.395 s. A capped kernel is a second compile (10 s once per "
+                 "process). Same results either way.",
                  _choice("auto", 0, 64, 80, 96, 128, 168),
                  parse=_parse_auto_int)
 _register_option("backtest_skip_block", "auto",

@@ -1137,9 +1137,9 @@ _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade
                  view_mids, ev_fields, ev_top, record_sample, simulate)
 _PAIRS: dict[tuple[str, int, int, int], KernelPair] = {}
 #: registers per thread of the sweep kernel as the device's toolchain builds it (market making, H200, numba-cuda
-#: 0.30.4, 2026-11-27; the other strategies 128-150 on the CPU box's ptxas) and the cap the ``auto`` setting of
-#: ``backtest_max_registers`` chooses when it saves a wave of blocks
-NATURAL_REGISTERS = 130
+#: 0.30.4, 2026-11-27 16:20 UTC: 128, 130 in the morning; the other strategies 128-150 on the CPU box's ptxas) and
+#: the cap the ``auto`` setting of ``backtest_max_registers`` chooses when it saves a wave of blocks
+NATURAL_REGISTERS = 128
 AUTO_REGISTER_CAP = 80
 
 

@@ -811,32 +811,46 @@ def _w_down_cuda(xch, lane, v):  # pragma: no cover - device code
     return cuda.shfl_down_sync(_FULL, v, 1)
 
 
+def _u32(m):  # pragma: no cover - jitted
+    """A lane mask as the hardware returns it (numba-cuda types ``ballot_sync`` and ``match_any_sync`` as
+    signed int32: lane 31's bit is the sign) made a non-negative int64 with bits 0-31.  Widened as it is, a
+    mask with lane 31 set is negative, with bits 32-63 set too: a popcount counts 32 more lanes, a shift
+    right never reaches 0, and clearing its low bits one by one never ends at 0.  (That was the warp
+    replay's wrong rows on an H200, 2026-11-27: the simulator built its masks non-negative.)"""
+    return np.int64(m) & np.int64(0xFFFFFFFF)
+
+
+def _hw_i32(m):  # pragma: no cover - simulator device code
+    """The signed int32 a hardware vote or match returns for mask ``m`` (0 <= m < 2**32)."""
+    return m - (1 << 32) if m >= (1 << 31) else m
+
+
 def _w_ballot_sim(xch, lane, pred):  # pragma: no cover - simulator device code
-    """Bit i set when lane i's ``pred`` holds (int64)."""
+    """Bit i set when lane i's ``pred`` holds (int64, bits 0-31)."""
     b = _w_put(xch, lane, 1 if pred else 0)
     m = 0
     for i in range(32):
         if xch[b, i] != 0:
             m |= 1 << i
-    return m
+    return _u32(_hw_i32(m))  # the hardware's signed result, converted as on a GPU
 
 
 def _w_ballot_cuda(xch, lane, pred):  # pragma: no cover - device code
-    return np.int64(cuda.ballot_sync(_FULL, pred))
+    return _u32(cuda.ballot_sync(_FULL, pred))
 
 
 def _w_match_sim(xch, lane, v):  # pragma: no cover - simulator device code
-    """Bit i set when lane i's ``v`` equals this lane's (int64)."""
+    """Bit i set when lane i's ``v`` equals this lane's (int64, bits 0-31)."""
     b = _w_put(xch, lane, v)
     m = 0
     for i in range(32):
         if xch[b, i] == v:
             m |= 1 << i
-    return m
+    return _u32(_hw_i32(m))  # the hardware's signed result, converted as on a GPU
 
 
 def _w_match_cuda(xch, lane, v):  # pragma: no cover - device code
-    return np.int64(cuda.match_any_sync(_FULL, v))
+    return _u32(cuda.match_any_sync(_FULL, v))
 
 
 # the names the cores below call: Twins binds each to the hardware or the simulator body per kernel (these
@@ -1477,8 +1491,8 @@ _WARP_PRIMITIVES = [(name, sim, sim if simulator_enabled() else dev) for name, s
 _TW = Twins(chunk_start_at, _op, _op_fields, _rg, _rs, _level, prepare_at, interleave_at, summarise_chunk, group_compose_at,
             group_scan_at, group_apply_at, row_best_scan, _next_bid, _next_ask, _list_remove, _list_insert, _bid_top_update,
             _ask_top_update, _bid_px, _ask_px, _top, _stage_rows, ("_stage_flush", _stage_flush_cpu, _stage_flush_cuda),
-            replay_chunk, gather_rows_at, ofi_e, _low_lane, _w_put, _w_next_bid, _w_next_ask, _w_top, _w_side_update,
-            _w_clear, summarise_warp_chunk, replay_warp_chunk, *_WARP_PRIMITIVES,
+            replay_chunk, gather_rows_at, ofi_e, _low_lane, _u32, _hw_i32, _w_put, _w_next_bid, _w_next_ask, _w_top,
+            _w_side_update, _w_clear, summarise_warp_chunk, replay_warp_chunk, *_WARP_PRIMITIVES,
             nrt=False)  # the cores never allocate: no reference counting per call
 _PAR = {"parallel": True, "cache": True}
 

@@ -74,6 +74,23 @@ def test_next_level_found_beyond_a_warp_of_empty_levels(device_backend):
     assert g.bid_price[8].tolist() == [39, EB] and g.ask_qty[9].tolist() == [9, 0]
 
 
+def test_lane_31_in_the_warp_masks(device_backend):
+    # the hardware returns a vote's or a match's lane mask as a signed int32 (lane 31 is the sign bit); the
+    # simulator's primitives return it the same way.  Widened without masking, a mask holding lane 31 is
+    # negative (wrong rows on an H200, 2026-11-27).  (a) A start book whose second level is 31 levels below the
+    # best, one level per lane in the warp's first step of 32: the top list of 3 takes lanes 0 and 31, then the
+    # next step's first level (bids 100, 69, 60 and asks 101, 132, 141).  (b) Ops 30 and 31 of a batch set the
+    # same level: the summary keeps lane 31's size (the later one) for the next chunk's start book.
+    rows = [(S, 1, 100, 5, 1), (S, 1, 69, 4, 1), (S, 1, 60, 3, 1), (S, -1, 101, 2, 1), (S, -1, 132, 6, 1),
+            (S, -1, 141, 7, 1), (S, 1, 50, 1, 1), (S, -1, 150, 1, 1)]
+    g = _same(_l2(rows), device_backend, levels=3, chunk=3)
+    assert g.bid_price[6].tolist() == [100, 69, 60] and g.ask_price[7].tolist() == [101, 132, 141]
+    rows = [(S, 1, 90 - i % 4, i + 1, 1) for i in range(30)] + [(S, -1, 101, 7, 1), (S, -1, 101, 9, 1)]
+    rows += [(S, 1, 80, 1, 1), (S, -1, 120, 1, 1)]
+    g = _same(_l2(rows), device_backend, levels=2, chunk=32)
+    assert g.stats["chunks"] == 2 and g.ask_qty[33].tolist() == [9, 1]
+
+
 def test_last_level_set_of_a_batch_wins_in_the_warp_summary(device_backend):
     # 40 level sets in one chunk's first batch of 32, the same few levels set again and again: the chunk's
     # summary must keep each level's last set, and the next chunk starts from it

@@ -4,6 +4,8 @@
 # Real data travels only inside the checkout: before calling the device tool, copy what the backtest
 # benchmark reads into ./shared (ignored by git; the device tool carries shared/), e.g.
 #   mkdir -p shared/data/binance/usdm && cp ../shared/data/binance/usdm/btcusdt_20240808.gz shared/data/binance/usdm/
+# (not its MANIFEST.md: with it the tests take the partial copy for the whole data set and fail on the files it
+# lacks, as 7 real-data tests did on 2026-11-27; without it they skip)
 # and, to spare the device the CPU ingest's JIT compile (about a minute), the prepared recording:
 #   python experiments/bench/bench_backtest_gpu.py --source binance --backend cpu --sets 8 --variants t0s1 \
 #     --market-cache "$PWD/shared/market_usdm.pkl.gz"       (written when missing; read when present)

@@ -598,15 +598,15 @@ class SweepReport:
 
 
 def gpu_batch_plan(n_samples: int, n_instruments: int, *, sms: int, threads: int, budget: int,
-                   max_fills: int, batch: int = 0, registers: int | str = "auto") -> tuple[int, int]:
+                   max_fills: int, batch: int = 0, registers: int | str = 0) -> tuple[int, int]:
     """(sets per batch, fills recorded per set) of a GPU sweep that holds ``budget`` bytes of results.
 
     The batch is one *wave* of the sweep kernel: as many blocks of ``threads`` sets as the ``sms`` SMs hold at
-    once at the kernel's register cap (``registers``: the ``backtest_max_registers`` option; ``auto``, the
-    default, is :data:`~gpuflow.kernels.backtest.AUTO_REGISTER_CAP`, 0 the uncapped kernel's
+    once at the kernel's register cap (``registers``: the ``backtest_max_registers`` option; ``auto`` is
+    :data:`~gpuflow.kernels.backtest.AUTO_REGISTER_CAP`, 0 (the option's default) the uncapped kernel's
     :data:`~gpuflow.kernels.backtest.NATURAL_REGISTERS`; :func:`gpuflow.backend.blocks_per_sm`), since each wave costs
-    about one thread's walk over the events (H200, market making on the USD-M recording: 10,000 sets 0.41 s,
-    100,000 sets, one capped wave, 0.83 s).  It shrinks, in whole blocks, until each set's equity samples
+    about one thread's walk over the events (H200, market making on the USD-M recording, uncapped, 2026-11-27:
+    1,000 to 50,000 sets 0.31-0.33 s, 100,000 sets, about 1.5 waves, 0.45 s).  It shrinks, in whole blocks, until each set's equity samples
     (``n_samples`` x ``n_instruments`` x 3 int64) plus :data:`GPU_MIN_FILLS` fill records fit ``budget``; the
     fills buffer then takes what the equity samples leave, at most ``max_fills`` per set.  ``batch`` (> 0)
     fixes the batch size instead.
@@ -670,7 +670,7 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
         Parameter sets for random / optuna (default: ``sweep.trials``).
     batch_size : int, optional
         Sets per engine launch and per file (default: ``sweep.batch_size``, else on a GPU one wave of the
-        sweep kernel that fits a quarter of the device's memory (:func:`gpu_batch_plan`; 105,600 sets on a
+        sweep kernel that fits a quarter of the device's memory (:func:`gpu_batch_plan`; 67,584 sets on a
         132-SM H100/H200 when the equity samples are small) and twice the CPU count on the CPU; on resume,
         the batch size recorded in ``out``).
     resume : bool

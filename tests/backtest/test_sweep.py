@@ -300,35 +300,37 @@ def test_a_resumed_sweep_keeps_the_batch_size_it_was_started_with(tmp_path, samp
     assert load_results(out).num_rows == 6
 
 
-def test_gpu_batch_plan_is_one_wave_of_the_capped_kernel_within_the_memory_budget():
+def test_gpu_batch_plan_is_one_wave_of_the_kernel_within_the_memory_budget():
     from gpuflow.backtest.runner import gpu_batch_plan
 
-    # 132 SMs, 32 threads a block: at the 80-register cap 65,536 // (32 x 80) = 25 blocks per SM, one wave
-    # = 132 x 25 x 32 = 105,600 sets.  A 10-minute recording sampled each second: 601 samples, one instrument,
-    # 3 x 8 x 601 = 14,424 B of equity per set; 20 GB hold 20e9 // (14,424 + 1,024 x 72) = 226,880 sets > a wave.
-    # The fills take the rest: (20e9 - 105,600 x 14,424) // (105,600 x 72) = 18,476,825,600 // 7,603,200 = 2,430.
-    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000) == (105_600, 2_430)
+    # 132 SMs, 32 threads a block; by default (no register cap) the kernel's 128 registers: 65,536 // (32 x 128)
+    # = 16 blocks per SM, one wave = 132 x 16 x 32 = 67,584 sets.  A 10-minute recording sampled each second:
+    # 601 samples, one instrument, 3 x 8 x 601 = 14,424 B of equity per set; 20 GB hold
+    # 20e9 // (14,424 + 1,024 x 72) = 226,880 sets > a wave.  The fills take the rest:
+    # (20e9 - 67,584 x 14,424) // (67,584 x 72) = 19,025,168,384 // 4,866,048 = 3,909.
+    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000) == (67_584, 3_909)
+    # at the 80-register cap ('auto'): 65,536 // (32 x 80) = 25 blocks per SM, 132 x 25 x 32 = 105,600 sets;
+    # fills (20e9 - 105,600 x 14,424) // (105,600 x 72) = 18,476,825,600 // 7,603,200 = 2,430
+    kw = {"sms": 132, "budget": 20 * 10**9, "registers": "auto"}
+    assert gpu_batch_plan(601, 1, threads=32, max_fills=100_000, **kw) == (105_600, 2_430)
     # the config's max_fills caps the fills per set
-    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=500) == (105_600, 500)
+    assert gpu_batch_plan(601, 1, threads=32, max_fills=500, **kw) == (105_600, 500)
     # a day sampled each second on two instruments: 3 x 8 x 86,401 x 2 = 4,147,248 B per set; with 1,024 fills
     # 4,220,976 B, 20e9 // that = 4,738 sets, 4,736 in whole blocks of 32; fills (20e9 - 4,736 x 4,147,248)
     # // (4,736 x 72) = 358,633,472 // 340,992 = 1,051
-    assert gpu_batch_plan(86_401, 2, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000) == (4_736, 1_051)
-    # blocks of 64: 65,536 // (64 x 80) = 12 per SM, 132 x 12 x 64 = 101,376
-    assert gpu_batch_plan(601, 1, sms=132, threads=64, budget=20 * 10**9, max_fills=100_000)[0] == 101_376
+    assert gpu_batch_plan(86_401, 2, threads=32, max_fills=100_000, **kw) == (4_736, 1_051)
+    # blocks of 64 at the cap: 65,536 // (64 x 80) = 12 per SM, 132 x 12 x 64 = 101,376
+    assert gpu_batch_plan(601, 1, threads=64, max_fills=100_000, **kw)[0] == 101_376
     # a budget too small for even one block still runs one block (its fills buffer shrinks, here to none)
     assert gpu_batch_plan(86_401, 2, sms=132, threads=32, budget=10**6, max_fills=100_000) == (32, 0)
     # a batch size given by the user is kept; the fills take what its equity samples leave:
     # (20e9 - 16,384 x 14,424) // (16,384 x 72) = 19,763,677,184 // 1,179,648 = 16,753
     assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000,
                           batch=16_384) == (16_384, 16_753)
-    # a register cap set by hand sizes the wave: 128 registers, 65,536 // (32 x 128) = 16 blocks per SM, 132 x 16
-    # x 32 = 67,584 sets; none (0): the uncapped kernel's 130 registers, allocated in units of 8 per thread: 136,
-    # 65,536 // (32 x 136) = 15 blocks, 132 x 15 x 32 = 63,360 sets
+    # a register cap set by hand sizes the wave: 96 registers, 65,536 // (32 x 96) = 21 blocks per SM, 132 x 21
+    # x 32 = 88,704 sets
     assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000,
-                          registers=128)[0] == 67_584
-    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000,
-                          registers=0)[0] == 63_360
+                          registers=96)[0] == 88_704
 
 
 def test_sweep_batch_plan_on_a_gpu_reads_the_device_and_the_market(monkeypatch, sample_market):
@@ -343,7 +345,7 @@ def test_sweep_batch_plan_on_a_gpu_reads_the_device_and_the_market(monkeypatch, 
     n_samples = span // 10**9 + 1  # sample_ns 1 s: one sample per started second, and one at the start
     eq = 3 * 8 * n_samples * len(sample_market.instruments)
     B, F = runner._batch_plan(Backend("gpu", np), sample_market, cfg, None)
-    assert B == 105_600 and F == min(cfg.engine.max_fills, (20 * 10**9 - B * eq) // (B * 72))
+    assert B == 67_584 and F == min(cfg.engine.max_fills, (20 * 10**9 - B * eq) // (B * 72))  # one uncapped wave
     assert runner._batch_plan(Backend("gpu", np), sample_market, cfg, 1000)[0] == 1000
     # the CPU: twice the cores, a 256 MiB fills buffer
     B, F = runner._batch_plan(Backend("cpu", np), sample_market, cfg, None)
