@@ -90,19 +90,19 @@ fi
 # PROFILE=1: Nsight Compute reports of one sweep-engine launch per variant (PROFILE_VARIANTS; PROF_SETS sets,
 # default 100,000: the size the 100x target is judged at, where the sets' thread-local state (6.8 KB each) no
 # longer fits L1/L2; the 2026-11-26 profile ran 4,096) and of the
-# book's prepare, summarise and replay kernels (every 64th event), side by side with the tests (ncu's
-# kernel replay serialises its own launches; its counters are per kernel). Reports in $OUT/ncu_*.txt.
-PROF_PID=
+# book's prepare, summarise and replay kernels (every 64th event), after the benchmarks and before the tests, alone
+# on the GPU (on 2026-11-27 16:21 UTC the sweep's profile beside 16 test processes did not finish its first of about
+# 25 passes in 110 s). Reports in $OUT/ncu_*.txt; the sweep's per SASS instruction in $OUT/ncu_sweep_sass.csv.gz.
 if [ "${PROFILE:-0}" = 1 ]; then
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   # speed of light, occupancy, memory, source counters (--set detailed), and the stall reasons and the
   # scheduler's issue rate (not in that set with the ncu of 2026-11-27)
   SECTIONS=${NCU_SECTIONS:-"--set detailed --section WarpStateStats --section SchedulerStats"}
   echo "== ncu profiles ($NCU)"
-  ( V=${PROFILE_VARIANTS:-t0s1,t128s1}
+  ( V=${PROFILE_VARIANTS:-t0s1}
     # the sweep's report is kept, then printed twice: its sections, and per SASS instruction (stall samples by
     # reason, executed instructions; CSV, for reading here)
-    timeout "${PROF_TIMEOUT:-180}" "$NCU" $SECTIONS -f -o /tmp/ncu_sweep -k regex:run_cuda \
+    timeout "${PROF_TIMEOUT:-240}" "$NCU" $SECTIONS -f -o /tmp/ncu_sweep -k regex:run_cuda \
       --launch-count "$(echo "$V" | tr ',' '\n' | wc -l)" \
       $PY "$REPO/experiments/tools/profile_gpu.py" sweep --sets "${PROF_SETS:-100000}" --events "${PROF_EVENTS:-1e5}" \
       --variant "$V" --reps 1 > "$OUT/ncu_sweep.txt" 2>&1
@@ -119,8 +119,8 @@ if [ "${PROFILE:-0}" = 1 ]; then
         $PY "$REPO/experiments/tools/profile_gpu.py" book --replay warp --events "${PROF_BOOK_EVENTS:-1e7}" --every 64 \
         --reps 1 > "$OUT/ncu_book_warp.txt" 2>&1
       echo "ncu exit: $?" >> "$OUT/ncu_book_warp.txt"
-    fi ) &
-  PROF_PID=$!
+    fi )
+  tail -n 3 "$OUT"/ncu_*.txt
 fi
 
 # BISECT=1: which kernel launch first differs from its CPU twin on the same inputs (experiments/tools/kernel_bisect.py),
@@ -129,11 +129,11 @@ fi
 BISECT_PID=
 if [ "${BISECT:-0}" = 1 ]; then
   echo "== kernel bisect"
-  ( i=0; IFS=';'
-    for case in ${BISECT_CASES:-"book-test --seed 7 --levels 7 --every 4 --chunk 5;book --events 2e5 --seed 6 --every 1"}; do
-      IFS=' '; timeout "${BISECT_TIMEOUT:-120}" $PY "$REPO/experiments/tools/kernel_bisect.py" $case \
-        $([ $i = 0 ] && echo --save-dir "$OUT/kb_0") > "$OUT/bisect_$i.json" 2> "$OUT/bisect_$i.err"
-      echo "bisect $i ($case) exit: $?"; i=$((i + 1)); IFS=';'
+  ( IFS=';' read -ra CASES <<< "${BISECT_CASES:-book-test --seed 7 --levels 7 --every 4 --chunk 5;book --events 2e5 --seed 6 --every 1}"
+    for i in "${!CASES[@]}"; do
+      timeout "${BISECT_TIMEOUT:-120}" $PY "$REPO/experiments/tools/kernel_bisect.py" ${CASES[$i]} \
+        $([ "$i" = 0 ] && echo --save-dir "$OUT/kb_0") > "$OUT/bisect_$i.json" 2> "$OUT/bisect_$i.err"
+      echo "bisect $i (${CASES[$i]}) exit: $?"
     done ) &
   BISECT_PID=$!
 fi
@@ -174,7 +174,6 @@ fi
 # the cubins travel back as one file (the device tool returns at most 8)
 if [ -d "$OUT/cubin" ]; then tar -czf "$OUT/cubin.tar.gz" -C "$OUT" cubin && rm -rf "$OUT/cubin"; fi
 [ -n "$BOOK_TESTS" ] && wait "$BOOK_TESTS" && grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests.txt" | tail -30
-[ -n "$PROF_PID" ] && wait "$PROF_PID" && tail -n 3 "$OUT"/ncu_*.txt
 [ -n "$BISECT_PID" ] && wait "$BISECT_PID"
 [ -f "$OUT/tests_backtest.txt" ] && grep -E "FAILED|ERROR|passed|failed|pytest exit" "$OUT/tests_backtest.txt" | tail -20
 exit 0
