@@ -342,9 +342,10 @@ def _runner_batch(market: Any, cfg: Any, be: Any, deadline: float) -> dict[str, 
         complete = np.asarray(runner.load_results(d).column("fills_complete"))
     row = {"batch_size": B, "fills_per_set": F, "wall_s": round(wall, 3), "sets_per_s": B / wall,
            "event_set_updates_per_s_wall": market.n_events * B / wall, "batches": rep.batches,
-           "sets_with_incomplete_fills": int((~complete).sum())}
+           "sets_with_incomplete_fills": int((~complete).sum()), "phase_s": rep.phase_s}
     print(f"  gpuflow sweep, one default batch of {B:,} sets ({F:,} fills recorded per set): {wall:.2f} s wall "
-          f"-> {market.n_events * B / wall:.3e} event x set updates/s end to end", flush=True)
+          f"-> {market.n_events * B / wall:.3e} event x set updates/s end to end; by phase (s): {rep.phase_s}",
+          flush=True)
     return row
 
 

@@ -381,14 +381,22 @@ def evaluate_batch(strategy_name: str, pm: np.ndarray, market: MarketData, engin
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
     mod = get_strategy(strategy_name)
     cfg = engine_cfg if max_fills is None else dataclasses.replace(engine_cfg, max_fills=max_fills)
+    t0 = time.perf_counter()
     res = run(mod, pm, market, cfg, engine=engine, backend=backend, record_fills=cfg.max_fills > 0)
+    t1 = time.perf_counter()
     t = _metrics_of(res).to_table()
     n = t.num_rows
     t = t.set_column(0, "set_id", pa.array(np.arange(first_set, first_set + n, dtype=np.int64)))
     t = t.add_column(1, "batch", pa.array(np.full(n, batch, np.int64)))
     meta = dict(t.schema.metadata or {})
     meta[b"gpuflow.sweep.backend"] = res.backend.encode()
+    # where the batch's time went (taken off the table before it is written: see the sweep's phase_s)
+    meta[_PHASES] = json.dumps({"engine": res.seconds, "engine_other": t1 - t0 - res.seconds,
+                                "metrics": time.perf_counter() - t1}).encode()
     return t.replace_schema_metadata(meta), np.asarray(res.counters)
+
+
+_PHASES = b"gpuflow.sweep.phase_s"
 
 
 def _local_batches(jobs: Sequence[tuple[int, int, np.ndarray]], run_one: Callable[..., Any]
@@ -576,6 +584,10 @@ class SweepReport:
     best: dict[str, Any] | None
     warnings: list[str] = field(default_factory=list)
     ray: str | None = None
+    #: seconds of the batches run here, summed by phase: ``engine`` (the engine's own timing of its run: the
+    #: kernel on a GPU), ``engine_other`` (the rest of the engine call: allocations, copies, fills copied back),
+    #: ``metrics`` (metrics and results table), ``write`` (Parquet file and manifest); with Ray, the workers' sums
+    phase_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -793,6 +805,8 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
             return evaluate_batch(mod.NAME, pm, market, cfg.engine, engine=engine, backend=be, max_fills=max_fills,
                                   first_set=first, batch=b)
 
+        phase_s: dict[str, float] = {}
+
         def record(b: int, first: int, table: Any, counters: np.ndarray) -> None:
             nonlocal ran, sets_run
             if objective not in table.column_names:
@@ -808,9 +822,15 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
                             f"fills recorded per set in a sweep (the results buffer / batch_size); their FIFO metrics "
                             "(win_rate, notional, fill_ratio, ...) are NaN (fills_complete is False); PnL, fees and "
                             "counters are exact; use a smaller batch_size to record more fills per set")
+            tw = time.perf_counter()
+            meta = dict(table.schema.metadata or {})
+            for k, v in json.loads(meta.pop(_PHASES, b"{}")).items():
+                phase_s[k] = phase_s.get(k, 0.0) + float(v)
+            table = table.replace_schema_metadata(meta)
             name = _write_batch(outp, b, table)
             manifest["completed"][str(b)] = {"file": name, "rows": table.num_rows, "first_set": first}
             _write_json(mpath, manifest)
+            phase_s["write"] = phase_s.get("write", 0.0) + time.perf_counter() - tw
             ran += 1
             sets_run += table.num_rows
             log.info("sweep %s: batch %d written (%d sets)", outp, b, table.num_rows)
@@ -861,7 +881,8 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
             warnings.warn(m, StrategyWarning, stacklevel=2)
     best = _best(outp, objective, direction, names)
     return SweepReport(os.fspath(outp), mod.NAME, search, n_sets, B, n_batches, ran, skipped, sets_run, secs, engine,
-                       be.name, objective, direction, best, msgs, ray_addr)
+                       be.name, objective, direction, best, msgs, ray_addr,
+                       {k: round(v, 4) for k, v in phase_s.items()})
 
 
 def _best(out: Path, objective: str, direction: str, names: Sequence[str]) -> dict[str, Any] | None:

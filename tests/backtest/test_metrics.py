@@ -240,3 +240,45 @@ def test_two_instruments_use_their_own_scales():
     # notional 2 * 101 * 0.05 + 3 * 500 * 0.02 = 10.1 + 30
     assert mt["notional"][0] == pytest.approx(40.1)
     assert (mt["position_lots_0"][0], mt["position_lots_1"][0]) == (2, -3)
+
+
+def _equity_metrics_by_definition(eq, ts, t0, capital, ppy):
+    """Plain Python, from the definitions in equity_metrics' docstring (the oracle of the jitted pass)."""
+    out = []
+    for row in eq:
+        e = [0.0, *row]
+        t = [t0, *ts]
+        K = len(row)
+        r = [(e[k] - e[k - 1]) / capital for k in range(1, K + 1)]
+        mean = sum(r) / K if K else math.nan
+        vol = math.sqrt(sum((x - mean) ** 2 for x in r) / (K - 1)) if K >= 2 else math.nan
+        down = math.sqrt(sum(min(x, 0.0) ** 2 for x in r) / K) if K >= 2 else math.nan
+        peaks = [max(e[: k + 1]) for k in range(K + 1)]
+        dd = [peaks[k] - e[k] for k in range(K + 1)]
+        last_peak = [max(j for j in range(k + 1) if dd[j] == 0) for k in range(K + 1)]
+        trough = dd.index(max(dd))
+        rec = next((k for k in range(trough + 1, K + 1) if dd[k] == 0), K)
+        dur = t[rec] - t[last_peak[trough]] if dd[trough] > 0 else 0
+        longest = max([t[min(k + 1, K)] - t[last_peak[k]] for k in range(K + 1) if dd[k] > 0], default=0)
+        sharpe = mean / vol * math.sqrt(ppy) if K >= 2 and vol != 0 else math.nan
+        sortino = mean / down * math.sqrt(ppy) if K >= 2 and down != 0 else math.nan
+        out.append((mean, vol, sharpe, sortino, dd[trough], dur, longest))
+    return out
+
+
+@pytest.mark.parametrize("K", [0, 1, 2, 3, 17, 300])
+def test_equity_metrics_equal_their_definitions(K, rng):
+    # integer steps: ties at the peak, flat stretches, recoveries exactly at the old peak, curves that never
+    # recover; one flat curve and one that only rises
+    steps = rng.integers(-3, 4, size=(40, K)).astype(np.float64)
+    steps[0] = 0.0
+    steps[1] = np.abs(steps[1])
+    eq = np.cumsum(steps, axis=1) * 0.25
+    ts = np.arange(1, K + 1, dtype=np.int64) * 7
+    m = equity_metrics(eq, ts, 0, capital=3.0, periods_per_year=5.0)
+    for p, (mean, vol, sharpe, sortino, mdd, dur, longest) in enumerate(_equity_metrics_by_definition(
+            eq, ts.tolist(), 0, 3.0, 5.0)):
+        for k, want in (("mean_return", mean), ("volatility", vol), ("sharpe", sharpe), ("sortino", sortino),
+                        ("max_drawdown", mdd)):
+            assert m[k][p] == pytest.approx(want, rel=1e-12, abs=1e-15, nan_ok=True), (k, p)
+        assert (m["max_drawdown_duration_ns"][p], m["longest_drawdown_ns"][p]) == (dur, longest), p

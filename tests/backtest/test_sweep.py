@@ -57,7 +57,11 @@ def test_grid_sweep_writes_one_row_per_set_equal_to_single_runs(tmp_path, sample
     cfg = _cfg()
     rep = sweep(cfg, sample_market, out=tmp_path / "out")
     assert (rep.n_sets, rep.batches, rep.batches_run, rep.batches_skipped, rep.sets_run) == (6, 2, 2, 0, 6)
+    # the batches' time by phase, summed; the files do not keep it (their content does not depend on timing)
+    assert set(rep.phase_s) == {"engine", "engine_other", "metrics", "write"}
+    assert all(v >= 0 for v in rep.phase_s.values()) and sum(rep.phase_s.values()) <= rep.seconds
     t = load_results(tmp_path / "out")
+    assert b"gpuflow.sweep.phase_s" not in (t.schema.metadata or {})
     assert t.num_rows == 6 and t.column("set_id").to_pylist() == list(range(6))
     assert t.column("batch").to_pylist() == [0, 0, 0, 0, 1, 1]
     # the grid in order, the last parameter fastest; the other parameters at the config's values
@@ -270,6 +274,7 @@ def test_ray_sweep_on_a_local_instance_equals_the_local_sweep(tmp_path, sample_m
     try:
         rep = sweep(cfg, sample_market, out=tmp_path / "ray", ray=True, backend="cpu")
         assert rep.ray == "local" and rep.batches_run == 2
+        assert rep.phase_s["engine"] > 0 and rep.phase_s["write"] > 0  # the workers' phases reach the report
         # a failure after the first batch keeps it; resume finishes on Ray
         out = tmp_path / "ray-cut"
 
