@@ -37,24 +37,16 @@ if [ "${SMALL:-0}" = 1 ]; then
   TEST_SEL="tests/kernels/test_book_kernels.py tests/test_book_warp.py"
   BT_ARGS="--small"
 else
-  # the layouts were compared on the H100 on 2026-11-26 (BENCHMARKS.md): the default (1021, chunks of 4096)
-  # against the warp replay (w1, not yet timed) at one wave of warps (auto: 32 per SM), half and two waves.
-  # Every 64th event the staged row mode does not apply (bench_book_gpu runs only layouts with row mode 0
-  # there), so 1001 (direct rows, 3.72e9 events/s on the H100) is the thread replay's every-64th reference.
-  # Chunks of 2048 and batches of 2e8: 1e8 events in chunks of 4096 are 24,414 threads, about 6 warps per SM
-  # (the replay, bound by its latencies per op, has room for 12 at 163 registers); twice the chunks, from
-  # shorter chunks (more dense chunk x level work per event) or from a longer batch (a wider price window),
-  # not yet timed. Since commit bc45fae the replay's top lists hold int32 level indices, and int32 sizes where the
-  # level sizes are int32 (layouts ...1): ptxas sm_90 gives 128 registers instead of 163/168 (16 warps per SM
-  # instead of 12), and the staged replay's shared stage is 13,312 B per block instead of 20,992 (16 blocks per SM
-  # instead of 10). r112: capped at 112 registers (18 warps per SM for 1001; ptxas spills 4-72 B per thread;
-  # the staged 1021 would stay at 16 blocks, its shared memory: not timed capped), not yet timed
-  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 2048,4096 --layouts 1021,1001,1001r112,w1 --warps auto,2112,8448 --threads 64 --configs every1_ofi,every64_ofi,every64_ofi@2e8"}
+  # Timed on the H200 on 2026-11-27 16:06 UTC (BENCHMARKS.md): the default 1021 (staged rows, int32 sizes) at
+  # chunks of 4096: 2.46e9 events/s every event; chunks of 2048 and the 112-register cap gained nothing; every 64th
+  # event 1001 (direct rows) in 2e8-event batches 5.20e9. The warp replay (w1) gave wrong rows there (lane masks
+  # read as signed int32; fixed in commit 50481c1): its first correct timing is next, at one wave of warps (auto)
+  # and at two (8448), against 1021 every event and 1001 every 64th.
+  BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 4096 --layouts 1021,1001,w1 --warps auto,8448 --threads 64 --configs every1_ofi,every64_ofi@2e8"}
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book_warp.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
-  # sweep sizes between 10,000 and 100,000 sets: each set's hot thread-local state is about 41 KB per warp
-  # (experiments/tools/engine_counts.py), so up to about 38,000 sets it fits the 50 MB of L2 and beyond it does
-  # not; the time per set between those sizes shows whether that is what bounds 100,000 sets (BENCHMARKS.md)
-  BT_DEFAULT="--sets 1000,10000,30000,50000,100000 --variants t0s1,t0s1r0"
+  # sweep: flat 0.31-0.33 s from 1,000 to 50,000 sets and 0.45 s at 100,000 on the H200 (2026-11-27, uncapped, the
+  # default since then); blocks of 32 (default) and 64 threads
+  BT_DEFAULT="--sets 1000,50000,100000 --variants t0s1,t0s1b64"
   BT_ARGS="--time-budget ${BT_BUDGET:-285} ${BT_EXTRA:-$BT_DEFAULT}"
   if [ -f "$REPO/shared/market_usdm.pkl.gz" ]; then BT_ARGS="$BT_ARGS --market-cache $REPO/shared/market_usdm.pkl.gz"; fi
 fi
@@ -90,7 +82,7 @@ fi
 # PROFILE=1: Nsight Compute reports of one sweep-engine launch per variant (PROFILE_VARIANTS; PROF_SETS sets,
 # default 100,000: the size the 100x target is judged at, where the sets' thread-local state (6.8 KB each) no
 # longer fits L1/L2; the 2026-11-26 profile ran 4,096) and of the
-# book's prepare, summarise and replay kernels (every 64th event), after the benchmarks and before the tests, alone
+# book's prepare, summarise and replay kernels (every event, 1e8 events: the headline case), after the benchmarks and before the tests, alone
 # on the GPU (on 2026-11-27 16:21 UTC the sweep's profile beside 16 test processes did not finish its first of about
 # 25 passes in 110 s). Reports in $OUT/ncu_*.txt; the sweep's per SASS instruction in $OUT/ncu_sweep_sass.csv.gz.
 if [ "${PROFILE:-0}" = 1 ]; then
@@ -110,13 +102,18 @@ if [ "${PROFILE:-0}" = 1 ]; then
     "$NCU" -i /tmp/ncu_sweep.ncu-rep --page details >> "$OUT/ncu_sweep.txt" 2>&1
     "$NCU" -i /tmp/ncu_sweep.ncu-rep --page source --csv --print-source sass 2>&1 | gzip > "$OUT/ncu_sweep_sass.csv.gz"
     [ "${PROF_BOOK:-1}" = 1 ] || exit 0
-    timeout "${PROF_BOOK_TIMEOUT:-90}" "$NCU" $SECTIONS -k regex:"prepare_cuda|summarise_cuda|replay" --launch-count 3 \
-      $PY "$REPO/experiments/tools/profile_gpu.py" book --events "${PROF_BOOK_EVENTS:-1e7}" --every 64 --reps 1 > "$OUT/ncu_book.txt" 2>&1
+    timeout "${PROF_BOOK_TIMEOUT:-90}" "$NCU" $SECTIONS -f -o /tmp/ncu_book -k regex:"prepare_cuda|summarise_cuda|replay" \
+      --launch-count 3 \
+      $PY "$REPO/experiments/tools/profile_gpu.py" book --events "${PROF_BOOK_EVENTS:-1e8}" --every "${PROF_BOOK_EVERY:-1}" \
+      --reps 1 > "$OUT/ncu_book.txt" 2>&1
     echo "ncu exit: $?" >> "$OUT/ncu_book.txt"
+    "$NCU" -i /tmp/ncu_book.ncu-rep --page details >> "$OUT/ncu_book.txt" 2>&1
+    "$NCU" -i /tmp/ncu_book.ncu-rep --page source --csv --print-source sass 2>&1 | gzip > "$OUT/ncu_book_sass.csv.gz"
     # the warp replay's summary and replay kernels (PROF_WARP=0 to skip)
     if [ "${PROF_WARP:-1}" = 1 ]; then
       timeout "${PROF_BOOK_TIMEOUT:-90}" "$NCU" $SECTIONS -k regex:"summarise_warp|replay_warp" --launch-count 2 \
-        $PY "$REPO/experiments/tools/profile_gpu.py" book --replay warp --events "${PROF_BOOK_EVENTS:-1e7}" --every 64 \
+        $PY "$REPO/experiments/tools/profile_gpu.py" book --replay warp --events "${PROF_BOOK_EVENTS:-1e8}" \
+        --every "${PROF_BOOK_EVERY:-1}" \
         --reps 1 > "$OUT/ncu_book_warp.txt" 2>&1
       echo "ncu exit: $?" >> "$OUT/ncu_book_warp.txt"
     fi )
