@@ -36,6 +36,24 @@ SHARED_DATA = _shared_data_dir()
 
 
 @pytest.fixture(scope="session")
+def load_script():
+    """``load_script("experiments/tools/x.py")``: a repository script imported as a module (named after its
+    file, registered in ``sys.modules`` so that its dataclasses resolve)."""
+    import importlib.util
+    import sys
+
+    def load(rel: str):
+        path = REPO / rel
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[path.stem] = mod
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real market-data samples (../shared/data); skip when absent, fail under CI."""
     if not (SHARED_DATA / "MANIFEST.md").is_file():

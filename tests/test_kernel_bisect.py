@@ -1,25 +1,14 @@
 """experiments/tools/kernel_bisect.py: the first kernel launch whose CUDA outputs differ from its CPU twin's."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 from numba import cuda, njit
 
 from gpuflow.backend import KernelPair
 
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "tools" / "kernel_bisect.py"
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("kernel_bisect", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["kernel_bisect"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+SCRIPT = "experiments/tools/kernel_bisect.py"
 
 
 @cuda.jit
@@ -35,8 +24,8 @@ def _add_cpu(x, k, out):  # pragma: no cover - jitted
         out[i] = x[i] + k
 
 
-def test_bisect_finds_the_launch_and_the_item_that_differ(device_backend, tmp_path):
-    mod = _tool()
+def test_bisect_finds_the_launch_and_the_item_that_differ(device_backend, tmp_path, load_script):
+    mod = load_script(SCRIPT)
     right = KernelPair("test.add_right", _add_cpu_as_cuda(), _add_cpu, threads=32)
     wrong = KernelPair("test.add_wrong", _add_cuda, _add_cpu, threads=32)
     be = device_backend
@@ -65,9 +54,9 @@ def _add_cpu_as_cuda():
     return add
 
 
-def test_book_warp_case_has_no_differing_launch(capsys):
+def test_book_warp_case_has_no_differing_launch(capsys, load_script):
     """The tool's own case on the warp replay: every launch equals its CPU twin (simulator in CI)."""
-    mod = _tool()
+    mod = load_script(SCRIPT)
     assert mod.main(["book-test", "--seed", "7", "--levels", "7", "--every", "4", "--chunk", "5"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["first_differing_launch"] is None and out["rows_differ"] == {}

@@ -1,26 +1,15 @@
 """experiments/tools/engine_counts.py: the engine's per-set work counted by a pure-Python run of its cores."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "tools" / "engine_counts.py"
+SCRIPT = "experiments/tools/engine_counts.py"
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("engine_counts", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["engine_counts"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_python_run_of_the_cores_equals_the_compiled_engine_and_counts_add_up(capsys):
+def test_python_run_of_the_cores_equals_the_compiled_engine_and_counts_add_up(capsys, load_script):
     """The counted run is the engine's own path: its counters and accounts equal the compiled exact engine's
     for each set (the tool stops otherwise); the counts are consistent with the events and the blocks."""
-    mod = _tool()
+    mod = load_script(SCRIPT)
     assert mod.main(["--synthetic", "20000", "--sets", "0,3", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["grid_row"] for r in out] == [0, 3]
@@ -32,12 +21,12 @@ def test_python_run_of_the_cores_equals_the_compiled_engine_and_counts_add_up(ca
         assert 0 < r["hot_values_95pct"] <= r["distinct_values"]
 
 
-def test_a_python_run_that_strays_from_the_engine_is_refused(monkeypatch):
+def test_a_python_run_that_strays_from_the_engine_is_refused(monkeypatch, load_script):
     """If the Python path differed from the compiled engine (here: a step that never trades) the tool stops
     instead of reporting counts of another path."""
     import pytest
 
-    mod = _tool()
+    mod = load_script(SCRIPT)
     orig = mod.python_engine
 
     def stray(strategy):
