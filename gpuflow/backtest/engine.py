@@ -475,9 +475,12 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     else:
         inv = np.empty_like(order)
         inv[order] = np.arange(order.size)
+        inv_b = be.asarray(inv)
 
         def h(a: Any) -> np.ndarray:  # the caller's sets, in the caller's order
-            return be.to_host(a)[inv]
+            # reordered where the array is (on a GPU in device memory, before the copy: the fills of a large
+            # sweep are gigabytes, which a reordering copy on the host would go through once more)
+            return be.to_host(a[inv_b])
     return BacktestResult(getattr(strategy, "NAME", "strategy"), pm, list(strategy.PARAMS), h(cnt), h(out_acct),
                           h(eq2), h(eqfee), h(eqfrem), t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64),
                           h(fills), list(market.instruments), cfg, engine, be.name, h(out_sst), secs)
