@@ -53,6 +53,7 @@ from gpuflow.backtest.engine import BacktestResult, ConfigError, MarketData, equ
 from gpuflow.errors import GpuflowError
 
 __all__ = [
+    "CPU_SETS_PER_CORE",
     "FILL_BUFFER_BYTES",
     "GPU_MIN_FILLS",
     "GPU_RESULTS_FRACTION",
@@ -73,8 +74,15 @@ log = logging.getLogger(__name__)
 
 #: the manifest of a sweep's output folder
 MANIFEST = "manifest.json"
-#: fills buffer per batch in a sweep (bytes); fills beyond it per set are counted, not recorded
-FILL_BUFFER_BYTES = 256 << 20
+#: fills buffer per batch of a CPU sweep (bytes); fills beyond it per set are counted, not recorded.  Zeroed
+#: host memory is mapped as it is written, so only the fills recorded take memory
+FILL_BUFFER_BYTES = 2 << 30
+#: parameter sets per core in a CPU sweep batch: the engine runs a batch's sets in parallel over the cores, and
+#: sets of unequal cost even out over many per core, while each batch costs its own metrics, Parquet file and
+#: manifest update.  512 sets of market making on the USD-M recording, 2 CPUs (2026-11-27, best of 3;
+#: experiments/bench/bench_sweep_batches.py): 1.89 s in batches of 8 (4 per core, the default until then), 1.54 s
+#: in batches of 16, 1.41 s in batches of 32
+CPU_SETS_PER_CORE = 16
 #: share of the smaller of the device's and the host's memory that one GPU batch's results may take
 GPU_RESULTS_FRACTION = 0.25
 #: fills recorded per set that the automatic GPU batch size keeps room for, at least
@@ -657,7 +665,7 @@ def _batch_plan(be: Any, market: MarketData, cfg: RunConfig, batch_size: int | N
                               threads=int(_config.get_option("backtest_block_threads")), budget=_gpu_budget(),
                               max_fills=cfg.engine.max_fills, batch=B,
                               registers=_config.get_option("backtest_max_registers"))
-    B = B or max(8, 2 * (os.cpu_count() or 1))  # prange over sets: a few sets per core
+    B = B or max(8, CPU_SETS_PER_CORE * (os.cpu_count() or 1))
     return B, int(min(cfg.engine.max_fills, FILL_BUFFER_BYTES // (B * _FILL_ROW_BYTES)))
 
 
@@ -683,8 +691,8 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
     batch_size : int, optional
         Sets per engine launch and per file (default: ``sweep.batch_size``, else on a GPU one wave of the
         sweep kernel that fits a quarter of the device's memory (:func:`gpu_batch_plan`; 67,584 sets on a
-        132-SM H100/H200 when the equity samples are small) and twice the CPU count on the CPU; on resume,
-        the batch size recorded in ``out``).
+        132-SM H100/H200 when the equity samples are small) and :data:`CPU_SETS_PER_CORE` sets per CPU on the
+        CPU; on resume, the batch size recorded in ``out``).
     resume : bool
         Continue a sweep in ``out``: only the batches missing from its manifest run.  Without it, a
         folder that already holds results is an error.

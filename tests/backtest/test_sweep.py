@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 
@@ -352,6 +353,7 @@ def test_sweep_batch_plan_on_a_gpu_reads_the_device_and_the_market(monkeypatch, 
     B, F = runner._batch_plan(Backend("gpu", np), sample_market, cfg, None)
     assert B == 67_584 and F == min(cfg.engine.max_fills, (20 * 10**9 - B * eq) // (B * 72))  # one uncapped wave
     assert runner._batch_plan(Backend("gpu", np), sample_market, cfg, 1000)[0] == 1000
-    # the CPU: twice the cores, a 256 MiB fills buffer
+    # the CPU: 16 sets per core, a 2 GiB fills buffer (mapped as fills are written)
     B, F = runner._batch_plan(Backend("cpu", np), sample_market, cfg, None)
-    assert B >= 8 and F == min(cfg.engine.max_fills, runner.FILL_BUFFER_BYTES // (B * 72))
+    assert B == max(8, 16 * (os.cpu_count() or 1))
+    assert F == min(cfg.engine.max_fills, runner.FILL_BUFFER_BYTES // (B * 72))
