@@ -314,14 +314,11 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     return out
 
 
-def _runner_batch(market: Any, cfg: Any, be: Any, deadline: float) -> dict[str, Any]:
-    """5. What ``gpuflow sweep`` does with one batch of its default GPU size (the engine launch with fills
-    recorded, the copy back, the metrics and the Parquet file), timed on the wall clock: a random search
-    over the bench's space with exactly that many trials."""
+def runner_config(cfg: Any) -> Any:
+    """The sweep config of ``gpuflow sweep`` runs in the benchmarks: a seeded random search over the market-making
+    space of the bench's grid, with the engine settings ``cfg`` (fills recorded up to 100,000 per set)."""
     import dataclasses
-    import tempfile
 
-    from gpuflow.backtest import runner
     from gpuflow.backtest.config import RunConfig
 
     rc = RunConfig.from_dict({"strategy": "market_making", "params": {"max_position_lots": 100},
@@ -329,7 +326,18 @@ def _runner_batch(market: Any, cfg: Any, be: Any, deadline: float) -> dict[str, 
                                         "order_lots": [1, 2, 3, 5, 10, 20, 50, 100, 200, 500],
                                         "skew_ticks_per_lot": {"low": 0.0, "high": 0.5}},
                               "sweep": {"search": "random", "seed": 0}}, source="bench")
-    rc = dataclasses.replace(rc, engine=dataclasses.replace(cfg, max_fills=100_000))
+    return dataclasses.replace(rc, engine=dataclasses.replace(cfg, max_fills=100_000))
+
+
+def _runner_batch(market: Any, cfg: Any, be: Any, deadline: float) -> dict[str, Any]:
+    """5. What ``gpuflow sweep`` does with one batch of its default GPU size (the engine launch with fills
+    recorded, the copy back, the metrics and the Parquet file), timed on the wall clock: a random search
+    over the bench's space with exactly that many trials."""
+    import tempfile
+
+    from gpuflow.backtest import runner
+
+    rc = runner_config(cfg)
     B, F = runner._batch_plan(be, market, rc, None)
     left = deadline - time.perf_counter()
     if left < 60:

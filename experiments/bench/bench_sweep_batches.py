@@ -12,7 +12,6 @@ best wall time per batch size and that run's ``phase_s``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -40,19 +39,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from gpuflow.backend import get_backend
     from gpuflow.backtest import runner
-    from gpuflow.backtest.config import RunConfig
 
     be = get_backend(args.backend)
     ns = argparse.Namespace(path=str(bb.BINANCE), market_cache=args.market_cache, max_events=0,
                             synthetic_events=int(args.synthetic_events), seed=7)
     market, desc = bb.load_market(args.source, ns)
     cfg = bb._config(market, args.decision_interval_ns)
-    rc = RunConfig.from_dict({"strategy": "market_making", "params": {"max_position_lots": 100},
-                              "space": {"half_spread_ticks": {"low": 0, "high": 19, "int": True},
-                                        "order_lots": [1, 2, 3, 5, 10, 20, 50, 100, 200, 500],
-                                        "skew_ticks_per_lot": {"low": 0.0, "high": 0.5}},
-                              "sweep": {"search": "random", "seed": 0}}, source="bench")
-    rc = dataclasses.replace(rc, engine=dataclasses.replace(cfg, max_fills=100_000))
+    rc = bb.runner_config(cfg)
     with tempfile.TemporaryDirectory() as d:  # JIT
         runner.sweep(rc, market, out=d, trials=16, backend=be, warn=False)
     rows = []
