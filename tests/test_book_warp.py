@@ -52,13 +52,18 @@ def _same(ev, device_backend, levels=3, every=1, **kw):
     return gpu
 
 
-@pytest.mark.parametrize(("levels", "every", "chunk"), [(3, 1, 3), (1, 0, 2), (7, 4, 5)])
-def test_warp_replay_equals_cpu_twin(levels, every, chunk, rng, device_backend):
-    # a book wider than a warp's 32 levels per step, level sets, trades, clears of either or both sides
+def warp_twin_stream(rng):
+    """A book wider than a warp's 32 levels per step, level sets, trades, clears of either or both sides (also
+    the stream of experiments/tools/kernel_bisect.py's ``book-test`` case)."""
     ev = _random_l2(rng, 70, width=45).to_pydict()
     for i, sd in ((20, 1), (41, 0), (55, -1)):
         ev["kind"][i], ev["side"][i] = C, sd
-    g = _same(events_table({k: np.asarray(v) for k, v in ev.items()}), device_backend, levels, every, chunk=chunk)
+    return events_table({k: np.asarray(v) for k, v in ev.items()})
+
+
+@pytest.mark.parametrize(("levels", "every", "chunk"), [(3, 1, 3), (1, 0, 2), (7, 4, 5)])
+def test_warp_replay_equals_cpu_twin(levels, every, chunk, rng, device_backend):
+    g = _same(warp_twin_stream(rng), device_backend, levels, every, chunk=chunk)
     # more than one chunk, each summarised and replayed by one warp from the scan's start book
     assert g.stats["chunks"] > 1
 

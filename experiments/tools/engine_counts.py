@@ -199,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for r in out:
             print(f"set {r['grid_row']}: {r['walked_events']:,} of {r['events']:,} events walked, "
-                  f"{r['block_checks']:,} block checks, {r['decisions']:,} decisions, {r['orders']:,} orders, {r['cancels']:,} cancels, "
-                  f"{r['fills']:,} fills, {r['slots_used']} order slots used")
+                  f"{r['block_checks']:,} block checks, {r['decisions']:,} decisions, {r['orders']:,} orders, "
+                  f"{r['cancels']:,} cancels, {r['fills']:,} fills, {r['slots_used']} order slots used")
             print(f"  per-set (thread-local) accesses: {r['local_accesses']:,} ({r['local_reads']:,} reads); "
                   f"{r['hot_values_95pct']} values take 95 % of them: {r['hot_kb_per_warp']:.0f} KB per warp, "
                   f"{r['hot_mb_at_100000_sets']:.0f} MB at 100,000 sets")

@@ -32,10 +32,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _is_array(a: Any) -> bool:
-    return isinstance(a, np.ndarray) or hasattr(a, "__cuda_array_interface__")
-
-
 def _host(be: Any, a: Any) -> Any:
     """A host copy of an array argument (scalars as they are)."""
     if isinstance(a, np.ndarray):
@@ -84,13 +80,15 @@ class Bisect:
         before = [_host(be, a) for a in args]
         self._orig(pair, n, *args, threads=threads)
         be.synchronize()
-        after = [_host(be, a) if _is_array(a) else a for a in args]
+        after = [_host(be, a) for a in args]
         twin = [b.copy() if isinstance(b, np.ndarray) else b for b in before]
         pair.cpu(*twin)
         diffs = {}
         skip = _scratch(pair.name)
         for i, (g, c) in enumerate(zip(after, twin)):
-            if i not in skip and isinstance(g, np.ndarray) and not (g.shape == c.shape and np.array_equal(g, c, equal_nan=True)):
+            if i in skip or not isinstance(g, np.ndarray):
+                continue
+            if g.shape != c.shape or not np.array_equal(g, c, equal_nan=True):
                 diffs[str(i)] = _first_diffs(g, c)
         rec = {"launch": len(self.log), "kernel": pair.name, "n": int(n), "threads": threads, "differs": bool(diffs),
                "diffs": diffs}
@@ -113,14 +111,9 @@ class Bisect:
 def _book_test_events(seed: int) -> Any:
     """The stream of tests/test_book_warp.py::test_warp_replay_equals_cpu_twin for ``global_random_seed``."""
     sys.path.insert(0, str(REPO / "tests"))
-    from test_book import _random_l2  # a test helper, on purpose
+    from test_book_warp import warp_twin_stream  # the test's own stream, on purpose
 
-    from gpuflow.schema import KIND_CLEAR, events_table
-
-    ev = _random_l2(np.random.default_rng(seed), 70, width=45).to_pydict()
-    for i, sd in ((20, 1), (41, 0), (55, -1)):
-        ev["kind"][i], ev["side"][i] = KIND_CLEAR, sd
-    return events_table({k: np.asarray(v) for k, v in ev.items()})
+    return warp_twin_stream(np.random.default_rng(seed))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -211,7 +211,7 @@ def _equity_stats(eq, tt, capital, f_out, i_out):  # pragma: no cover - jitted
 
 def equity_metrics(equity: np.ndarray, sample_ts: np.ndarray, t0: int, *, capital: float = 1.0,
                    periods_per_year: float | None = None) -> dict[str, np.ndarray]:
-    """Return, risk and drawdown statistics of net equity curves (vectorised over rows).
+    """Return, risk and drawdown statistics of net equity curves (one jitted pass per row, rows in parallel).
 
     Parameters
     ----------

@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 
 #: the manifest of a sweep's output folder
 MANIFEST = "manifest.json"
+#: schema metadata key of a batch's time by phase, from its evaluation to the sweep's report (not written)
+_PHASES = b"gpuflow.sweep.phase_s"
 #: fills buffer per batch of a CPU sweep (bytes); fills beyond it per set are counted, not recorded.  Zeroed
 #: host memory is mapped as it is written, so only the fills recorded take memory
 FILL_BUFFER_BYTES = 2 << 30
@@ -404,8 +406,6 @@ def evaluate_batch(strategy_name: str, pm: np.ndarray, market: MarketData, engin
     return t.replace_schema_metadata(meta), np.asarray(res.counters)
 
 
-_PHASES = b"gpuflow.sweep.phase_s"
-
 
 def _local_batches(jobs: Sequence[tuple[int, int, np.ndarray]], run_one: Callable[..., Any]
                    ) -> Iterator[tuple[int, int, np.ndarray, Any]]:
@@ -626,10 +626,10 @@ def gpu_batch_plan(n_samples: int, n_instruments: int, *, sms: int, threads: int
     :data:`~gpuflow.kernels.backtest.AUTO_REGISTER_CAP`, 0 (the option's default) the uncapped kernel's
     :data:`~gpuflow.kernels.backtest.NATURAL_REGISTERS`; :func:`gpuflow.backend.blocks_per_sm`), since each wave costs
     about one thread's walk over the events (H200, market making on the USD-M recording, uncapped, 2026-11-27:
-    1,000 to 50,000 sets 0.31-0.33 s, 100,000 sets, about 1.5 waves, 0.45 s).  It shrinks, in whole blocks, until each set's equity samples
-    (``n_samples`` x ``n_instruments`` x 3 int64) plus :data:`GPU_MIN_FILLS` fill records fit ``budget``; the
-    fills buffer then takes what the equity samples leave, at most ``max_fills`` per set.  ``batch`` (> 0)
-    fixes the batch size instead.
+    1,000 to 50,000 sets 0.31-0.33 s, 100,000 sets, about 1.5 waves, 0.45 s).  It shrinks, in whole blocks,
+    until each set's equity samples (``n_samples`` x ``n_instruments`` x 3 int64) plus :data:`GPU_MIN_FILLS`
+    fill records fit ``budget``; the fills buffer then takes what the equity samples leave, at most
+    ``max_fills`` per set.  ``batch`` (> 0) fixes the batch size instead.
     """
     from gpuflow.backend import blocks_per_sm
     from gpuflow.kernels import backtest as kb
