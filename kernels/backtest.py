@@ -57,7 +57,7 @@ __all__ = [
     "N_TAKER",
     "MAKER_LOTS", "TAKER_LOTS", "N_REJECTS", "N_FILLS_DROPPED", "N_UNFILLED_MARKET", "N_BAD_ACTIONS",
     "N_NAN_ACTIONS", "N_DECISIONS", "N_NOTICES_DROPPED", "ORDERED_LOTS", "NCNT", "ACC_POS", "ACC_CASH", "ACC_FEE",
-    "ACC_LOTS", "ACC_NOTIONAL", "ACC_FEE_REM", "NACC", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
+    "ACC_LOTS", "ACC_NOTIONAL", "ACC_FEE_REM", "NACC", "EQ_2", "EQ_FEE", "EQ_FEE_REM", "NEQ", "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ",
     "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS", "MAX_ACTIONS", "MAX_PENDING", "SKIP_BLOCK", "NBLK", "event_blocks",
     "NEV", "NVS", "event_view", "engine_pair",
 ]
@@ -89,6 +89,11 @@ NCNT = 20
 ACC_POS, ACC_CASH, ACC_FEE, ACC_LOTS, ACC_NOTIONAL, ACC_FEE_REM = range(6)
 NACC = 6
 _MILLION = np.int64(1_000_000)
+#: equity sample values (:func:`record_sample`; the engine's samples array is (sample, value, instrument, set)):
+#: 2 x equity in ticks x lots (``2 * cash + pos * (bid + ask)``), fees in whole ticks x lots, their remainder in
+#: millionths
+EQ_2, EQ_FEE, EQ_FEE_REM = range(3)
+NEQ = 3
 # fill record columns
 F_EVENT, F_TS, F_INST, F_SIDE, F_PRICE, F_QTY, F_LIQ, F_QUEUE, F_ORDER = range(9)
 NFILL = 9
@@ -714,16 +719,22 @@ def ev_top(e, off, tl):  # pragma: no cover - device code
     return tl[j, TL_B0], tl[j, TL_A0], tl[j, TL_BD], tl[j, TL_AD]
 
 
-def record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem):  # pragma: no cover - jitted
-    """Equity sample ``s_i``: ``2 * cash + pos * (bid + ask)`` and the fees so far, per instrument."""
+def record_sample(p, s_i, n_inst, acct, mid2, eqs):  # pragma: no cover - jitted
+    """Equity sample ``s_i``: ``2 * cash + pos * (bid + ask)`` and the fees so far, per instrument.
+
+    One array ``eqs`` holds every set's samples, laid out (sample, value :data:`EQ_2` ..., instrument, set):
+    every set records sample ``s_i`` at the same event (the sample clock is the same for all), so on a GPU a
+    warp's 32 stores of one value are adjacent (8 sectors instead of 32, a set's whole row apart: ncu flagged
+    the former (set, sample, instrument) arrays' stores as uncoalesced), and one array instead of three
+    keeps fewer base addresses live in the kernel (ptxas sm_90: 128 registers, not 132)."""
     for m in range(n_inst):
-        eq2[p, s_i, m] = 2 * acct[m, ACC_CASH] + acct[m, ACC_POS] * mid2[m]
-        eqfee[p, s_i, m] = acct[m, ACC_FEE]
-        eqfrem[p, s_i, m] = acct[m, ACC_FEE_REM]
+        eqs[s_i, EQ_2, m, p] = 2 * acct[m, ACC_CASH] + acct[m, ACC_POS] * mid2[m]
+        eqs[s_i, EQ_FEE, m, p] = acct[m, ACC_FEE]
+        eqs[s_i, EQ_FEE_REM, m, p] = acct[m, ACC_FEE_REM]
 
 
 def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-             ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt,
+             ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eqs, out_cnt,
              out_acct, out_sst, tl, tile, blk):  # pragma: no cover - jitted
     """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring).
 
@@ -759,7 +770,7 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
     feed = cfg[C_FEED]
     interval = cfg[C_INTERVAL]
     sample = cfg[C_SAMPLE]
-    n_samples = eq2.shape[1]
+    n_samples = eqs.shape[0]  # (sample, value, instrument, set): record_sample
     next_decision = cfg[C_T0]
     next_sample = cfg[C_T0] + sample
     s_i = 0
@@ -807,7 +818,7 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
                         rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
                         next_p = pend_next(pend)
                     view_mids(vst, e, n_inst, mid2)
-                    record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
+                    record_sample(p, s_i, n_inst, acct, mid2, eqs)
                     s_i += 1
                     next_sample += sample
                     acted = True
@@ -906,7 +917,7 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
         if next_x <= next_sample - feed:
             exchange_until(p, n - 1, next_sample - feed, ordv, cur, bp, bq, ap, aq, nlev, cfg, acct, pend, cnt, fills)
             rmask, next_x, hi_bid, lo_ask, fb, fa, hi_ob, lo_oa = order_schedule(ordv, cnt[N_SLOTS])
-        record_sample(p, s_i, n_inst, acct, mid2, eq2, eqfee, eqfrem)
+        record_sample(p, s_i, n_inst, acct, mid2, eqs)
         s_i += 1
         next_sample += sample
     for c in range(cnt.size):
@@ -1082,7 +1093,7 @@ def _compiled(name: str):  # returns a numba dispatcher
 
 # ----------------------------------------------------------------------------- kernels
 def run_cuda(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
-             eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk):  # pragma: no cover - device code
+             eqs, out_cnt, out_acct, out_sst, blk):  # pragma: no cover - device code
     """One thread per parameter set.  Twin: :func:`run_cpu`.  ``TILE`` (compile-time): events per
     shared-memory tile, 0 for none."""
     p = cuda.grid(1)
@@ -1108,12 +1119,12 @@ def run_cuda(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, par
     if TILE > 0:  # noqa: F821
         tile = TILE  # noqa: F821
     simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-             ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
+             ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eqs, out_cnt, out_acct,
              out_sst, tl, tile, blk)
 
 
 def run_cpu(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
-            eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk):  # pragma: no cover - jitted
+            eqs, out_cnt, out_acct, out_sst, blk):  # pragma: no cover - jitted
     """The exact engine: every parameter set in turn on the CPU (``prange`` over sets)."""
     for p in prange(params.shape[0]):
         ordv = np.zeros((MAX_ORDERS, NCOL), dtype=np.int64)
@@ -1128,7 +1139,7 @@ def run_cpu(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, para
         mid2 = np.zeros(MAX_INSTRUMENTS, dtype=np.int64)
         tl = np.zeros((1, NTL), dtype=np.int64)  # no tile on the CPU: events are read where they lie
         simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
-                 ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eq2, eqfee, eqfrem, out_cnt, out_acct,
+                 ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eqs, out_cnt, out_acct,
                  out_sst, tl, ts.size, blk)
 
 
@@ -1210,6 +1221,15 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
                                  tw.cpu(_with_state(run_cpu, size), parallel=True), threads=threads,
                                  nvvm_opt=int(config.get_option("backtest_nvvm_opt")), nvvm_fma=False)
     return _PAIRS[key]
+
+
+def compiled_registers(pair: KernelPair) -> int | None:
+    """The most registers per thread of ``pair``'s compiled CUDA kernels (one per argument signature launched so
+    far), as the device's toolchain built them; None before the first launch or without a device."""
+    get = getattr(pair.cuda, "get_regs_per_thread", None)
+    if get is None or not getattr(pair.cuda, "overloads", None):
+        return None
+    return max(int(r) for r in get().values())
 
 
 def _with_state(fn: object, size: int) -> object:

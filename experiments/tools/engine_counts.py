@@ -107,8 +107,8 @@ def count_set(g: dict[str, Any], args: tuple, p: int) -> dict[str, Any]:
     """Run set ``p`` of the captured launch through the Python engine with counting arrays."""
     import gpuflow.kernels.backtest as kb
 
-    (ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfgv, n_inst, fills, eq2, eqfee,
-     eqfrem, out_cnt, out_acct, out_sst, blk) = args
+    (ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfgv, n_inst, fills, eqs, out_cnt,
+     out_acct, out_sst, blk) = args
     log: collections.Counter = collections.Counter()
     size = g["STATE_SIZE"]
     shapes = {"ordv": ((kb.MAX_ORDERS, kb.NCOL), np.int64), "lv": ((kb.MAX_ORDERS, kb.NCOL), np.int64),
@@ -120,9 +120,8 @@ def count_set(g: dict[str, Any], args: tuple, p: int) -> dict[str, Any]:
     o_cnt, o_acct, o_sst = np.zeros_like(out_cnt), np.zeros_like(out_acct), np.zeros_like(out_sst)
     t0 = time.perf_counter()
     g["simulate"](p, counted(ts, "ts", log), tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params,
-                  cfgv, n_inst, *(loc[n] for n in LOCAL), fills, np.zeros_like(eq2), np.zeros_like(eqfee),
-                  np.zeros_like(eqfrem), o_cnt, o_acct, o_sst, np.zeros((1, kb.NTL), np.int64), ts.size,
-                  counted(blk, "blk", log))
+                  cfgv, n_inst, *(loc[n] for n in LOCAL), fills, np.zeros_like(eqs), o_cnt, o_acct, o_sst,
+                  np.zeros((1, kb.NTL), np.int64), ts.size, counted(blk, "blk", log))
     wall = time.perf_counter() - t0
     if not (np.array_equal(o_cnt[p], out_cnt[p]) and np.array_equal(o_acct[p], out_acct[p])):
         msg = f"set {p}: the Python run's counters differ from the compiled engine's ({o_cnt[p]} vs {out_cnt[p]})"

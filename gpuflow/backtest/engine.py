@@ -200,6 +200,13 @@ class MarketData:
             cache[be.name] = be.asarray(cache["cpu"])
         return cache[be.name if be.uses_cuda else "cpu"]
 
+    def window(self, start: int, n: int) -> MarketData:
+        """Events ``start .. start + n`` (the book rows whole: events index into them), as a market of their own."""
+        sl = slice(int(start), int(start) + int(n))
+        return replace(self, ts=self.ts[sl], ts_exch=self.ts_exch[sl], inst=self.inst[sl], row=self.row[sl],
+                       kind=self.kind[sl], side=self.side[sl], price=self.price[sl], qty=self.qty[sl],
+                       signals=np.ascontiguousarray(self.signals[sl]))
+
     @property
     def n_events(self) -> int:
         return int(self.ts.size)
@@ -214,6 +221,29 @@ def equity_samples(market: MarketData, sample_ns: int) -> int:
     its first event, the last at or after its last event)."""
     span = int(market.ts[-1]) - int(market.ts[0]) if market.n_events else 0
     return span // int(sample_ns) + 1
+
+
+def sweep_kernel_registers(strategy: Any, params: Any, market: MarketData, config: BacktestConfig, be: Backend, *,
+                           record_fills: bool = True) -> int | None:
+    """Registers per thread of the sweep kernel that :func:`run` launches for ``strategy`` on ``be`` (uncapped,
+    the options' tile and block size), as the device's toolchain built it: compiled here, if no run has compiled
+    it yet, by a run of the first set of ``params`` over the market's first events.  None without a real device (the CPU twin, the
+    simulator).  Kernels differ by strategy (ptxas sm_90 on 2026-11-27: 128 registers for most, 144-148 for
+    grid_mm, twap, vwap and pov) and by toolchain (the device has built 2 more than ptxas here), and the
+    registers set how many sets a wave of blocks holds (:func:`gpuflow.backtest.runner.gpu_batch_plan`)."""
+    from gpuflow.backend import simulator_enabled
+    from gpuflow.kernels import backtest as kb
+
+    if not be.uses_cuda or simulator_enabled():
+        return None
+    pair = kb.engine_pair(strategy, max_registers=0)
+    regs = kb.compiled_registers(pair)
+    if regs is None:
+        with options.config_context(backtest_max_registers=0):
+            run(strategy, param_matrix(strategy, params)[:1], market.window(0, min(market.n_events, 64)), config,
+                engine="sweep", backend=be, record_fills=record_fills)
+        regs = kb.compiled_registers(pair)
+    return regs
 
 
 def _register_cap(n_sets: int, be: Backend) -> int:
@@ -423,9 +453,9 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     fills = be.zeros((P, max(F, 1), kb.NFILL), xp.int64)
     if not record_fills:
         fills = fills[:, :0]
-    eq2 = be.zeros((P, n_samples, M), xp.int64)
-    eqfee = be.zeros((P, n_samples, M), xp.int64)
-    eqfrem = be.zeros((P, n_samples, M), xp.int64)
+    # equity samples (sample, value, instrument, set): a warp's stores of one sample are adjacent
+    # (kb.record_sample); the result holds each value as (set, sample, instrument)
+    eqs = be.zeros((n_samples, kb.NEQ, M, P), xp.int64)
     out_cnt = be.zeros((P, kb.NCNT), xp.int64)
     out_acct = be.zeros((P, M, kb.NACC), xp.int64)
     size = max(int(getattr(strategy, "STATE_SIZE", 1)), 1)
@@ -462,7 +492,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     start = time.perf_counter()
     be.launch(pair, P, d["ts"], be.asarray(tx), ev, vst, d["row"], d["price"], d["qty"], d["bid_price"],
               d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm_run),
-              be.asarray(cv), np.int64(M), fills, eq2, eqfee, eqfrem, out_cnt, out_acct, out_sst, blk)
+              be.asarray(cv), np.int64(M), fills, eqs, out_cnt, out_acct, out_sst, blk)
     be.synchronize()
     secs = time.perf_counter() - start
     cnt = be.to_host(out_cnt)
@@ -481,8 +511,9 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
             # reordered where the array is (on a GPU in device memory, before the copy: the fills of a large
             # sweep are gigabytes, which a reordering copy on the host would go through once more)
             return be.to_host(a[inv_b])
+    eq2, eqfee, eqfrem = (h(xp.ascontiguousarray(eqs[:, v].transpose(2, 0, 1))) for v in range(kb.NEQ))
     return BacktestResult(getattr(strategy, "NAME", "strategy"), pm, list(strategy.PARAMS), h(cnt), h(out_acct),
-                          h(eq2), h(eqfee), h(eqfrem), t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64),
+                          eq2, eqfee, eqfrem, t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64),
                           h(fills), list(market.instruments), cfg, engine, be.name, h(out_sst), secs)
 
 

@@ -618,12 +618,15 @@ class SweepReport:
 
 
 def gpu_batch_plan(n_samples: int, n_instruments: int, *, sms: int, threads: int, budget: int,
-                   max_fills: int, batch: int = 0, registers: int | str = 0) -> tuple[int, int]:
+                   max_fills: int, batch: int = 0, registers: int | str = 0,
+                   natural: int | None = None) -> tuple[int, int]:
     """(sets per batch, fills recorded per set) of a GPU sweep that holds ``budget`` bytes of results.
 
     The batch is one *wave* of the sweep kernel: as many blocks of ``threads`` sets as the ``sms`` SMs hold at
     once at the kernel's register cap (``registers``: the ``backtest_max_registers`` option; ``auto`` is
-    :data:`~gpuflow.kernels.backtest.AUTO_REGISTER_CAP`, 0 (the option's default) the uncapped kernel's
+    :data:`~gpuflow.kernels.backtest.AUTO_REGISTER_CAP`, 0 (the option's default) the uncapped kernel's own:
+    ``natural``, as compiled (:func:`gpuflow.backtest.engine.sweep_kernel_registers`: 144-148 for some
+    strategies, where a wave planned at 128 would take two), else
     :data:`~gpuflow.kernels.backtest.NATURAL_REGISTERS`; :func:`gpuflow.backend.blocks_per_sm`), since each wave costs
     about one thread's walk over the events (H200, market making on the USD-M recording, uncapped, 2026-11-27:
     1,000 to 50,000 sets 0.31-0.33 s, 100,000 sets, about 1.5 waves, 0.45 s).  It shrinks, in whole blocks,
@@ -634,7 +637,7 @@ def gpu_batch_plan(n_samples: int, n_instruments: int, *, sms: int, threads: int
     from gpuflow.backend import blocks_per_sm
     from gpuflow.kernels import backtest as kb
 
-    regs = kb.AUTO_REGISTER_CAP if registers == "auto" else (int(registers) or kb.NATURAL_REGISTERS)
+    regs = kb.AUTO_REGISTER_CAP if registers == "auto" else (int(registers) or natural or kb.NATURAL_REGISTERS)
     wave = int(sms) * blocks_per_sm(regs, threads) * threads
     eq = 3 * 8 * max(int(n_samples), 1) * max(int(n_instruments), 1)
     fit = int(budget) // (eq + GPU_MIN_FILLS * _FILL_ROW_BYTES)
@@ -653,18 +656,25 @@ def _gpu_budget() -> int:
     return int(min(device_memory_total(), host) * GPU_RESULTS_FRACTION)
 
 
-def _batch_plan(be: Any, market: MarketData, cfg: RunConfig, batch_size: int | None) -> tuple[int, int]:
-    """(sets per batch, fills recorded per set) of a sweep (see :func:`gpu_batch_plan` on a GPU)."""
+def _batch_plan(be: Any, market: MarketData, cfg: RunConfig, batch_size: int | None, base: Mapping[str, float]
+                ) -> tuple[int, int]:
+    """(sets per batch, fills recorded per set) of a sweep (see :func:`gpu_batch_plan` on a GPU; ``base``: a
+    parameter set of the sweep, for compiling its kernel to learn its registers)."""
     B = int(batch_size or cfg.sweep.batch_size or 0)
     if be.name == "gpu":
         from gpuflow import config as _config
         from gpuflow.backend import device_sm_count
+        from gpuflow.backtest.engine import sweep_kernel_registers
 
+        regs = _config.get_option("backtest_max_registers")
+        natural = None
+        if not B and regs == 0:
+            natural = sweep_kernel_registers(cfg.strategy_module, base, market, cfg.engine, be,
+                                             record_fills=cfg.engine.max_fills > 0)
         return gpu_batch_plan(equity_samples(market, cfg.engine.sample_ns), len(market.instruments),
                               sms=device_sm_count(),
                               threads=int(_config.get_option("backtest_block_threads")), budget=_gpu_budget(),
-                              max_fills=cfg.engine.max_fills, batch=B,
-                              registers=_config.get_option("backtest_max_registers"))
+                              max_fills=cfg.engine.max_fills, batch=B, registers=regs, natural=natural)
     B = B or max(8, CPU_SETS_PER_CORE * (os.cpu_count() or 1))
     return B, int(min(cfg.engine.max_fills, FILL_BUFFER_BYTES // (B * _FILL_ROW_BYTES)))
 
@@ -775,7 +785,7 @@ def sweep(cfg: RunConfig, market: MarketData | None = None, *, out: str | os.Pat
         # the batches already written fix the batch size (an automatic one depends on the machine)
         batch_size = json.loads((outp / MANIFEST).read_text()).get("fingerprint", {}).get("batch_size")
     # fills beyond max_fills per set are counted (fills_complete False), not recorded: bounded memory per batch
-    B, max_fills = _batch_plan(be, market, cfg, batch_size)
+    B, max_fills = _batch_plan(be, market, cfg, batch_size, base)
     objective, direction = cfg.sweep.objective, cfg.sweep.direction
     outp.mkdir(parents=True, exist_ok=True)
     fp = {"version": _MANIFEST_VERSION, "strategy": mod.NAME, "search": search, "n_sets": n_sets, "batch_size": B,

@@ -456,6 +456,17 @@ def test_stat_arb_sweep_equals_exact(device_backend):
     for a in ("counters", "account", "equity2", "fills", "state"):
         np.testing.assert_array_equal(getattr(sw, a), getattr(ex, a), err_msg=a)
     assert ex.counters[:, kb.N_FILLS].sum() > 0
+    # each set's equity samples are its own: the engines record them (sample, instrument, set) and return them
+    # (set, sample, instrument); a set run alone (the oracle: one set, nothing to mix up) gives the same rows,
+    # per instrument
+    assert ex.equity2.shape == (4, ex.sample_ts.size, 2)
+    assert len({r.tobytes() for r in ex.equity2}) > 1 and (ex.equity2[:, :, 0] != ex.equity2[:, :, 1]).any()
+    for i, one in enumerate(sets):
+        alone = run(st, [one], mk, cfg)
+        for a in ("equity2", "equity_fee", "equity_fee_rem"):
+            assert getattr(ex, a).flags.c_contiguous and getattr(sw, a).flags.c_contiguous
+            np.testing.assert_array_equal(getattr(ex, a)[i], getattr(alone, a)[0], err_msg=f"{a}, set {i}")
+            np.testing.assert_array_equal(getattr(sw, a)[i], getattr(alone, a)[0], err_msg=f"{a}, set {i}")
 
 
 # ----------------------------------------------------------------------------- real data

@@ -315,6 +315,14 @@ def test_gpu_batch_plan_is_one_wave_of_the_kernel_within_the_memory_budget():
     # 20e9 // (14,424 + 1,024 x 72) = 226,880 sets > a wave.  The fills take the rest:
     # (20e9 - 67,584 x 14,424) // (67,584 x 72) = 19,025,168,384 // 4,866,048 = 3,909.
     assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000) == (67_584, 3_909)
+    # the kernel as compiled takes 144 registers (grid_mm, twap, vwap, pov by ptxas sm_90): 65,536 // (32 x 144)
+    # = 14 blocks per SM, 132 x 14 x 32 = 59,136 sets (67,584 would take a second wave for their last 8,448);
+    # fills (20e9 - 59,136 x 14,424) // (59,136 x 72) = 4,496
+    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000,
+                          natural=144) == (59_136, 4_496)
+    # a register cap asked for wins over the compiled count
+    assert gpu_batch_plan(601, 1, sms=132, threads=32, budget=20 * 10**9, max_fills=100_000, registers="auto",
+                          natural=144)[0] == 105_600
     # at the 80-register cap ('auto'): 65,536 // (32 x 80) = 25 blocks per SM, 132 x 25 x 32 = 105,600 sets;
     # fills (20e9 - 105,600 x 14,424) // (105,600 x 72) = 18,476,825,600 // 7,603,200 = 2,430
     kw = {"sms": 132, "budget": 20 * 10**9, "registers": "auto"}
@@ -350,10 +358,42 @@ def test_sweep_batch_plan_on_a_gpu_reads_the_device_and_the_market(monkeypatch, 
     span = int(sample_market.ts[-1]) - int(sample_market.ts[0])
     n_samples = span // 10**9 + 1  # sample_ns 1 s: one sample per started second, and one at the start
     eq = 3 * 8 * n_samples * len(sample_market.instruments)
-    B, F = runner._batch_plan(Backend("gpu", np), sample_market, cfg, None)
+    import gpuflow.backtest.engine as be_mod
+
+    calls = []
+    regs = [None]  # the uncapped kernel's registers as compiled (None: not known, NATURAL_REGISTERS)
+
+    def compiled(strategy, params, market, config, be, record_fills=True):
+        calls.append((strategy.NAME, dict(params), market is sample_market, record_fills))
+        return regs[0]
+
+    monkeypatch.setattr(be_mod, "sweep_kernel_registers", compiled)
+    base = cfg.resolved_params(sample_market.instruments)
+    B, F = runner._batch_plan(Backend("gpu", np), sample_market, cfg, None, base)
     assert B == 67_584 and F == min(cfg.engine.max_fills, (20 * 10**9 - B * eq) // (B * 72))  # one uncapped wave
-    assert runner._batch_plan(Backend("gpu", np), sample_market, cfg, 1000)[0] == 1000
+    assert calls == [("market_making", base, True, True)]  # its kernel compiled with a set of the sweep
+    regs[0] = 144
+    assert runner._batch_plan(Backend("gpu", np), sample_market, cfg, None, base)[0] == 132 * 14 * 32
+    assert runner._batch_plan(Backend("gpu", np), sample_market, cfg, 1000, base)[0] == 1000
+    assert len(calls) == 2  # a batch size given: no compile needed
     # the CPU: 16 sets per core, a 2 GiB fills buffer (mapped as fills are written)
-    B, F = runner._batch_plan(Backend("cpu", np), sample_market, cfg, None)
+    B, F = runner._batch_plan(Backend("cpu", np), sample_market, cfg, None, base)
     assert B == max(8, 16 * (os.cpu_count() or 1))
     assert F == min(cfg.engine.max_fills, runner.FILL_BUFFER_BYTES // (B * 72))
+
+
+def test_sweep_kernel_registers_read_from_the_compiled_kernel():
+    import types
+
+    from gpuflow.kernels.backtest import compiled_registers
+
+    from gpuflow.backend import get_backend
+    from gpuflow.backtest.engine import sweep_kernel_registers
+
+    # a dispatcher's compiled kernels (one per signature): the most registers of any; none before a launch
+    disp = types.SimpleNamespace(overloads={"a": 1, "b": 2}, get_regs_per_thread=lambda: {"a": 128, "b": 144})
+    assert compiled_registers(types.SimpleNamespace(cuda=disp)) == 144
+    assert compiled_registers(types.SimpleNamespace(cuda=types.SimpleNamespace(overloads={}))) is None
+    assert compiled_registers(types.SimpleNamespace(cuda=object())) is None  # the simulator's dispatcher
+    # no device: no registers (the CPU twin), and nothing is run
+    assert sweep_kernel_registers(None, {}, None, None, get_backend("cpu")) is None
