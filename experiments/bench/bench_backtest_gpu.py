@@ -43,9 +43,12 @@ For each market:
    ``wall_s`` adds the host->device copies of the market and the output allocation / copy back.
    A size whose predicted time (from the previous one) does not fit the remaining budget is skipped
    and reported as such.
+   Then the occupancy probe (``--occupancy-probe``, on a GPU; :func:`occupancy_probe`): the first variant on
+   the same 32 sets in every warp at 1, 4 and 16 warps per SM, so that only the number of warps sharing an SM
+   changes.
 
 5. ``gpuflow sweep`` end to end (``--runner``, on a GPU): one batch of its default GPU size (one wave of the
-   kernel at the automatic register cap, within the memory budget: ``runner.gpu_batch_plan``), fills
+   kernel as compiled, within the memory budget: ``runner.gpu_batch_plan``), fills
    recorded, metrics computed and written to Parquet, timed on the wall clock.
 
 Prints one JSON object at the end and writes it to ``--json-out``.
@@ -111,14 +114,6 @@ def param_grid(n: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def window(market: Any, start: int, n: int) -> Any:
-    """Events ``start .. start + n`` of ``market`` (book rows kept whole: events index into them)."""
-    sl = slice(start, start + n)
-    return replace(market, ts=market.ts[sl], inst=market.inst[sl], row=market.row[sl], kind=market.kind[sl],
-                   side=market.side[sl], price=market.price[sl], qty=market.qty[sl],
-                   signals=np.ascontiguousarray(market.signals[sl]))
-
-
 def load_market(source: str, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The prepared market (host arrays) and a description of it.  ``--market-cache FILE`` (binance only): a
     pickle of the prepared market, read when it exists, else written (reading and preparing the recording on
@@ -154,7 +149,7 @@ def load_market(source: str, args: argparse.Namespace) -> tuple[Any, dict[str, A
         if args.max_events:
             # start a little after the snapshot so that the book is complete in a short window
             first = int(np.nonzero((market.bid_qty[market.row, 0] > 0) & (market.ask_qty[market.row, 0] > 0))[0][0])
-            market = window(market, first, int(args.max_events))
+            market = market.window(first, int(args.max_events))
         desc = {"source": "binance usdm btcusdt_20240808 (recording)", "path": str(args.path)}
     else:
         from gpuflow.synthetic import generate
@@ -192,7 +187,7 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
     out["decision_interval_ns"] = cfg.decision_interval_ns
 
     # 1. warm-up (JIT) on a few events, same argument types as the timed runs
-    tiny = window(market, 0, min(n_ev, 64))
+    tiny = market.window(0, min(n_ev, 64))
     t = time.perf_counter()
     steps = {}
     variants = _variants(args.variants)
@@ -306,12 +301,44 @@ def bench_market(market: Any, desc: dict[str, Any], be: Any, args: argparse.Name
                   flush=True)
             del r
     out["gpu"] = runs
+    if args.occupancy_probe and be.uses_cuda and variants:
+        out["occupancy_probe"] = occupancy_probe(mm, grid, market, cfg, be, variants[0], args.occupancy_probe)
     if args.runner and be.name == "gpu":
         out["runner"] = _runner_batch(market, cfg, be, deadline)
     if be.uses_cuda:  # after the sweeps: every kernel they used (register caps chosen per size) is compiled
         out["engine_kernel_resources"] = _kernel_resources(mm, variants, sizes, be, args.dump_dir)
         print(f"  engine kernel resources: {out['engine_kernel_resources']}", flush=True)
     return out
+
+
+def occupancy_probe(mm: Any, grid: np.ndarray, market: Any, cfg: Any, be: Any, variant: str, spec: str
+                    ) -> list[dict[str, Any]]:
+    """The same 32 sets in every warp, at 1, 4, ... warps per SM (``spec``): the work per warp is the same at
+    every size, so the time says what running more warps side by side costs each walk.
+
+    On the H200 the sweep took 0.32 s from 1,000 to 50,000 sets and 0.45 s at 100,000 (2026-11-27): is a walk
+    a chain of dependent latencies that more warps do not slow (then the equal times here, and the lever is the
+    latency of each walked event), or do the warps contend (then longer times at more warps per SM, and the
+    lever is each warp's share of L1: its hot thread-local state)?  Sets unsorted (their order is the warp)."""
+    from gpuflow.kernels.backtest import NATURAL_REGISTERS
+
+    from gpuflow.backend import blocks_per_sm, device_sm_count, simulator_enabled
+    from gpuflow.backtest import run
+    from gpuflow.config import config_context
+
+    sms = 1 if be.name == "cpu" or simulator_enabled() else device_sm_count()  # a plumbing run: one "SM"
+    most = blocks_per_sm(NATURAL_REGISTERS, 32)  # one-warp blocks of the uncapped kernel an SM holds
+    rows = []
+    for w in (min(int(x), most) for x in spec.split(",")):
+        pm = np.tile(grid[:32], (sms * w, 1))
+        with _variant(variant), config_context(backtest_sort_sets=False):
+            r = run(mm, pm, market, cfg, engine="sweep", backend=be, record_fills=False)
+        same = bool((r.counters == r.counters[:32][np.arange(pm.shape[0]) % 32]).all())
+        rows.append({"warps_per_sm": w, "sets": int(pm.shape[0]), "kernel_s": r.seconds, "variant": variant,
+                     "every_warp_same_counters": same, "fills_total": int(r.counters[:, 2].sum())})
+        print(f"  occupancy probe [{variant}]: {w} warp(s) per SM ({pm.shape[0]:,} sets, the same 32 in every warp):"
+              f" kernel {r.seconds:.3f} s; every warp's counters the same: {same}", flush=True)
+    return rows
 
 
 def runner_config(cfg: Any) -> Any:
@@ -338,7 +365,7 @@ def _runner_batch(market: Any, cfg: Any, be: Any, deadline: float) -> dict[str, 
     from gpuflow.backtest import runner
 
     rc = runner_config(cfg)
-    B, F = runner._batch_plan(be, market, rc, None)
+    B, F = runner._batch_plan(be, market, rc, None, rc.resolved_params(market.instruments))
     left = deadline - time.perf_counter()
     if left < 60:
         print(f"  runner batch of {B:,} sets: skipped ({left:.0f} s left)", flush=True)
@@ -464,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--dump-dir", default=None, help="write the compiled sweep kernels' cubins here (GPU only)")
     ap.add_argument("--wait-for", default=None, help="after the JIT warm-up, wait until this file exists")
+    ap.add_argument("--occupancy-probe", default="1,4,16",
+                    help="GPU: warps per SM at which to run the same 32 sets in every warp (empty: no probe)")
     args = ap.parse_args(argv)
     start = time.perf_counter()
     if args.small:
@@ -476,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         # 5-50x slower than one that does (its Python threads and its busy-polling launcher; seen on the
         # CPU box, not understood); the engine tests check both variants
         args.variants = "t16s1"
+        args.occupancy_probe = ""  # tests/backtest/test_bench_backtest_gpu.py runs it on the CPU twin
         args.time_budget = max(args.time_budget, 600.0)
     deadline = start + args.time_budget
 
@@ -493,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         market, desc = load_market(src, args)
         if args.small and src == "synthetic":
-            market = window(market, 0, int(args.max_events))
+            market = market.window(0, int(args.max_events))
             desc["events"] = market.n_events
         res["markets"].append(bench_market(market, desc, be, args, deadline))
         if args.json_out:  # after every market: a run stopped later keeps what was measured

@@ -46,8 +46,10 @@ else
   BENCH_ARGS=${BENCH_ARGS:-"--events 1e9 --batch 1e8 --cpu-events 2e7 --chunks 4096 --layouts 1021,1001,w1 --warps auto,8448 --threads 64 --configs every1_ofi,every1_ofi@2e8,every64_ofi@2e8"}
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book_warp.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
   # sweep: flat 0.31-0.33 s from 1,000 to 50,000 sets and 0.45 s at 100,000 on the H200 (2026-11-27, uncapped, the
-  # default since then); blocks of 32 (default) and 64 threads
-  BT_DEFAULT="--sets 1000,50000,100000 --variants t0s1,t0s1b64"
+  # default since then). Untimed: the coalesced equity samples (commit 10a1a65, in every variant), event tiles of
+  # 128 with block skipping (t128s1, 128 registers by ptxas here), and the occupancy probe (the same 32 sets in
+  # every warp at 1, 4 and 16 warps per SM: does a walk slow down when more warps share an SM?)
+  BT_DEFAULT="--sets 1000,50000,100000 --variants t0s1,t128s1 --occupancy-probe 1,4,16"
   BT_ARGS="--time-budget ${BT_BUDGET:-285} ${BT_EXTRA:-$BT_DEFAULT}"
   if [ -f "$REPO/shared/market_usdm.pkl.gz" ]; then BT_ARGS="$BT_ARGS --market-cache $REPO/shared/market_usdm.pkl.gz"; fi
 fi

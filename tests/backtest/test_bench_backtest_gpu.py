@@ -46,3 +46,22 @@ def test_variant_names_select_the_engine_options():
                                                  "backtest_max_registers", "backtest_skip_block",
                                                  "backtest_block_threads"))
         assert got == want, v
+
+
+def test_occupancy_probe_runs_the_same_sets_in_every_warp():
+    # on the CPU twin (one "SM"): 32 sets, then the same 32 twice; every warp's counters are the first warp's
+    from gpuflow.backend import get_backend
+    from gpuflow.backtest import prepare_market
+    from gpuflow.backtest.strategies import get_strategy
+    from gpuflow.synthetic import generate
+
+    spec = importlib.util.spec_from_file_location("bench_backtest_gpu", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    market = prepare_market(generate(3000, seed=1, mode="l2"), levels=5, backend="cpu")
+    cfg = mod._config(market, 2_000_000)
+    grid = mod.param_grid(64)
+    rows = mod.occupancy_probe(get_strategy("market_making"), grid, market, cfg, get_backend("cpu"), "t0s1", "1,2")
+    assert [(r["warps_per_sm"], r["sets"]) for r in rows] == [(1, 32), (2, 64)]
+    assert all(r["every_warp_same_counters"] and r["kernel_s"] > 0 for r in rows)
+    assert rows[1]["fills_total"] == 2 * rows[0]["fills_total"] > 0
