@@ -496,24 +496,64 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
     be.synchronize()
     secs = time.perf_counter() - start
     cnt = be.to_host(out_cnt)
-    if record_fills and P:
-        # only the recorded part of the fills buffer comes back (on a GPU the copy to the host can take
-        # longer than the sweep): columns up to the most fills any set recorded
-        fills = fills[:, :min(int(cnt[:, kb.N_FILLS].max()), F)]
-    if order is None:
-        h = be.to_host
-    else:
+    inv = None
+    if order is not None:
         inv = np.empty_like(order)
         inv[order] = np.arange(order.size)
-        inv_b = be.asarray(inv)
+    to_caller = _CallerOrder(inv, be)
+    if record_fills and P:
+        fills_h = recorded_fills(fills, np.minimum(cnt[:, kb.N_FILLS], F), order, be)
+    else:
+        fills_h = to_caller(fills)
+    eq2, eqfee, eqfrem = (to_caller(xp.ascontiguousarray(eqs[:, v].transpose(2, 0, 1))) for v in range(kb.NEQ))
+    return BacktestResult(getattr(strategy, "NAME", "strategy"), pm, list(strategy.PARAMS), to_caller(cnt),
+                          to_caller(out_acct), eq2, eqfee, eqfrem,
+                          t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64), fills_h,
+                          list(market.instruments), cfg, engine, be.name, to_caller(out_sst), secs)
 
-        def h(a: Any) -> np.ndarray:  # the caller's sets, in the caller's order
-            # reordered where the array is (on a GPU in device memory, before the copy: the fills of a large
-            # sweep are gigabytes, which a reordering copy on the host would go through once more)
-            return be.to_host(a[inv_b])
-    eq2, eqfee, eqfrem = (h(xp.ascontiguousarray(eqs[:, v].transpose(2, 0, 1))) for v in range(kb.NEQ))
-    return BacktestResult(getattr(strategy, "NAME", "strategy"), pm, list(strategy.PARAMS), h(cnt), h(out_acct),
-                          eq2, eqfee, eqfrem, t0 + cfg.sample_ns * np.arange(1, n_samples + 1, dtype=np.int64),
-                          h(fills), list(market.instruments), cfg, engine, be.name, h(out_sst), secs)
+
+class _CallerOrder:
+    """A result array (a row per set, in the order the sets ran) on the host, in the caller's order (``inv``: the
+    run's row of each caller's set; None: the same order).  Reordered where the array is: a device array in
+    device memory before its copy, a host array (the counters, already copied) on the host; a host array indexed
+    with a device array fails on a GPU (cupy refuses the implicit copy), which the simulator, whose "device"
+    arrays are numpy's, cannot show."""
+
+    def __init__(self, inv: np.ndarray | None, be: Backend) -> None:
+        self.inv, self.be = inv, be
+        self.inv_dev = None if inv is None or not be.uses_cuda else be.asarray(inv)
+
+    def __call__(self, a: Any) -> np.ndarray:
+        if self.inv is None:
+            return self.be.to_host(a)
+        if isinstance(a, np.ndarray):
+            return a[self.inv]
+        return self.be.to_host(a[self.inv_dev])
+
+
+def recorded_fills(fills: Any, nrec: np.ndarray, order: np.ndarray | None, be: Backend) -> np.ndarray:
+    """The fills the sets recorded, on the host: (sets, the most any set recorded, NFILL), sets in the caller's
+    order (``order[j]``: the caller's set run as row ``j``; None: the same order), a set's unused rows zero.
+
+    ``fills`` is the engine's buffer (rows in run order), ``nrec`` (host) the fills each set recorded.  On a
+    device only the recorded rows travel: they are packed there (a boolean mask over (set, fill)) and unpacked
+    on the host into a zeroed array, whose untouched pages are never mapped.  A batch's buffer is padded to its
+    busiest set: on the bench grid the mean set records 449 fills and a batch keeps room for up to 2,430, so the
+    padded copy moved and mapped several times the recorded bytes (the 105,600-set batch: up to 18.5 GB)."""
+    from gpuflow.kernels import backtest as kb
+
+    P = int(nrec.size)
+    fu = int(nrec.max()) if P else 0
+    if not be.uses_cuda:  # already in host memory (the CPU engine never reorders)
+        f = fills[:, :fu]
+        return f if order is None else f[np.argsort(order)]
+    xp = be.xp
+    mask = xp.arange(fu)[None, :] < be.asarray(nrec)[:, None]
+    packed = be.to_host(fills[:, :fu][mask])  # (recorded fills, NFILL): set by set in run order, each in order
+    out = np.zeros((P, fu, kb.NFILL), np.int64)
+    rows = np.repeat(np.arange(P) if order is None else np.asarray(order), nrec)
+    cols = np.arange(packed.shape[0]) - np.repeat(np.cumsum(nrec) - nrec, nrec)
+    out[rows, cols] = packed
+    return out
 
 

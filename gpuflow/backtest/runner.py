@@ -406,7 +406,6 @@ def evaluate_batch(strategy_name: str, pm: np.ndarray, market: MarketData, engin
     return t.replace_schema_metadata(meta), np.asarray(res.counters)
 
 
-
 def _local_batches(jobs: Sequence[tuple[int, int, np.ndarray]], run_one: Callable[..., Any]
                    ) -> Iterator[tuple[int, int, np.ndarray, Any]]:
     for b, first, pm in jobs:

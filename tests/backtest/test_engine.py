@@ -323,3 +323,73 @@ def test_order_slots_and_notices_in_flight_are_reused_after_their_reports(engine
     rows = BOOK + far + [(30, S, 1, 80, 1)] + later
     c = run(SCRIPT, {}, market(rows, acts), cfg, engine=engine, backend=be).counters[0]
     assert [int(x) for x in (c[kb.N_FILLS], c[kb.N_ORDERS], c[kb.N_REJECTS], c[kb.N_SLOTS])] == [0, 16, 17, 16]
+
+
+class _Dev:
+    """A stand-in for a device array (cupy's behaviour where it matters here): it refuses to become a numpy
+    array implicitly, so a host array indexed with it fails as it does on a GPU."""
+
+    def __init__(self, a):
+        self.a = np.asarray(a)
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+    def __getitem__(self, key):
+        key = tuple(k.a if isinstance(k, _Dev) else k for k in key) if isinstance(key, tuple) else \
+            key.a if isinstance(key, _Dev) else key
+        return _Dev(self.a[key])
+
+    def __lt__(self, other):
+        return _Dev(self.a < (other.a if isinstance(other, _Dev) else other))
+
+
+def _fake_device():
+    import types
+
+    xp = types.SimpleNamespace(arange=lambda *a, **k: _Dev(np.arange(*a, **k)))
+    return types.SimpleNamespace(uses_cuda=True, xp=xp, asarray=lambda x: x if isinstance(x, _Dev) else _Dev(x),
+                                 to_host=lambda d: d.a if isinstance(d, _Dev) else np.asarray(d))
+
+
+def test_results_come_back_in_the_callers_order_from_device_and_host_arrays():
+    # a sorted sweep's results: the counters are on the host already, the rest in device memory; each is
+    # reordered where it is (a host array indexed with a device array failed on a GPU: cupy refuses)
+    from gpuflow.backtest.engine import _CallerOrder
+
+    order = np.array([2, 0, 3, 1])  # run row j holds the caller's set order[j]
+    inv = np.argsort(order)
+    run_rows = np.arange(4)[:, None] * 10 + np.arange(3)
+    to_caller = _CallerOrder(inv, _fake_device())
+    want = run_rows[inv]
+    np.testing.assert_array_equal(to_caller(run_rows), want)  # a host array
+    np.testing.assert_array_equal(to_caller(_Dev(run_rows)), want)  # a device array
+    np.testing.assert_array_equal(_CallerOrder(None, _fake_device())(_Dev(run_rows)), run_rows)
+
+
+@pytest.mark.parametrize("sorted_sets", [False, True])
+def test_recorded_fills_travel_packed_and_unpack_to_the_padded_rows(sorted_sets):
+    # only the rows each set recorded come from the device; the host array equals the buffer's recorded columns
+    # (unused rows zero), sets in the caller's order
+    from gpuflow.backtest.engine import recorded_fills
+
+    rng = np.random.default_rng(4)
+    P, F = 7, 9
+    nrec = np.array([3, 0, 9, 1, 5, 0, 2])
+    buf = np.zeros((P, F, kb.NFILL), np.int64)
+    for p in range(P):
+        buf[p, :nrec[p]] = rng.integers(1, 1000, (nrec[p], kb.NFILL))
+    order = rng.permutation(P) if sorted_sets else None
+    want = buf[:, :nrec.max()] if order is None else buf[:, :nrec.max()][np.argsort(order)]
+    got = recorded_fills(_Dev(buf), nrec, order, _fake_device())
+    assert got.shape == (P, 9, kb.NFILL) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(recorded_fills(buf, nrec, None, get_backend_cpu()), buf[:, :9])
+    empty = recorded_fills(_Dev(buf), np.zeros(P, np.int64), order, _fake_device())
+    assert empty.shape == (P, 0, kb.NFILL)
+
+
+def get_backend_cpu():
+    from gpuflow.backend import get_backend
+
+    return get_backend("cpu")
