@@ -227,10 +227,11 @@ def sweep_kernel_registers(strategy: Any, params: Any, market: MarketData, confi
                            record_fills: bool = True) -> int | None:
     """Registers per thread of the sweep kernel that :func:`run` launches for ``strategy`` on ``be`` (uncapped,
     the options' tile and block size), as the device's toolchain built it: compiled here, if no run has compiled
-    it yet, by a run of the first set of ``params`` over the market's first events.  None without a real device (the CPU twin, the
-    simulator).  Kernels differ by strategy (ptxas sm_90 on 2026-11-27: 128 registers for most, 144-148 for
-    grid_mm, twap, vwap and pov) and by toolchain (the device has built 2 more than ptxas here), and the
-    registers set how many sets a wave of blocks holds (:func:`gpuflow.backtest.runner.gpu_batch_plan`)."""
+    it yet, by a run of the first set of ``params`` over the market's first events (a prefix of the sweep's own
+    runs).  None without a real device (the CPU twin, the simulator).  Kernels differ by strategy (ptxas sm_90
+    on 2026-11-27: 128 registers for most, 144-148 for grid_mm, twap, vwap and pov) and by toolchain (the
+    device has built 2 more than ptxas here), and the registers set how many sets a wave of blocks holds
+    (:func:`gpuflow.backtest.runner.gpu_batch_plan`)."""
     from gpuflow.backend import simulator_enabled
     from gpuflow.kernels import backtest as kb
 
