@@ -48,8 +48,10 @@ else
   # sweep: flat 0.31-0.33 s from 1,000 to 50,000 sets and 0.45 s at 100,000 on the H200 (2026-11-27, uncapped, the
   # default since then). Untimed: the coalesced equity samples (commit 10a1a65, in every variant), event tiles of
   # 128 with block skipping (t128s1, 128 registers by ptxas here), and the occupancy probe (the same 32 sets in
-  # every warp at 1, 4 and 16 warps per SM: does a walk slow down when more warps share an SM?)
-  BT_DEFAULT="--sets 1000,50000,100000 --variants t0s1,t128s1 --occupancy-probe 1,4,16"
+  # every warp at 1, 4 and 16 warps per SM: does a walk slow down when more warps share an SM?), and skip blocks of
+  # 8 and 4 events (k8, k4): on the CPU box a set of the bench grid walks 99,748 / 82,362 events on average in
+  # blocks of 8 / 4 instead of 130,791 in blocks of 16, for 2x / 4x the block checks (BENCHMARKS.md)
+  BT_DEFAULT="--sets 1000,50000,100000 --variants t0s1,t128s1,t0s1k8,t0s1k4 --occupancy-probe 1,4,16"
   BT_ARGS="--time-budget ${BT_BUDGET:-285} ${BT_EXTRA:-$BT_DEFAULT}"
   if [ -f "$REPO/shared/market_usdm.pkl.gz" ]; then BT_ARGS="$BT_ARGS --market-cache $REPO/shared/market_usdm.pkl.gz"; fi
 fi
