@@ -14,8 +14,8 @@ its counters equal the compiled exact engine's run of the same set (so the count
 Reported per set: reads and writes of each per-set array (by array and by engine function), the walked
 events (reads of the receive times by ``simulate``: the events a set did not pass over in a quiet block),
 the block checks (reads of the block summaries' first column), and the hot footprint: how many distinct
-per-set values (8 bytes each) take 95 % of the accesses, and what that is for a warp (32 sets: a warp's
-access to one local value touches 256 bytes) and for 100,000 sets.
+per-set values (8 bytes each) take 95 % of the accesses (and in which arrays they are), and what that is for a
+warp (32 sets: a warp's access to one local value touches 256 bytes) and for 100,000 sets.
 """
 from __future__ import annotations
 
@@ -148,17 +148,20 @@ def summarise(log: collections.Counter, p: int, wall: float, cnt: np.ndarray, n_
         per_value[(name, key)] += n
     total = sum(by_array.values())
     hot, acc = 0, 0
-    for _, n in per_value.most_common():
+    hot_by_array: collections.Counter = collections.Counter()  # which arrays the hot values live in
+    for (name, _), n in per_value.most_common():
         if acc >= 0.95 * total:
             break
         acc += n
         hot += 1
+        hot_by_array[name] += 1
     return {"set": p, "events": n_events, "walked_events": walked, "block_checks": blocks,
             "decisions": int(cnt[kb.N_DECISIONS]), "orders": int(cnt[kb.N_ORDERS]), "cancels": int(cnt[kb.N_CANCELS]),
             "fills": int(cnt[kb.N_FILLS]), "slots_used": int(cnt[kb.N_SLOTS]),
             "local_accesses": total, "local_reads": sum(v for k, v in by_array.items() if k.endswith(".r")),
             "by_array": dict(by_array.most_common()), "by_function": dict(by_fn.most_common(20)),
-            "distinct_values": len(per_value), "hot_values_95pct": hot, "hot_kb_per_warp": hot * 256 / 1024,
+            "distinct_values": len(per_value), "hot_values_95pct": hot,
+            "hot_values_by_array": dict(hot_by_array.most_common()), "hot_kb_per_warp": hot * 256 / 1024,
             "hot_mb_at_100000_sets": hot * 256 * (100_000 / 32) / 1e6, "python_s": round(wall, 2)}
 
 

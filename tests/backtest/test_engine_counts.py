@@ -19,6 +19,7 @@ def test_python_run_of_the_cores_equals_the_compiled_engine_and_counts_add_up(ca
         assert r["decisions"] > 0 and r["orders"] > 0 and 1 <= r["slots_used"] <= 16
         assert sum(r["by_array"].values()) == r["local_accesses"] > r["local_reads"] > 0
         assert 0 < r["hot_values_95pct"] <= r["distinct_values"]
+        assert sum(r["hot_values_by_array"].values()) == r["hot_values_95pct"]
 
 
 def test_a_python_run_that_strays_from_the_engine_is_refused(monkeypatch, load_script):
