@@ -70,7 +70,7 @@ def python_engine(strategy: Any) -> dict[str, Any]:
 
     g = dict(kb.__dict__)
     g.update(warp_all=kb.warp_all_cpu, warp_any=kb.warp_all_cpu, ev_tile=kb.ev_tile_none,
-             STATE_SIZE=max(int(getattr(strategy, "STATE_SIZE", 1)), 1))
+             STATE_SIZE=max(int(getattr(strategy, "STATE_SIZE", 1)), 1), ACTION_ROWS=kb.action_rows(strategy))
     sg = dict(strategy.step.__globals__)
     for name, f in list(kb.__dict__.items()):
         if isinstance(f, types.FunctionType) and f.__module__ == kb.__name__:
@@ -121,7 +121,7 @@ def count_set(g: dict[str, Any], args: tuple, p: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     g["simulate"](p, counted(ts, "ts", log), tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params,
                   cfgv, n_inst, *(loc[n] for n in LOCAL), fills, np.zeros_like(eqs), o_cnt, o_acct, o_sst,
-                  np.zeros((1, kb.NTL), np.int64), ts.size, counted(blk, "blk", log))
+                  np.zeros((1, kb.NTL), np.int64), ts.size, counted(blk, "blk", log), g["ACTION_ROWS"])
     wall = time.perf_counter() - t0
     if not (np.array_equal(o_cnt[p], out_cnt[p]) and np.array_equal(o_acct[p], out_acct[p])):
         msg = f"set {p}: the Python run's counters differ from the compiled engine's ({o_cnt[p]} vs {out_cnt[p]})"

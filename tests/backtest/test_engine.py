@@ -393,3 +393,47 @@ def get_backend_cpu():
     from gpuflow.backend import get_backend
 
     return get_backend("cpu")
+
+
+def _rows_step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts):  # pragma: no cover
+    # the rows it may return start each decision zeroed: else no valid decision (counted as a NaN decision)
+    for a in range(2):
+        for c in range(6):
+            if acts[a, c] != 0:
+                return -1
+    for a in range(3):  # three GTC bids, one row more than its ACTION_ROWS
+        acts[a, 0] = 1
+        acts[a, 1] = 0
+        acts[a, 2] = 1
+        acts[a, 3] = 95 + a
+        acts[a, 4] = 1
+    return 3
+
+
+@pytest.mark.parametrize("engine", ["exact", "sweep"])
+def test_action_rows_past_a_strategys_declared_rows_are_counted_not_applied(engine, device_backend):
+    import types
+
+    strat = types.SimpleNamespace(NAME="rows_test", PARAMS={"x": (0.0, (0.0, 1.0))}, STATE_SIZE=1, CORES=(),
+                                  ACTION_ROWS=2, step=_rows_step)
+    rows = BOOK + [(10 * i, S, 1, 99, 10) for i in range(1, 4)]  # decisions at 0, 10, 20, 30 (interval 10)
+    cfg = BacktestConfig(levels=3, sample_ns=1000, decision_interval_ns=10)
+    r = run(strat, [{"x": 0.0}, {"x": 1.0}], market(rows, {}), cfg, engine=engine,
+            backend=device_backend if engine == "sweep" else None)
+    d = r.counters[:, kb.N_DECISIONS]
+    assert (d >= 3).all()
+    assert (r.counters[:, kb.N_NAN_ACTIONS] == 0).all()  # the two rows were zero at every decision
+    assert (r.counters[:, kb.N_ORDERS] == 2 * d).all()  # rows 0 and 1 applied ...
+    assert (r.counters[:, kb.N_BAD_ACTIONS] == d).all()  # ... row 2 counted
+
+
+def test_action_rows_must_fit_the_action_array():
+    import types
+
+    from gpuflow.kernels.backtest import MAX_ACTIONS, action_rows
+
+    assert action_rows(types.SimpleNamespace()) == MAX_ACTIONS
+    assert action_rows(get_strategy("market_making")) == 3
+    for bad in (0, MAX_ACTIONS + 1):
+        with pytest.raises(ValueError, match="ACTION_ROWS must be in 1..8"):
+            action_rows(types.SimpleNamespace(NAME="s", ACTION_ROWS=bad))

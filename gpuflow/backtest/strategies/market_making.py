@@ -23,6 +23,8 @@ PARAMS = {
 }
 STATE_SIZE = 1
 CORES = ()
+#: action rows a decision writes at most (cancel all, a bid, an ask): the engine zeroes only these
+ACTION_ROWS = 3
 
 
 def step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts):  # pragma: no cover
