@@ -3,7 +3,10 @@
 Each module defines ``NAME``, ``PARAMS`` (``{name: (default, (lo, hi))}``, in the order
 of the params row), ``STATE_SIZE`` (float64 state kept between decisions),
 ``CORES`` (plain-Python helpers it calls) and ``step`` (see
-:func:`gpuflow.kernels.backtest.engine_pair`).  :func:`get_strategy` finds one by name.
+:func:`gpuflow.kernels.backtest.engine_pair`), and optionally ``ACTION_ROWS``: the most action rows one
+decision writes (default 8, all; the engine zeroes only these before each decision, which saves thread-local
+memory traffic on a GPU, and counts rows returned past them as bad actions; see
+:func:`gpuflow.kernels.backtest.action_rows`).  :func:`get_strategy` finds one by name.
 """
 from __future__ import annotations
 
