@@ -58,8 +58,9 @@ __all__ = [
     "MAKER_LOTS", "TAKER_LOTS", "N_REJECTS", "N_FILLS_DROPPED", "N_UNFILLED_MARKET", "N_BAD_ACTIONS",
     "N_NAN_ACTIONS", "N_DECISIONS", "N_NOTICES_DROPPED", "ORDERED_LOTS", "NCNT", "ACC_POS", "ACC_CASH", "ACC_FEE",
     "ACC_LOTS", "ACC_NOTIONAL", "ACC_FEE_REM", "NACC", "EQ_2", "EQ_FEE", "EQ_FEE_REM", "NEQ", "F_EVENT", "F_TS",
-    "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ", "F_QUEUE", "F_ORDER", "NFILL", "compiled_registers", "MAX_ORDERS", "MAX_ACTIONS", "MAX_PENDING", "SKIP_BLOCK", "NBLK", "event_blocks",
-    "NEV", "NVS", "event_view", "engine_pair", "action_rows",
+    "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ", "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS", "MAX_ACTIONS",
+    "MAX_PENDING", "SKIP_BLOCK", "NBLK", "event_blocks", "NEV", "NVS", "event_view", "engine_pair", "action_rows",
+    "compiled_registers",
 ]
 
 # order table columns

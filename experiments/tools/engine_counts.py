@@ -147,14 +147,14 @@ def summarise(log: collections.Counter, p: int, wall: float, cnt: np.ndarray, n_
         by_fn[f"{name}.{rw}.{fn}"] += n
         per_value[(name, key)] += n
     total = sum(by_array.values())
-    hot, acc = 0, 0
+    acc = 0
     hot_by_array: collections.Counter = collections.Counter()  # which arrays the hot values live in
     for (name, _), n in per_value.most_common():
         if acc >= 0.95 * total:
             break
         acc += n
-        hot += 1
         hot_by_array[name] += 1
+    hot = sum(hot_by_array.values())
     return {"set": p, "events": n_events, "walked_events": walked, "block_checks": blocks,
             "decisions": int(cnt[kb.N_DECISIONS]), "orders": int(cnt[kb.N_ORDERS]), "cancels": int(cnt[kb.N_CANCELS]),
             "fills": int(cnt[kb.N_FILLS]), "slots_used": int(cnt[kb.N_SLOTS]),

@@ -638,7 +638,7 @@ def gpu_batch_plan(n_samples: int, n_instruments: int, *, sms: int, threads: int
 
     regs = kb.AUTO_REGISTER_CAP if registers == "auto" else (int(registers) or natural or kb.NATURAL_REGISTERS)
     wave = int(sms) * blocks_per_sm(regs, threads) * threads
-    eq = 3 * 8 * max(int(n_samples), 1) * max(int(n_instruments), 1)
+    eq = kb.NEQ * 8 * max(int(n_samples), 1) * max(int(n_instruments), 1)
     fit = int(budget) // (eq + GPU_MIN_FILLS * _FILL_ROW_BYTES)
     B = int(batch) if batch > 0 else max(threads, min(wave, fit // threads * threads))
     F = int(min(max_fills, max(int(budget) - B * eq, 0) // (B * _FILL_ROW_BYTES)))
