@@ -1184,8 +1184,10 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
     (``orders``: O_STATE 1 = live as far as it has been told, O_QTY = size not yet
     reported filled, O_CANCEL = when its cancel reaches the exchange or -1; never
     the exchange's own state, which would be look-ahead), writes up to
-    ``ACTION_ROWS`` rows of ``acts`` (the strategy's, default ``MAX_ACTIONS``; :func:`action_rows`), which
-    start each decision zeroed, and returns their number (-1: no valid decision, e.g. a NaN; counted).  ``CORES`` lists the plain-Python helpers it calls.
+    ``ACTION_ROWS`` rows of ``acts`` (the strategy's, default ``MAX_ACTIONS``;
+    :func:`action_rows`), which start each decision zeroed, and returns their number
+    (-1: no valid decision, e.g. a NaN; counted).  ``CORES`` lists the plain-Python
+    helpers it calls.
 
     ``tile``: events per shared-memory tile of the CUDA kernel (0: none; default: the
     ``backtest_event_tile`` option).  ``max_registers``: the CUDA kernel's register cap (0: none; default:
