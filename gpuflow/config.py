@@ -127,6 +127,14 @@ _register_option("backtest_skip_block", "auto",
                  "that skipped apart ran 3.6x slower on the H100). Same results either way.",
                  _choice("auto", 0, 4, 8, 16, 32, 64, 128),
                  parse=_parse_auto_int)
+_register_option("backtest_skip_levels", 1,
+                 "Backtest engines: levels of event-block summaries (1..3), each level's blocks 4 times the "
+                 "last's, from backtest_skip_block events up. At an event that starts a coarse block a parameter "
+                 "set asks that block first and passes it over when it is quiet, else the finer blocks in it, "
+                 "and walks only the finest blocks that are not: the events walked are those of the finest "
+                 "blocks, for fewer checks (a quiet coarse block is one check instead of 4 or 16). Same results "
+                 "either way.",
+                 _choice(1, 2, 3), parse=int)
 _register_option("backtest_sort_sets", True,
                  "Sweep engine on a GPU: run parameter sets in sorted order so that a warp's threads hold similar "
                  "sets (less divergence); results are returned in the caller's order.",

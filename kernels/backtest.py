@@ -50,17 +50,16 @@ from gpuflow.backend import KernelPair, Twins, blocks_per_sm, cuda, simulator_en
 from gpuflow.schema import KIND_ADD, KIND_CANCEL, KIND_DELETE, KIND_EXECUTE, KIND_SET, KIND_TRADE
 
 __all__ = [
-    "O_STATE", "O_SIDE", "O_PRICE", "O_QTY", "O_TYPE", "O_ARRIVE", "O_QUEUE", "O_ID", "O_CANCEL", "O_INST",
-    "O_ORIG", "O_LEVEL", "O_QENTRY", "NCOL", "T_GTC", "T_IOC", "T_FOK", "T_POST", "T_MARKET", "A_CANCEL",
-    "A_CANCEL_ALL", "A_MODIFY", "C_ENTRY", "C_RESP", "C_FEED", "C_MAKER", "C_TAKER", "C_QMODEL", "C_PARTIAL",
-    "C_INTERVAL", "C_SAMPLE", "C_T0", "C_GRID", "C_SKIP", "NCFG", "N_ORDERS", "N_CANCELS", "N_FILLS", "N_MAKER",
-    "N_TAKER",
-    "MAKER_LOTS", "TAKER_LOTS", "N_REJECTS", "N_FILLS_DROPPED", "N_UNFILLED_MARKET", "N_BAD_ACTIONS",
-    "N_NAN_ACTIONS", "N_DECISIONS", "N_NOTICES_DROPPED", "ORDERED_LOTS", "NCNT", "ACC_POS", "ACC_CASH", "ACC_FEE",
-    "ACC_LOTS", "ACC_NOTIONAL", "ACC_FEE_REM", "NACC", "EQ_2", "EQ_FEE", "EQ_FEE_REM", "NEQ", "F_EVENT", "F_TS",
-    "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ", "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS", "MAX_ACTIONS",
-    "MAX_PENDING", "SKIP_BLOCK", "NBLK", "event_blocks", "NEV", "NVS", "event_view", "engine_pair", "action_rows",
-    "compiled_registers",
+    "O_STATE", "O_SIDE", "O_PRICE", "O_QTY", "O_TYPE", "O_ARRIVE", "O_QUEUE", "O_ID", "O_CANCEL", "O_INST", "O_ORIG",
+    "O_LEVEL", "O_QENTRY", "NCOL", "T_GTC", "T_IOC", "T_FOK", "T_POST", "T_MARKET", "A_CANCEL", "A_CANCEL_ALL",
+    "A_MODIFY", "C_ENTRY", "C_RESP", "C_FEED", "C_MAKER", "C_TAKER", "C_QMODEL", "C_PARTIAL", "C_INTERVAL",
+    "C_SAMPLE", "C_T0", "C_GRID", "C_SKIP", "C_SKIP_LEVELS", "C_BOFF1", "C_BOFF2", "NCFG", "N_ORDERS", "N_CANCELS",
+    "N_FILLS", "N_MAKER", "N_TAKER", "MAKER_LOTS", "TAKER_LOTS", "N_REJECTS", "N_FILLS_DROPPED", "N_UNFILLED_MARKET",
+    "N_BAD_ACTIONS", "N_NAN_ACTIONS", "N_DECISIONS", "N_NOTICES_DROPPED", "ORDERED_LOTS", "NCNT", "ACC_POS",
+    "ACC_CASH", "ACC_FEE", "ACC_LOTS", "ACC_NOTIONAL", "ACC_FEE_REM", "NACC", "EQ_2", "EQ_FEE", "EQ_FEE_REM", "NEQ",
+    "F_EVENT", "F_TS", "F_INST", "F_SIDE", "F_PRICE", "F_QTY", "F_LIQ", "F_QUEUE", "F_ORDER", "NFILL", "MAX_ORDERS",
+    "MAX_ACTIONS", "MAX_PENDING", "SKIP_BLOCK", "MAX_SKIP_LEVELS", "SKIP_FANOUT_SHIFT", "NBLK", "event_blocks",
+    "skip_offsets", "NEV", "NVS", "event_view", "engine_pair", "action_rows", "compiled_registers",
 ]
 
 # order table columns
@@ -76,9 +75,12 @@ A_CANCEL, A_CANCEL_ALL, A_MODIFY = 6, 7, 8
 #: action columns: code, instrument, side, price (ticks), qty (lots), slot
 AC_CODE, AC_INST, AC_SIDE, AC_PRICE, AC_QTY, AC_SLOT = range(6)
 # config vector
-# (C_SKIP: log2 of the event-block size of the skip summaries, 0: no skipping; set by the engine, not the config)
-C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0, C_GRID, C_SKIP = range(12)
-NCFG = 12
+# (C_SKIP: log2 of the event-block size of the skip summaries, 0: no skipping; C_SKIP_LEVELS: levels of
+# summaries, each SKIP_FANOUT times the blocks of the one before; C_BOFF1 / C_BOFF2: the first summary row of
+# levels 1 and 2 in the summaries array; all four set by the engine, not the config)
+(C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0, C_GRID, C_SKIP,
+ C_SKIP_LEVELS, C_BOFF1, C_BOFF2) = range(15)
+NCFG = 15
 # counters (N_SLOTS: the most order slots in use at once; a slot is taken only when every one before it is in
 # use, so the slots from N_SLOTS on were never used and the engine's scans of the order table stop there)
 (N_ORDERS, N_CANCELS, N_FILLS, N_MAKER, N_TAKER, MAKER_LOTS, TAKER_LOTS, N_REJECTS, N_FILLS_DROPPED,
@@ -107,6 +109,14 @@ NFILL = 9
 #: prices' bits modulo 64, the lowest N-th bid and best ask, the highest N-th ask and best bid (the event
 #: view's values)
 SKIP_BLOCK = 16
+#: levels of block summaries at most (``backtest_skip_levels``), and the factor between one level's blocks and
+#: the next's (a power of two: ``SKIP_FANOUT_SHIFT`` is its log2).  A set at an event that starts a block of the
+#: coarsest level asks that block first and passes it over when it is quiet; else the next level's block there,
+#: down to the finest, whose events it then walks (:func:`simulate`).  A coarse block is quiet only when each of
+#: its finer blocks is (its summary is theirs combined), so the events walked are those of the finest level alone,
+#: with fewer checks: a run of quiet fine blocks costs one check per coarse block
+MAX_SKIP_LEVELS = 3
+SKIP_FANOUT_SHIFT = 2
 (B_TS, B_TX, B_PB, B_PA, B_MULTI, B_BIDMAX, B_BIDBITS, B_ASKMIN, B_ASKBITS, B_BDMIN, B_A0MIN, B_ADMAX,
  B_B0MAX) = range(13)
 NBLK = 13
@@ -604,24 +614,39 @@ def block_quiet(blk, k, t_sample, next_x, next_p, next_decision, rmask, hi_bid, 
     none is left), order arrival or cancel, fill notice or decision falls in it, no trade reaches a resting
     order (a passive-side trade at or through its price), and :func:`book_event_skips` holds for each of its
     book-row changes (the same tests on the block's extremes and OR-ed price bits: exact for every event
-    of the block at once)."""
+    of the block at once).
+
+    Every column is read before any test: on a GPU the reads are then issued together and the check waits on
+    memory once (tests that read their columns as they went waited on each group of reads in turn)."""
     tmax = blk[k, B_TS]
-    if t_sample <= tmax or next_p <= tmax or next_decision <= tmax or next_x <= blk[k, B_TX]:
+    txmax = blk[k, B_TX]
+    pb = blk[k, B_PB]
+    pa = blk[k, B_PA]
+    multi = blk[k, B_MULTI]
+    bidbits = blk[k, B_BIDBITS]
+    bidmax = blk[k, B_BIDMAX]
+    askbits = blk[k, B_ASKBITS]
+    askmin = blk[k, B_ASKMIN]
+    bdmin = blk[k, B_BDMIN]
+    a0min = blk[k, B_A0MIN]
+    admax = blk[k, B_ADMAX]
+    b0max = blk[k, B_B0MAX]
+    if t_sample <= tmax or next_p <= tmax or next_decision <= tmax or next_x <= txmax:
         return False
     if rmask == 0:
         return True
-    if blk[k, B_PB] <= max(hi_bid, hi_ob) or blk[k, B_PA] >= min(lo_ask, lo_oa):
+    if pb <= max(hi_bid, hi_ob) or pa >= min(lo_ask, lo_oa):
         return False
     if hi_bid > -_BIG or lo_ask < _BIG:
-        if blk[k, B_MULTI] != 0:
+        if multi != 0:
             return False
-        if (blk[k, B_BIDBITS] & fb) != 0 or blk[k, B_BIDMAX] >= lo_ask:
+        if (bidbits & fb) != 0 or bidmax >= lo_ask:
             return False
-        if (blk[k, B_ASKBITS] & fa) != 0 or blk[k, B_ASKMIN] <= hi_bid:
+        if (askbits & fa) != 0 or askmin <= hi_bid:
             return False
-    if hi_ob > -_BIG and (blk[k, B_BDMIN] <= hi_ob or blk[k, B_A0MIN] <= hi_ob):
+    if hi_ob > -_BIG and (bdmin <= hi_ob or a0min <= hi_ob):
         return False
-    return not (lo_oa < _BIG and (blk[k, B_ADMAX] >= lo_oa or blk[k, B_B0MAX] >= lo_oa))
+    return not (lo_oa < _BIG and (admax >= lo_oa or b0max >= lo_oa))
 
 
 def warp_all_cpu(q):  # pragma: no cover - jitted
@@ -736,7 +761,7 @@ def record_sample(p, s_i, n_inst, acct, mid2, eqs):  # pragma: no cover - jitted
 
 def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eqs, out_cnt,
-             out_acct, out_sst, tl, tile, blk, act_rows):  # pragma: no cover - jitted
+             out_acct, out_sst, tl, tile, blk, act_rows, skip_levels):  # pragma: no cover - jitted
     """Run parameter set ``p`` over every event (the engine's one loop; see the module docstring).
 
     Per event a set reads the receive and exchange times and the event view's flags (``ev``,
@@ -747,7 +772,9 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
     with tiles) ``ev_tile`` loads each tile and the ``ev_*`` readers read it, else the arrays are read inline.
     A block of ``2 ** cfg[C_SKIP]`` events that :func:`block_quiet` clears (summaries ``blk``; none when
     ``cfg[C_SKIP]`` is 0) is passed over at once (nothing of the set changes in it); with tiles, block by block
-    inside each tile (the tile is still loaded: every thread of the block takes part in its loads)."""
+    inside each tile (the tile is still loaded: every thread of the block takes part in its loads).  With
+    ``skip_levels`` > 1 (a compile-time constant) a coarser block that starts at the current event is asked first
+    (:data:`MAX_SKIP_LEVELS`)."""
     n = ts.size
     for k in range(ordv.shape[0]):
         for c in range(NCOL):
@@ -785,20 +812,49 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
     tiled = tl.shape[0] > 1
     sh = cfg[C_SKIP]
     bmask = (np.int64(1) << sh) - 1
+    # levels of summaries (SKIP_FANOUT times coarser each; see MAX_SKIP_LEVELS): ``skip_levels``, a compile-time
+    # constant of the kernels (engine_pair; at 1 the level loop below folds away and the kernel is the one-level
+    # kernel: a loop over a run-time count of levels cost registers, ptxas sm_90 134-146 instead of 128 for some
+    # strategies); the rows of levels 1 and 2 in ``blk`` start at cfg[C_BOFF1] and cfg[C_BOFF2] (level 0 at 0),
+    # read where used (held across the event loop they took registers everywhere in it)
+    top = skip_levels - 1
     # blocks are aligned to the stream: without tiles the one "tile" is the whole stream, with tiles the
-    # tile length must be a multiple of the block length (the engine sees to it)
-    skips = sh > 0 and blk.shape[0] > 0 and (not tiled or (tile & bmask) == 0)
+    # tile length must be a multiple of the coarsest block's length (the engine sees to it)
+    coarsest = (bmask + 1) << (top * SKIP_FANOUT_SHIFT)
+    skips = sh > 0 and blk.shape[0] > 0 and (not tiled or (tile & (coarsest - 1)) == 0)
     for b in range(0, n, tile):
         off = ev_tile(b, n, ts, tx, ev, tl)  # noqa: F821
         e_end = min(b + tile, n)
         # skip blocks of bmask + 1 events (aligned: see above), else one block
         step = bmask + 1 if skips else e_end - b
+        e_skip = b  # with coarse levels: the end of the last coarse block passed over
         for e0 in range(b, e_end, step):
-            # warp_all: the per-target vote, bound by engine_pair (warp_all_cpu / warp_all_cuda)
-            if skips and warp_all(block_quiet(blk, e0 >> sh, next_sample if s_i < n_samples else _BIG,  # noqa: F821
-                                              next_x, next_p, next_decision, rmask, hi_bid, lo_ask, fb, fa, hi_ob,
-                                              lo_oa)):
-                continue
+            if skips:
+                # warp_all: the per-target vote, bound by engine_pair (warp_all_cpu / warp_all_cuda); e0 and the
+                # levels are the same on every thread of a warp
+                if top == 0:  # one level (a compile-time constant: the other branch is not compiled)
+                    if warp_all(block_quiet(blk, e0 >> sh, next_sample if s_i < n_samples else _BIG,  # noqa: F821
+                                            next_x, next_p, next_decision, rmask, hi_bid, lo_ask, fb, fa, hi_ob,
+                                            lo_oa)):
+                        continue
+                else:
+                    # the coarsest block that starts at e0 and is quiet is passed over (its finest blocks, one
+                    # compare each); when none is, the finest block at e0 is walked
+                    if e0 < e_skip:
+                        continue
+                    lvl = top
+                    s = sh + lvl * SKIP_FANOUT_SHIFT
+                    while lvl >= 0:
+                        if (e0 & ((np.int64(1) << s) - 1)) == 0 and warp_all(block_quiet(  # noqa: F821
+                                blk, (0 if lvl == 0 else cfg[C_BOFF1 + lvl - 1]) + (e0 >> s),
+                                next_sample if s_i < n_samples else _BIG, next_x, next_p, next_decision, rmask,
+                                hi_bid, lo_ask, fb, fa, hi_ob, lo_oa)):
+                            break
+                        lvl -= 1
+                        s -= SKIP_FANOUT_SHIFT
+                    if lvl >= 0:
+                        e_skip = e0 + (np.int64(1) << s)
+                        continue
             for e in range(e0, min(e0 + step, e_end)):
                 # acted: this event moved one of the set's clocks or its orders (a sample, an arrival or cancel at the
                 # exchange, a report, a fill, a decision); the block is then asked again whether it is quiet
@@ -965,19 +1021,35 @@ def event_view(ts: np.ndarray, ev_inst: np.ndarray, ev_row: np.ndarray, kind: np
 
 
 def event_blocks(ts: np.ndarray, tx: np.ndarray, price: np.ndarray, ev: np.ndarray,
-                 block: int = SKIP_BLOCK) -> np.ndarray:
+                 block: int = SKIP_BLOCK, levels: int = 1) -> np.ndarray:
     """Host: the summary of each block of ``block`` events that :func:`block_quiet` reads (columns
     :data:`B_TS` ...; one row per block, the last one possibly partial), from the engine's event arrays and
-    the event view ``ev`` (:func:`event_view`).
+    the event view ``ev`` (:func:`event_view`); with ``levels`` > 1 then those of the blocks of
+    ``block * SKIP_FANOUT``, and so on (level ``i``'s rows start at :func:`skip_offsets`'s ``i``-th value).
 
     Computed over the same events the engine would look at one by one: trades by their passive side
     (:func:`on_trade`), and the events that change their instrument's current book row (EV_ROW; the same for
-    every set, since every set sees the same events).  One compiled pass over the events."""
+    every set, since every set sees the same events).  One compiled pass over the events per level."""
+    if not 1 <= int(levels) <= MAX_SKIP_LEVELS:
+        msg = f"event_blocks: levels must be in 1..{MAX_SKIP_LEVELS}, got {levels}"
+        raise ValueError(msg)
     n = int(ts.size)
-    out = np.empty((-(-n // block), NBLK), np.int64)
-    if n:
-        _compiled("blocks")(ts, tx, price, ev, int(block), out)
+    offs = skip_offsets(n, block, levels)
+    out = np.empty((offs[-1], NBLK), np.int64)
+    for i in range(int(levels)):
+        if n:
+            _compiled("blocks")(ts, tx, price, ev, int(block) << (i * SKIP_FANOUT_SHIFT), out[offs[i]:offs[i + 1]])
     return out
+
+
+def skip_offsets(n: int, block: int, levels: int) -> list[int]:
+    """The first summary row of each level of :func:`event_blocks` for ``n`` events (level 0 at 0), and their
+    total rows last: ``levels + 1`` values."""
+    offs = [0]
+    for i in range(int(levels)):
+        size = int(block) << (i * SKIP_FANOUT_SHIFT)
+        offs.append(offs[-1] + -(-int(n) // size))
+    return offs
 
 
 _NB: dict = {}
@@ -1125,7 +1197,7 @@ def run_cuda(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, par
         tile = TILE  # noqa: F821
     simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
              ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eqs, out_cnt, out_acct,
-             out_sst, tl, tile, blk, ACTION_ROWS)  # noqa: F821 - bound by engine_pair
+             out_sst, tl, tile, blk, ACTION_ROWS, SKIP_LEVELS)  # noqa: F821 - bound by engine_pair
 
 
 def run_cpu(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst, fills,
@@ -1145,13 +1217,13 @@ def run_cpu(ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, para
         tl = np.zeros((1, NTL), dtype=np.int64)  # no tile on the CPU: events are read where they lie
         simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params, cfg, n_inst,
                  ordv, lv, acct, seen, pend, cnt, sst, acts, cur, mid2, fills, eqs, out_cnt, out_acct,
-                 out_sst, tl, ts.size, blk, ACTION_ROWS)  # noqa: F821 - bound by engine_pair
+                 out_sst, tl, ts.size, blk, ACTION_ROWS, SKIP_LEVELS)  # noqa: F821 - bound by engine_pair
 
 
 _ENGINE_CORES = (level_qty, add_fee, notice, record_fill, take, arrive, on_trade, on_book, send_cancel, apply_actions,
                  exchange_until, order_schedule, single_level, book_event_skips, block_quiet, pend_next, view_rows,
                  view_mids, ev_fields, ev_top, record_sample, simulate)
-_PAIRS: dict[tuple[str, int, int, int], KernelPair] = {}
+_PAIRS: dict[tuple[str, int, int, int, int], KernelPair] = {}
 #: registers per thread of the sweep kernel as the device's toolchain builds it (market making, H200, numba-cuda
 #: 0.30.4, 2026-11-27 16:20 UTC: 128, 130 in the morning; the other strategies 128-150 on the CPU box's ptxas) and
 #: the cap the ``auto`` setting of ``backtest_max_registers`` chooses when it saves a wave of blocks
@@ -1174,7 +1246,7 @@ def auto_register_cap(n_sets: int, threads: int, sms: int) -> int:
 
 
 def engine_pair(strategy: object, tile: int | None = None, max_registers: int | None = None,
-                threads: int | None = None) -> KernelPair:
+                threads: int | None = None, skip_levels: int | None = None) -> KernelPair:
     """The engine compiled with ``strategy`` (a module or object with ``step``, ``CORES``, ``STATE_SIZE``).
 
     ``strategy.step(params, state, t, e, inst, cur, bp, bq, ap, aq, nlev, sig, seen, orders, acts) -> int``
@@ -1192,7 +1264,9 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
     ``tile``: events per shared-memory tile of the CUDA kernel (0: none; default: the
     ``backtest_event_tile`` option).  ``max_registers``: the CUDA kernel's register cap (0: none; default:
     the ``backtest_max_registers`` option, whose ``auto`` means none here).  ``threads``: threads per block of the CUDA launch (default: the
-    ``backtest_block_threads`` option).  The CPU twin is the same either way.
+    ``backtest_block_threads`` option).  ``skip_levels``: levels of event-block summaries the kernels read
+    (:data:`MAX_SKIP_LEVELS`; default: the ``backtest_skip_levels`` option), a compile-time constant of both
+    twins.  The CPU twin is the same for every tile, cap and block size.
     """
     name = getattr(strategy, "NAME", None) or getattr(strategy, "__name__", repr(strategy))
     tile = int(config.get_option("backtest_event_tile") if tile is None else tile)
@@ -1202,7 +1276,11 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
     regs = config.get_option("backtest_max_registers") if max_registers is None else max_registers
     regs = 0 if regs == "auto" else int(regs)  # 'auto' is the engine's choice per sweep (:func:`auto_register_cap`)
     threads = int(config.get_option("backtest_block_threads") if threads is None else threads)
-    key = (name, tile, regs, threads)
+    levels = int(config.get_option("backtest_skip_levels") if skip_levels is None else skip_levels)
+    if not 1 <= levels <= MAX_SKIP_LEVELS:
+        msg = f"engine_pair: skip_levels must be in 1..{MAX_SKIP_LEVELS}, got {levels}"
+        raise ValueError(msg)
+    key = (name, tile, regs, threads, levels)
     if key not in _PAIRS:
         # the block's tile loads on the GPU with tiles; nothing to do on the CPU and without tiles
         loader = ("ev_tile", ev_tile_none, ev_tile_cuda if tile else ev_tile_none)
@@ -1223,10 +1301,11 @@ def engine_pair(strategy: object, tile: int | None = None, max_registers: int | 
         # No link-time optimisation: with nvJitLink installed numba-cuda links LTO-IR by default and
         # nvJitLink re-optimises the whole kernel at -O3 at link time, as slow as NVVM -O3
         label = (f"backtest[{name}]" + (f"[tile {tile}]" if tile else "") + (f"[regs {regs}]" if regs else "")
-                 + (f"[threads {threads}]" if threads != 32 else ""))
+                 + (f"[threads {threads}]" if threads != 32 else "") + (f"[levels {levels}]" if levels != 1 else ""))
         _PAIRS[key] = KernelPair(label, tw.cuda(run_cuda, STATE_SIZE=size, ACTION_ROWS=rows, TILE=tile,
-                                                TILE_ROWS=tile + 1, lto=False, max_registers=regs),
-                                 tw.cpu(_with_state(run_cpu, size, rows), parallel=True), threads=threads,
+                                                TILE_ROWS=tile + 1, SKIP_LEVELS=levels, lto=False,
+                                                max_registers=regs),
+                                 tw.cpu(_with_state(run_cpu, size, rows, levels), parallel=True), threads=threads,
                                  nvvm_opt=int(config.get_option("backtest_nvvm_opt")), nvvm_fma=False)
     return _PAIRS[key]
 
@@ -1254,11 +1333,13 @@ def action_rows(strategy: object) -> int:
     return rows
 
 
-def _with_state(fn: object, size: int, rows: int = MAX_ACTIONS) -> object:
-    """``run_cpu`` with its STATE_SIZE and ACTION_ROWS constants bound (a clone with its own globals)."""
+def _with_state(fn: object, size: int, rows: int = MAX_ACTIONS, levels: int = 1) -> object:
+    """``run_cpu`` with its STATE_SIZE, ACTION_ROWS and SKIP_LEVELS constants bound (a clone with its own
+    globals)."""
     import types
 
     g = dict(fn.__globals__)
     g["STATE_SIZE"] = size
     g["ACTION_ROWS"] = rows
+    g["SKIP_LEVELS"] = levels
     return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)

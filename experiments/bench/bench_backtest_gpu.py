@@ -395,6 +395,7 @@ def _kernel_resources(strategy: Any, variants: list[str], sizes: list[int], be: 
 
     from gpuflow.backend import simulator_enabled
     from gpuflow.backtest.engine import _register_cap
+    from gpuflow.config import get_option
 
     res: dict[str, Any] = {}
     if simulator_enabled():
@@ -402,7 +403,10 @@ def _kernel_resources(strategy: Any, variants: list[str], sizes: list[int], be: 
     for v0 in variants:
         with _variant(v0):
             caps = sorted({_register_cap(p, be) for p in sizes})
-            pairs = [(v0 if len(caps) == 1 else f"{v0}@{c}", engine_pair(strategy, max_registers=c)) for c in caps]
+            # the skip levels are a constant of the kernel (one level where no blocks are skipped)
+            levels = 1 if get_option("backtest_skip_block") == 0 else int(get_option("backtest_skip_levels"))
+            pairs = [(v0 if len(caps) == 1 else f"{v0}@{c}", engine_pair(strategy, max_registers=c, skip_levels=levels))
+                     for c in caps]
         for v, pair in pairs:
             _one_kernel_resources(res, v, pair.cuda, dump_dir)
     return res
@@ -430,18 +434,19 @@ def _one_kernel_resources(res: dict[str, Any], v: str, disp: Any, dump_dir: str 
         res[v]["dump_error"] = f"{type(exc).__name__}: {exc}"[:300]
 
 
-_VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?(?:k(\d+))?(?:b(\d+))?")
+_VARIANT = re.compile(r"t(\d+)s([01])(?:r(\d+))?(?:k(\d+))?(?:l([123]))?(?:b(\d+))?")
 
 
 def _variants(spec: str) -> list[str]:
-    """Sweep-kernel variants ``tTsS[rR][kK][bB]``: event tile T (0: none), S 1/0: sets sorted or in the given
+    """Sweep-kernel variants ``tTsS[rR][kK][lL][bB]``: event tile T (0: none), S 1/0: sets sorted or in the given
     order, R: a cap on the kernel's registers per thread (0: none; the ``backtest_max_registers`` default when
-    absent), K: events per skip block (0: no skipping; the ``backtest_skip_block`` default when absent), B:
+    absent), K: events per skip block (0: no skipping; the ``backtest_skip_block`` default when absent), L:
+    levels of skip blocks (1-3, each 4x the last; the ``backtest_skip_levels`` default when absent), B:
     threads per block (the ``backtest_block_threads`` default when absent)."""
     out = []
     for v in spec.split(","):
         if not _VARIANT.fullmatch(v.strip()):
-            msg = f"--variants: expected items like t0s1, t128s1, t0s1r128, t0s1k0 or t0s1b32, got {v!r}"
+            msg = f"--variants: expected items like t0s1, t128s1, t0s1r128, t0s1k0, t0s1k4l2 or t0s1b32, got {v!r}"
             raise SystemExit(msg)
         out.append(v.strip())
     return out
@@ -459,10 +464,12 @@ def _variant(v: str | None) -> Any:
     from gpuflow.config import get_option
 
     skip = get_option("backtest_skip_block") if m.group(4) is None else int(m.group(4))
-    threads = get_option("backtest_block_threads") if m.group(5) is None else int(m.group(5))
+    levels = get_option("backtest_skip_levels") if m.group(5) is None else int(m.group(5))
+    threads = get_option("backtest_block_threads") if m.group(6) is None else int(m.group(6))
     regs = get_option("backtest_max_registers") if m.group(3) is None else int(m.group(3))
     return config_context(backtest_event_tile=int(m.group(1)), backtest_sort_sets=m.group(2) == "1",
-                          backtest_max_registers=regs, backtest_skip_block=skip, backtest_block_threads=threads)
+                          backtest_max_registers=regs, backtest_skip_block=skip, backtest_skip_levels=levels,
+                          backtest_block_threads=threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,9 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-events", type=float, default=0, help="use only this many events (0: all)")
     ap.add_argument("--sets", default="1000,10000,100000")
     ap.add_argument("--variants", default="t0s1,t0s1r0,t0s1k8,t0s1k32,t0s1b64,t128s1",
-                    help="sweep-kernel variants, each timed on every size: tTsS[rR][kK][bB] = event tile T (0: none), "
-                         "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none), B threads "
-                         "per block")
+                    help="sweep-kernel variants, each timed on every size: tTsS[rR][kK][lL][bB] = event tile T (0: none), "
+                         "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none) at L levels "
+                         "(each 4x the last), B threads per block")
     ap.add_argument("--cpu-sets", type=int, default=128)
     ap.add_argument("--cpu-repeat", type=int, default=3)
     ap.add_argument("--cpu-sets-one-thread", type=int, default=16)

@@ -47,11 +47,13 @@ else
   TEST_SEL=${TEST_SEL:-"tests/test_book_gpu.py tests/test_book_warp.py tests/test_book.py tests/kernels/test_book_kernels.py tests/test_book_properties.py tests/features tests/test_backend.py tests/backtest/test_engine.py::test_device_arrays_are_cached_per_market_not_shared_with_its_copies"}
   # sweep: flat 0.31-0.33 s from 1,000 to 50,000 sets and 0.45 s at 100,000 on the H200 (2026-11-27, uncapped, the
   # default since then). Untimed: the coalesced equity samples (commit 10a1a65, in every variant), event tiles of
-  # 128 with block skipping (t128s1, 128 registers by ptxas here), and the occupancy probe (the same 32 sets in
-  # every warp at 1, 4 and 16 warps per SM: does a walk slow down when more warps share an SM?), and skip blocks of
-  # 8 and 4 events (k8, k4): on the CPU box a set of the bench grid walks 99,748 / 82,362 events on average in
-  # blocks of 8 / 4 instead of 130,791 in blocks of 16, for 2x / 4x the block checks (BENCHMARKS.md)
-  BT_DEFAULT="--sets 1000,50000,100000 --variants t0s1,t128s1,t0s1k8,t0s1k4 --occupancy-probe 1,4,16"
+  # 128 with block skipping (t128s1: 98 registers by ptxas here since the block checks read their columns first),
+  # the occupancy probe (the same 32 sets in every warp at 1, 4 and 16 warps per SM: does a walk slow down when more
+  # warps share an SM?), skip blocks of 8 and 4 events (k8, k4) and levels of skip blocks (l2, l3: blocks of 4, 16
+  # and 64 events). Counted on the CPU box (rows 0-7 of the bench grid, BENCHMARKS.md): per set 206,606 events
+  # walked and 46,766 block checks in blocks of 16 (the default); 108,765 walked in blocks of 4, with 160,260
+  # checks at one level, 106,681 at two, 104,933 at three; in blocks of 8 at two levels 145,553 and 69,616
+  BT_DEFAULT="--sets 1000,50000,100000 --variants t0s1,t0s1k4l3,t0s1k4l2,t0s1k8l2,t128s1,t128s1k4l3,t0s1k4 --occupancy-probe 1,4,16"
   BT_ARGS="--time-budget ${BT_BUDGET:-285} ${BT_EXTRA:-$BT_DEFAULT}"
   if [ -f "$REPO/shared/market_usdm.pkl.gz" ]; then BT_ARGS="$BT_ARGS --market-cache $REPO/shared/market_usdm.pkl.gz"; fi
 fi

@@ -10,10 +10,12 @@ its counters equal the compiled exact engine's run of the same set (so the count
     python experiments/tools/engine_counts.py                         # market making, USD-M recording
     python experiments/tools/engine_counts.py --sets 0,1,2 --json
     python experiments/tools/engine_counts.py --synthetic 20000       # a synthetic ZI market instead
+    GPUFLOW_BACKTEST_SKIP_BLOCK=4 GPUFLOW_BACKTEST_SKIP_LEVELS=3 python experiments/tools/engine_counts.py
+                                                                      # skip blocks of 4, 16 and 64 events
 
 Reported per set: reads and writes of each per-set array (by array and by engine function), the walked
 events (reads of the receive times by ``simulate``: the events a set did not pass over in a quiet block),
-the block checks (reads of the block summaries' first column), and the hot footprint: how many distinct
+the block checks (reads of the block summaries' first column; also by level of summaries), and the hot footprint: how many distinct
 per-set values (8 bytes each) take 95 % of the accesses (and in which arrays they are), and what that is for a
 warp (32 sets: a warp's access to one local value touches 256 bytes) and for 100,000 sets.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import sys
 import time
 import types
@@ -121,16 +124,27 @@ def count_set(g: dict[str, Any], args: tuple, p: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     g["simulate"](p, counted(ts, "ts", log), tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, params,
                   cfgv, n_inst, *(loc[n] for n in LOCAL), fills, np.zeros_like(eqs), o_cnt, o_acct, o_sst,
-                  np.zeros((1, kb.NTL), np.int64), ts.size, counted(blk, "blk", log), g["ACTION_ROWS"])
+                  np.zeros((1, kb.NTL), np.int64), ts.size, counted(blk, "blk", log), g["ACTION_ROWS"],
+                  max(int(cfgv[kb.C_SKIP_LEVELS]), 1))
     wall = time.perf_counter() - t0
     if not (np.array_equal(o_cnt[p], out_cnt[p]) and np.array_equal(o_acct[p], out_acct[p])):
         msg = f"set {p}: the Python run's counters differ from the compiled engine's ({o_cnt[p]} vs {out_cnt[p]})"
         raise SystemExit(msg)
-    return summarise(log, p, wall, o_cnt[p], int(ts.size))
+    levels = int(cfgv[kb.C_SKIP_LEVELS]) if cfgv[kb.C_SKIP] else 0
+    starts = [0, int(cfgv[kb.C_BOFF1]), int(cfgv[kb.C_BOFF2])][:levels]
+    return summarise(log, p, wall, o_cnt[p], int(ts.size), starts)
 
 
-def summarise(log: collections.Counter, p: int, wall: float, cnt: np.ndarray, n_events: int) -> dict[str, Any]:
+def summarise(log: collections.Counter, p: int, wall: float, cnt: np.ndarray, n_events: int,
+              level_starts: list[int] | None = None) -> dict[str, Any]:
+    """Counts of one set's run; ``level_starts``: the first summary row of each level of block summaries (the
+    block checks are also counted by level)."""
+    import bisect
+
     import gpuflow.kernels.backtest as kb
+
+    starts = level_starts or [0]
+    checks_by_level = [0] * len(starts)
 
     by_array: collections.Counter = collections.Counter()
     by_fn: collections.Counter = collections.Counter()
@@ -141,7 +155,9 @@ def summarise(log: collections.Counter, p: int, wall: float, cnt: np.ndarray, n_
             walked += n if (rw == "r" and fn == "simulate") else 0
             continue
         if name == "blk":
-            blocks += n if (rw == "r" and key.endswith(", 0)")) else 0
+            if rw == "r" and key.endswith(", 0)"):
+                blocks += n
+                checks_by_level[bisect.bisect_right(starts, int(re.match(r"\((?:np\.int64\()?(\d+)", key).group(1))) - 1] += n
             continue
         by_array[f"{name}.{rw}"] += n
         by_fn[f"{name}.{rw}.{fn}"] += n
@@ -156,6 +172,7 @@ def summarise(log: collections.Counter, p: int, wall: float, cnt: np.ndarray, n_
         hot_by_array[name] += 1
     hot = sum(hot_by_array.values())
     return {"set": p, "events": n_events, "walked_events": walked, "block_checks": blocks,
+            "block_checks_by_level": checks_by_level,
             "decisions": int(cnt[kb.N_DECISIONS]), "orders": int(cnt[kb.N_ORDERS]), "cancels": int(cnt[kb.N_CANCELS]),
             "fills": int(cnt[kb.N_FILLS]), "slots_used": int(cnt[kb.N_SLOTS]),
             "local_accesses": total, "local_reads": sum(v for k, v in by_array.items() if k.endswith(".r")),
@@ -201,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for r in out:
             print(f"set {r['grid_row']}: {r['walked_events']:,} of {r['events']:,} events walked, "
-                  f"{r['block_checks']:,} block checks, {r['decisions']:,} decisions, {r['orders']:,} orders, "
+                  f"{r['block_checks']:,} block checks (by level, finest first: "
+                  f"{', '.join(f'{c:,}' for c in r['block_checks_by_level'])}), "
+                  f"{r['decisions']:,} decisions, {r['orders']:,} orders, "
                   f"{r['cancels']:,} cancels, {r['fills']:,} fills, {r['slots_used']} order slots used")
             print(f"  per-set (thread-local) accesses: {r['local_accesses']:,} ({r['local_reads']:,} reads); "
                   f"{r['hot_values_95pct']} values take 95 % of them: {r['hot_kb_per_warp']:.0f} KB per warp, "

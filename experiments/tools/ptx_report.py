@@ -96,6 +96,14 @@ def record_launches(only: str = "") -> list[tuple[object, tuple]]:
             if not only or only in "backtest[market_making][tile 128]":
                 run(get_strategy("market_making"), {}, market, BacktestConfig(levels=5), engine="sweep",
                     backend=fake, record_fills=False)
+        for tile, levels in ((0, 2), (0, 3), (128, 3)):  # market making, skip blocks at 2 and 3 levels
+            name = "backtest[market_making]" + (f"[tile {tile}]" if tile else "") + f"[levels {levels}]"
+            if only and only not in name:
+                continue
+            with config_context(backtest_event_tile=tile, backtest_max_registers=0, backtest_skip_block=4,
+                                backtest_skip_levels=levels):
+                run(get_strategy("market_making"), {}, market, BacktestConfig(levels=5), engine="sweep",
+                    backend=fake, record_fills=False)
     finally:
         gb.Backend.launch = orig
     return list(seen.values())

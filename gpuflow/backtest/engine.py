@@ -186,15 +186,15 @@ class MarketData:
         out._view.update(self._view)
         return out
 
-    def blocks(self, tx: np.ndarray, key: Any, size: int, be: Backend) -> Any:
-        """The summaries of blocks of ``size`` events (``kernels.backtest.event_blocks``) for exchange times
-        ``tx`` (``key`` names them: the feed-latency setting and the size), on ``be``'s device; computed once
-        per key and kept."""
+    def blocks(self, tx: np.ndarray, key: Any, size: int, be: Backend, levels: int = 1) -> Any:
+        """The summaries of blocks of ``size`` events at ``levels`` levels (``kernels.backtest.event_blocks``)
+        for exchange times ``tx`` (``key`` names them: the feed-latency setting, the size and the levels), on
+        ``be``'s device; computed once per key and kept."""
         from gpuflow.kernels import backtest as kb
 
         if key not in self._blocks:
             ev = self.view(get_backend("cpu"))[0]
-            self._blocks[key] = {"cpu": kb.event_blocks(self.ts, tx, self.price, ev, block=size)}
+            self._blocks[key] = {"cpu": kb.event_blocks(self.ts, tx, self.price, ev, block=size, levels=levels)}
         cache = self._blocks[key]
         if be.uses_cuda and be.name not in cache:
             cache[be.name] = be.asarray(cache["cpu"])
@@ -237,10 +237,15 @@ def sweep_kernel_registers(strategy: Any, params: Any, market: MarketData, confi
 
     if not be.uses_cuda or simulator_enabled():
         return None
-    pair = kb.engine_pair(strategy, max_registers=0)
+    # the sweep's kernel: its skip levels too (a compile-time constant; one level when it skips no blocks)
+    bsize = options.get_option("backtest_skip_block")
+    pair = kb.engine_pair(strategy, max_registers=0,
+                          skip_levels=1 if bsize == 0 else int(options.get_option("backtest_skip_levels")))
     regs = kb.compiled_registers(pair)
     if regs is None:
-        with options.config_context(backtest_max_registers=0):
+        # one set skips no blocks by default ('auto'): the block size is set so that the run compiles that kernel
+        with options.config_context(backtest_max_registers=0,
+                                    backtest_skip_block=kb.SKIP_BLOCK if bsize == "auto" else bsize):
             run(strategy, param_matrix(strategy, params)[:1], market.window(0, min(market.n_events, 64)), config,
                 engine="sweep", backend=be, record_fills=record_fills)
         regs = kb.compiled_registers(pair)
@@ -470,7 +475,6 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
         tx = market.ts - cfg.feed_latency_ns
     d = market.on(be)
     ev, vst = market.view(be)
-    pair = kb.engine_pair(strategy, max_registers=_register_cap(P, be))
     # event-block summaries: the engines pass over blocks of events that cannot touch a set
     bsize = options.get_option("backtest_skip_block")
     if bsize == "auto":
@@ -479,17 +483,27 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
         # votes (1.26-1.29x on the H200 at 1,000-100,000 sets, 2026-11-27)
         bsize = kb.SKIP_BLOCK if P >= 8 else 0
     bsize = int(bsize)
+    levels = int(options.get_option("backtest_skip_levels"))
+    coarsest = bsize << (levels - 1) * kb.SKIP_FANOUT_SHIFT
     tile = int(options.get_option("backtest_event_tile")) if be.uses_cuda else 0
-    if bsize and tile % bsize:
-        msg = (f"backtest_skip_block={bsize} does not divide backtest_event_tile={tile}: the GPU kernel skips "
-               f"blocks inside its event tiles, so a tile must hold whole blocks (choose a block of at most "
-               f"{tile} events, or 0)")
+    if bsize and tile % coarsest:
+        what = (f"backtest_skip_block={bsize}" if levels == 1 else
+                f"the coarsest skip block ({coarsest} events: backtest_skip_block={bsize}, "
+                f"backtest_skip_levels={levels})")
+        msg = (f"{what} does not divide backtest_event_tile={tile}: the GPU kernel skips blocks inside its event "
+               f"tiles, so a tile must hold whole blocks (choose a block of at most {tile} events, or 0)")
         raise ConfigError(msg)
     if bsize:
-        blk = market.blocks(tx, (cfg.feed_latency_ns, bsize), bsize, be)
+        blk = market.blocks(tx, (cfg.feed_latency_ns, bsize, levels), bsize, be, levels)
         cv[kb.C_SKIP] = bsize.bit_length() - 1
+        offs = kb.skip_offsets(market.n_events, bsize, levels)
+        cv[kb.C_SKIP_LEVELS] = levels
+        cv[kb.C_BOFF1] = offs[1]
+        cv[kb.C_BOFF2] = offs[min(2, levels)]
     else:
         blk = be.zeros((0, kb.NBLK), xp.int64)
+    # the levels are a constant of the compiled kernels (one level without skipping: no second compile)
+    pair = kb.engine_pair(strategy, max_registers=_register_cap(P, be), skip_levels=levels if bsize else 1)
     start = time.perf_counter()
     be.launch(pair, P, d["ts"], be.asarray(tx), ev, vst, d["row"], d["price"], d["qty"], d["bid_price"],
               d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm_run),

@@ -35,17 +35,22 @@ def test_variant_names_select_the_engine_options():
     with pytest.raises(SystemExit, match="t0s1k0"):
         mod._variants("t0s1,k16")
     default_skip = get_option("backtest_skip_block")
+    default_levels = get_option("backtest_skip_levels")
     default_threads = get_option("backtest_block_threads")
     default_regs = get_option("backtest_max_registers")
-    for v, want in (("t0s1k0", (0, True, default_regs, 0, default_threads)),
-                    ("t128s0r96", (128, False, 96, default_skip, default_threads)),
-                    ("t0s1r0", (0, True, 0, default_skip, default_threads)),
-                    ("t0s1r128k32b64", (0, True, 128, 32, 64))):
+    for v, want in (("t0s1k0", (0, True, default_regs, 0, default_levels, default_threads)),
+                    ("t128s0r96", (128, False, 96, default_skip, default_levels, default_threads)),
+                    ("t0s1r0", (0, True, 0, default_skip, default_levels, default_threads)),
+                    ("t0s1r128k32b64", (0, True, 128, 32, default_levels, 64)),
+                    ("t0s1k4l3", (0, True, default_regs, 4, 3, default_threads)),
+                    ("t0s1k8l2b64", (0, True, default_regs, 8, 2, 64))):
         with mod._variant(v):
             got = tuple(get_option(o) for o in ("backtest_event_tile", "backtest_sort_sets",
                                                  "backtest_max_registers", "backtest_skip_block",
-                                                 "backtest_block_threads"))
+                                                 "backtest_skip_levels", "backtest_block_threads"))
         assert got == want, v
+    with pytest.raises(SystemExit, match="t0s1k4l4"):
+        mod._variants("t0s1k4l4")
 
 
 def test_occupancy_probe_runs_the_same_sets_in_every_warp():

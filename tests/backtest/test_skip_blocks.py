@@ -97,6 +97,31 @@ def test_event_block_summary_by_hand():
     assert b[:, kb.B_B0MAX].tolist() == [99, 99]
 
 
+def test_event_block_levels_by_hand():
+    # blocks of 2 at 2 levels: 4 blocks of 2, then one of 8 (all of HAND): its summary is the two blocks of 4
+    # of test_event_block_summary_by_hand together (latest times, lowest / highest prices, bits OR-ed)
+    mk = _market(HAND)
+    tx = mk.ts - 1
+    ev, _ = kb.event_view(mk.ts, mk.inst, mk.row, mk.kind, mk.side, mk.bid_price, mk.bid_qty, mk.ask_price,
+                          mk.ask_qty)
+    assert kb.skip_offsets(8, 2, 2) == [0, 4, 5] and kb.skip_offsets(8, 2, 3) == [0, 4, 5, 6]
+    b = kb.event_blocks(mk.ts, tx, mk.price, ev, block=2, levels=2)
+    assert b.shape == (5, kb.NBLK)
+    assert b[:4, kb.B_TS].tolist() == [2, 4, 6, 8]
+    top = b[4]
+    assert top[kb.B_TS] == 8 and top[kb.B_TX] == 7
+    assert top[kb.B_PB] == 99 and top[kb.B_PA] == 101 and top[kb.B_MULTI] == 0
+    assert top[kb.B_BIDMAX] == 99 and top[kb.B_BIDBITS] == (1 << (99 & 63)) | (1 << (98 & 63))
+    assert top[kb.B_ASKMIN] == 101 and top[kb.B_ASKBITS] == (1 << (101 & 63)) | (1 << (102 & 63))
+    assert top[kb.B_BDMIN] == -BIG and top[kb.B_A0MIN] == 101 and top[kb.B_ADMAX] == BIG and top[kb.B_B0MAX] == 99
+    # a third level (blocks of 32) holds the same one block; no more than three levels
+    b3 = kb.event_blocks(mk.ts, tx, mk.price, ev, block=2, levels=3)
+    np.testing.assert_array_equal(b3[:5], b)
+    np.testing.assert_array_equal(b3[5], top)
+    with pytest.raises(ValueError, match=r"levels must be in 1..3, got 4"):
+        kb.event_blocks(mk.ts, tx, mk.price, ev, block=2, levels=4)
+
+
 def _random_rows(rng, n):
     rows, t = [], 0
     for _ in range(n):
@@ -115,8 +140,9 @@ def _same(a, b):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
-@pytest.mark.parametrize("seed,block", [(1, 16), (2, 16), (3, 4), (3, 64)])
-def test_exact_engine_with_and_without_skips_random_markets(seed, block):
+@pytest.mark.parametrize("seed,block,levels", [(1, 16, 1), (2, 16, 1), (3, 4, 1), (3, 64, 1), (1, 4, 3), (2, 4, 2),
+                                               (3, 16, 3)])
+def test_exact_engine_with_and_without_skips_random_markets(seed, block, levels):
     # 3,000 events, quotes from the touch to 6 ticks away (in and out of the 3 known levels), decisions every
     # 40 ns: many blocks pass a set's orders by, many do not
     mk = _market(_random_rows(np.random.default_rng(seed), 3000), levels=3)
@@ -127,10 +153,42 @@ def test_exact_engine_with_and_without_skips_random_markets(seed, block):
                          queue_model="probabilistic", partial_fills=True)
     with config_context(backtest_skip_block=0):
         ref = run(mm, sets, mk, cfg, engine="exact")
-    with config_context(backtest_skip_block=block):
+    with config_context(backtest_skip_block=block, backtest_skip_levels=levels):
         got = run(mm, sets, mk, cfg, engine="exact")
     assert (ref.counters[:, kb.N_FILLS] > 0).sum() >= 6
     _same(ref, got)
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_coarse_block_summaries_are_read(monkeypatch, level):
+    """The engine reads the coarser levels' summaries where they start (cfg's C_BOFF1 / C_BOFF2): with every
+    block of one coarse level made quiet for any set (its times before the first event, no trade or book change
+    in it), sets pass over whole stretches of events they should have walked, and their results change;
+    intact, they equal the run without skipping (test above)."""
+    from gpuflow.backtest.engine import MarketData
+
+    mk = _market(_random_rows(np.random.default_rng(1), 3000), levels=3)
+    mm = get_strategy("market_making")
+    sets = [{"half_spread_ticks": h, "order_lots": 2, "max_position_lots": 8} for h in (0, 1, 3)]
+    cfg = BacktestConfig(levels=3, sample_ns=97, entry_latency_ns=5, response_latency_ns=3, decision_interval_ns=40)
+    with config_context(backtest_skip_block=4, backtest_skip_levels=3):
+        ref = run(mm, sets, mk, cfg, engine="exact")
+    real = MarketData.blocks
+
+    def quiet_level(self, tx, key, size, be, levels=1):
+        b = real(self, tx, key, size, be, levels).copy()
+        offs = kb.skip_offsets(self.n_events, size, levels)
+        rows = b[offs[level]:offs[level + 1]]
+        rows[:, [kb.B_TS, kb.B_TX, kb.B_PA, kb.B_BIDMAX, kb.B_ADMAX, kb.B_B0MAX]] = -BIG
+        rows[:, [kb.B_PB, kb.B_ASKMIN, kb.B_BDMIN, kb.B_A0MIN]] = BIG
+        rows[:, [kb.B_MULTI, kb.B_BIDBITS, kb.B_ASKBITS]] = 0
+        return b
+
+    monkeypatch.setattr(MarketData, "blocks", quiet_level)
+    with config_context(backtest_skip_block=4, backtest_skip_levels=3):
+        bad = run(mm, sets, mk, cfg, engine="exact")
+    assert ref.counters[:, kb.N_FILLS].sum() > 0
+    assert not np.array_equal(ref.counters, bad.counters)
 
 
 def test_exact_engine_with_and_without_skips_binance(shared_data: Path):
@@ -155,8 +213,8 @@ def test_exact_engine_with_and_without_skips_binance(shared_data: Path):
     _same(ref, got)
 
 
-@pytest.mark.parametrize("tile,threads", [(0, 64), (32, 32)])
-def test_sweep_engine_with_skips_equals_exact_without(device_backend, tile, threads):
+@pytest.mark.parametrize("tile,threads,block,levels", [(0, 64, 16, 1), (32, 32, 16, 1), (0, 32, 4, 3), (64, 32, 4, 3)])
+def test_sweep_engine_with_skips_equals_exact_without(device_backend, tile, threads, block, levels):
     # the GPU kernel skips a block when the whole warp can (the simulator, without warp votes, per thread:
     # threads of one block at different events); with tiles of 32 events (400 events: 12 whole tiles and a
     # partial one) block by block inside each tile; blocks of 64 or 32 threads on a device (the simulator
@@ -168,7 +226,8 @@ def test_sweep_engine_with_skips_equals_exact_without(device_backend, tile, thre
     cfg = BacktestConfig(levels=3, sample_ns=61, entry_latency_ns=4, response_latency_ns=2, decision_interval_ns=30)
     with config_context(backtest_skip_block=0):
         ref = run(mm, sets, mk, cfg, engine="exact")
-    with config_context(backtest_skip_block=16, backtest_event_tile=tile, backtest_block_threads=threads):
+    with config_context(backtest_skip_block=block, backtest_skip_levels=levels, backtest_event_tile=tile,
+                        backtest_block_threads=threads):
         got = run(mm, sets, mk, cfg, engine="sweep", backend=device_backend)
         assert kb.engine_pair(mm).threads == threads
     assert ref.counters[:, kb.N_FILLS].sum() > 0
@@ -183,12 +242,13 @@ def test_skip_block_option_auto(monkeypatch):
     from gpuflow.backend import get_backend
     from gpuflow.backtest import engine as eng
 
-    seen = []
+    seen, cfgs = [], []
     real_launch = type(get_backend("cpu")).launch
 
     def spy(self, pair, n, *args):
         if pair.name.startswith("backtest"):
             seen.append((self.uses_cuda, int(args[14][kb.C_SKIP]), args[-1].shape[0]))
+            cfgs.append(np.array(args[14]))
         return real_launch(self, pair, n, *args)
 
     mk = _market(_random_rows(np.random.default_rng(4), 100), levels=3)
@@ -231,6 +291,15 @@ def test_skip_block_option_auto(monkeypatch):
     with config_context(backtest_event_tile=16, backtest_skip_block=32), \
             pytest.raises(ValueError, match=r"backtest_skip_block=32 does not divide backtest_event_tile=16"):
         run(mm, eight, mk, cfg, engine="sweep", backend="fake")
+    # levels: the coarsest block must divide the tile; the summaries of every level travel, with their offsets
+    with config_context(backtest_event_tile=64, backtest_skip_block=8, backtest_skip_levels=3), \
+            pytest.raises(ValueError, match=r"coarsest skip block \(128 events: backtest_skip_block=8, "
+                                            r"backtest_skip_levels=3\) does not divide backtest_event_tile=64"):
+        run(mm, eight, mk, cfg, engine="sweep", backend="fake")
+    with config_context(backtest_skip_block=4, backtest_skip_levels=3):
+        run(mm, eight, mk, cfg, engine="exact")
+    assert seen[-1] == (False, 2, 25 + 7 + 2)  # 100 events: 25 blocks of 4, 7 of 16, 2 of 64
+    assert cfgs[-1][[kb.C_SKIP_LEVELS, kb.C_BOFF1, kb.C_BOFF2]].tolist() == [3, 25, 32]
 
 
 def test_gpu_kernel_votes_per_warp_the_simulator_and_cpu_per_set(monkeypatch, fake_device_jit):
