@@ -125,6 +125,31 @@ def fake_device_jit(monkeypatch):
 
 
 @pytest.fixture
+def fake_gpu():
+    """A factory of stand-in GPU backends: ``fake_gpu(hook=None)`` is what the backtest engine asks of a device
+    backend (``uses_cuda``, a name other than ``cpu``) with the CPU backend underneath; its ``launch(pair, n,
+    *args)`` calls ``hook(cpu_backend, pair, n, *args)`` (default: the CPU launch, the kernel's CPU twin)."""
+    from gpuflow.backend import get_backend
+
+    class FakeGpu:
+        def __init__(self, hook=None):
+            self._cpu = get_backend("cpu")
+            self._hook = hook
+            self.uses_cuda = True
+            self.name = "fake-gpu"
+
+        def __getattr__(self, k):
+            return getattr(self._cpu, k)
+
+        def launch(self, pair, n, *args):
+            if self._hook is not None:
+                return self._hook(self._cpu, pair, n, *args)
+            return self._cpu.launch(pair, n, *args)
+
+    return FakeGpu
+
+
+@pytest.fixture
 def device_backend():
     """The CUDA backend for parity tests: the simulator in CI, the device with GPUFLOW_TEST_GPU=1."""
     from gpuflow.backend import get_backend

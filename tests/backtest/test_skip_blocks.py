@@ -234,7 +234,7 @@ def test_sweep_engine_with_skips_equals_exact_without(device_backend, tile, thre
     _same(ref, got)
 
 
-def test_skip_block_option_auto(monkeypatch):
+def test_skip_block_option_auto(monkeypatch, fake_gpu):
     """'auto' (the default): blocks of 16 for 8 sets or more, none for fewer (the summaries would cost more
     than they save), on the CPU and on a GPU, with or without event tiles; the engine passes the block size to
     the kernels as its log2 (cfg[C_SKIP]) with the summaries.  A block that does not divide the GPU's event
@@ -267,20 +267,8 @@ def test_skip_block_option_auto(monkeypatch):
         run(mm, {}, mk, cfg, engine="exact")
     assert seen[-1] == (False, 5, 4)
 
-    class _Gpu:  # what the engine asks of a GPU backend (uses_cuda), with the CPU twin underneath
-        def __init__(self):
-            self._cpu = get_backend("cpu")
-            self.uses_cuda = True
-            self.name = "fake-gpu"
-
-        def __getattr__(self, k):
-            return getattr(self._cpu, k)
-
-        def launch(self, pair, n, *args):
-            return spy(self._cpu, pair, n, *args)
-
-    monkeypatch.setattr(eng, "get_backend", lambda b=None: _Gpu())
-    monkeypatch.setattr(eng, "Backend", _Gpu)
+    monkeypatch.setattr(eng, "get_backend", lambda b=None: fake_gpu(spy))
+    monkeypatch.setattr(eng, "Backend", fake_gpu)
     run(mm, eight, mk, cfg, engine="sweep", backend="fake")
     assert seen[-1] == (False, 4, 7)  # the fake GPU launches on the CPU twin underneath
     run(mm, eight[:7], mk, cfg, engine="sweep", backend="fake")

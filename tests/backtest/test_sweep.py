@@ -402,14 +402,13 @@ def test_sweep_kernel_registers_read_from_the_compiled_kernel():
 @pytest.mark.parametrize("skip,levels,want", [("auto", 1, "backtest[market_making]"),
                                               ("auto", 3, "backtest[market_making][levels 3]"),
                                               (0, 3, "backtest[market_making]")])
-def test_sweep_kernel_registers_compile_the_sweeps_own_kernel(monkeypatch, skip, levels, want):
+def test_sweep_kernel_registers_compile_the_sweeps_own_kernel(monkeypatch, fake_gpu, skip, levels, want):
     """On a device the registers are read from the kernel the sweep will launch: the one of its skip levels (a
     compile-time constant; one level when no blocks are skipped), compiled by a one-set run when no run has yet;
     a one-set run skips no blocks by default, so the run is told to."""
     from gpuflow.kernels import backtest as kb
 
     from gpuflow import backend as gb
-    from gpuflow.backend import get_backend
     from gpuflow.backtest import BacktestConfig
     from gpuflow.backtest import engine as eng
     from gpuflow.backtest.strategies import get_strategy
@@ -417,26 +416,17 @@ def test_sweep_kernel_registers_compile_the_sweeps_own_kernel(monkeypatch, skip,
 
     launched = []
 
-    class _Gpu:  # a device backend to the engine (uses_cuda, not the simulator), the CPU twin underneath
-        def __init__(self):
-            self._cpu = get_backend("cpu")
-            self.uses_cuda = True
-            self.name = "fake-gpu"
-
-        def __getattr__(self, k):
-            return getattr(self._cpu, k)
-
-        def launch(self, pair, n, *args):
-            if pair.name.startswith("backtest"):
-                launched.append(pair.name)
-            return self._cpu.launch(pair, n, *args)
+    def record(cpu, pair, n, *args):  # a device backend to the engine (not the simulator), the CPU twin underneath
+        if pair.name.startswith("backtest"):
+            launched.append(pair.name)
+        return cpu.launch(pair, n, *args)
 
     mm = get_strategy("market_making")
     for lv in (1, 3):  # built before the engine is told it runs on a device (the kernels are the simulator's)
         kb.engine_pair(mm, max_registers=0, skip_levels=lv)
     monkeypatch.setattr(gb, "simulator_enabled", lambda: False)
-    monkeypatch.setattr(eng, "Backend", _Gpu)
+    monkeypatch.setattr(eng, "Backend", fake_gpu)
     monkeypatch.setattr(kb, "compiled_registers", lambda pair: 150 if pair.name in launched else None)
     with config_context(backtest_skip_block=skip, backtest_skip_levels=levels):
-        regs = eng.sweep_kernel_registers(mm, {}, _small_market(), BacktestConfig(levels=3), _Gpu())
+        regs = eng.sweep_kernel_registers(mm, {}, _small_market(), BacktestConfig(levels=3), fake_gpu(record))
     assert launched == [want] and regs == 150
