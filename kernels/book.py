@@ -159,7 +159,9 @@ def _level(s, p, wb, wa, pmin_b, pmin_a, comp, lut_b, lut_a):  # pragma: no cove
 
 def prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind, o_qty,
                o_flags):  # pragma: no cover - jitted
-    """Event ``i`` -> level op: op kind, signed size and op flags (emit / observe); returns the op kind.
+    """Event ``i`` -> level op: op kind, signed size and op flags (emit / observe); returns the op kind, the
+    signed size and whether the op emits a row (the callers' tallies use these values, not the arrays just
+    written: on a GPU a read-back of a store waits on memory).
 
     ``emit_mode``: 0 every event, 1 every ``every``-th event, 2 at message ends, 3 ``emit_arr[i] != 0``.
     Hidden executions (FLAG_HIDDEN) do not touch the book.
@@ -185,7 +187,7 @@ def prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_
     o_kind[i] = op
     o_qty[i] = q
     o_flags[i] = (F_EMIT if e else 0) | (F_OBSERVE if obs else 0)
-    return op
+    return op, q, e
 
 
 def interleave_at(t, bounds, C, side, price, kind, qty, flags, i_side, i_price, i_kind, i_qty,
@@ -1160,14 +1162,14 @@ def prepare_cuda(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_l
     na = np.int64(0)
     qmax = np.int64(0)
     for i in range(start, kind.size, stride):
-        op = prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind,
-                        o_qty, o_flags)
-        if (o_flags[i] & F_EMIT) != 0:
+        op, q, e = prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind,
+                              o_qty, o_flags)
+        if e:
             ne += 1
         if op == OP_ADD:
             na += 1
         if op == OP_SET or op == OP_ADD:
-            qmax = max(qmax, abs(o_qty[i]))
+            qmax = max(qmax, abs(q))
             p = price[i]
             if side[i] > 0:
                 bmin = min(bmin, p)
@@ -1365,14 +1367,14 @@ def prepare_cpu(kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lu
                 o_flags, mm):  # pragma: no cover - jitted
     """CPU twin of :func:`prepare_cuda` (one pass, same outputs)."""
     for i in range(kind.size):
-        op = prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind,
-                        o_qty, o_flags)
-        if (o_flags[i] & F_EMIT) != 0:
+        op, q, e = prepare_at(i, kind, side, price, qty, flags, emit_mode, every, emit_arr, op_lut, sign_lut, o_kind,
+                              o_qty, o_flags)
+        if e:
             mm[4] += 1
         if op == OP_ADD:
             mm[5] += 1
         if op == OP_SET or op == OP_ADD:
-            mm[6] = max(mm[6], abs(o_qty[i]))
+            mm[6] = max(mm[6], abs(q))
             p = price[i]
             if side[i] > 0:
                 mm[0] = min(mm[0], p)
