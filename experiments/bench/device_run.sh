@@ -153,7 +153,7 @@ if [ "${SKIP_BOOK_TESTS:-0}" != 1 ]; then
   BOOK_TESTS=$!
 fi
 if [ "${SKIP_BT_TESTS:-0}" != 1 ] && [ "${SMALL:-0}" != 1 ]; then
-  echo "== GPU tests (${BT_TEST_SEL:=tests/backtest/test_engine.py tests/backtest/test_strategies.py tests/backtest/test_execution.py})"
+  echo "== GPU tests (${BT_TEST_SEL:=tests/backtest/test_engine.py tests/backtest/test_strategies.py tests/backtest/test_execution.py tests/backtest/test_skip_blocks.py})"
   # each GPU test compiles its own engine kernel (CPU-bound, 10-20 s): spread over processes, with
   # pytest-xdist where the machine has it (the H200 / H100 machines did on 2026-11-27), else one pytest per
   # file side by side
