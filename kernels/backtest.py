@@ -76,8 +76,8 @@ A_CANCEL, A_CANCEL_ALL, A_MODIFY = 6, 7, 8
 AC_CODE, AC_INST, AC_SIDE, AC_PRICE, AC_QTY, AC_SLOT = range(6)
 # config vector
 # (C_SKIP: log2 of the event-block size of the skip summaries, 0: no skipping; C_SKIP_LEVELS: levels of
-# summaries, each SKIP_FANOUT times the blocks of the one before; C_BOFF1 / C_BOFF2: the first summary row of
-# levels 1 and 2 in the summaries array; all four set by the engine, not the config)
+# summaries, each 2 ** SKIP_FANOUT_SHIFT times the blocks of the one before; C_BOFF1 / C_BOFF2: the first
+# summary row of levels 1 and 2 in the summaries array; all four set by the engine, not the config)
 (C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0, C_GRID, C_SKIP,
  C_SKIP_LEVELS, C_BOFF1, C_BOFF2) = range(15)
 NCFG = 15
@@ -812,11 +812,11 @@ def simulate(p, ts, tx, ev, vst, ev_row, price, qty, bp, bq, ap, aq, nlev, sig, 
     tiled = tl.shape[0] > 1
     sh = cfg[C_SKIP]
     bmask = (np.int64(1) << sh) - 1
-    # levels of summaries (SKIP_FANOUT times coarser each; see MAX_SKIP_LEVELS): ``skip_levels``, a compile-time
-    # constant of the kernels (engine_pair; at 1 the level loop below folds away and the kernel is the one-level
-    # kernel: a loop over a run-time count of levels cost registers, ptxas sm_90 134-146 instead of 128 for some
-    # strategies); the rows of levels 1 and 2 in ``blk`` start at cfg[C_BOFF1] and cfg[C_BOFF2] (level 0 at 0),
-    # read where used (held across the event loop they took registers everywhere in it)
+    # levels of summaries (2 ** SKIP_FANOUT_SHIFT times coarser each; see MAX_SKIP_LEVELS): ``skip_levels``, a
+    # compile-time constant of the kernels (engine_pair; at 1 the level loop below folds away and the kernel is the
+    # one-level kernel: a loop over a run-time count of levels cost registers, ptxas sm_90 134-146 instead of 128
+    # for some strategies); the rows of levels 1 and 2 in ``blk`` start at cfg[C_BOFF1] and cfg[C_BOFF2] (level 0
+    # at 0), read where used (held across the event loop they took registers everywhere in it)
     top = skip_levels - 1
     # blocks are aligned to the stream: without tiles the one "tile" is the whole stream, with tiles the
     # tile length must be a multiple of the coarsest block's length (the engine sees to it)
@@ -1025,7 +1025,7 @@ def event_blocks(ts: np.ndarray, tx: np.ndarray, price: np.ndarray, ev: np.ndarr
     """Host: the summary of each block of ``block`` events that :func:`block_quiet` reads (columns
     :data:`B_TS` ...; one row per block, the last one possibly partial), from the engine's event arrays and
     the event view ``ev`` (:func:`event_view`); with ``levels`` > 1 then those of the blocks of
-    ``block * SKIP_FANOUT``, and so on (level ``i``'s rows start at :func:`skip_offsets`'s ``i``-th value).
+    ``block << SKIP_FANOUT_SHIFT``, and so on (level ``i``'s rows start at :func:`skip_offsets`'s ``i``-th value).
 
     Computed over the same events the engine would look at one by one: trades by their passive side
     (:func:`on_trade`), and the events that change their instrument's current book row (EV_ROW; the same for

@@ -481,9 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-events", type=float, default=0, help="use only this many events (0: all)")
     ap.add_argument("--sets", default="1000,10000,100000")
     ap.add_argument("--variants", default="t0s1,t0s1r0,t0s1k8,t0s1k32,t0s1b64,t128s1",
-                    help="sweep-kernel variants, each timed on every size: tTsS[rR][kK][lL][bB] = event tile T (0: none), "
-                         "sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none) at L levels "
-                         "(each 4x the last), B threads per block")
+                    help="sweep-kernel variants, each timed on every size: tTsS[rR][kK][lL][bB] = event tile T "
+                         "(0: none), sets sorted (S=1) or not, register cap R, skip blocks of K events (0: none) at L "
+                         "levels (each 4x the last), B threads per block")
     ap.add_argument("--cpu-sets", type=int, default=128)
     ap.add_argument("--cpu-repeat", type=int, default=3)
     ap.add_argument("--cpu-sets-one-thread", type=int, default=16)

@@ -15,9 +15,10 @@ its counters equal the compiled exact engine's run of the same set (so the count
 
 Reported per set: reads and writes of each per-set array (by array and by engine function), the walked
 events (reads of the receive times by ``simulate``: the events a set did not pass over in a quiet block),
-the block checks (reads of the block summaries' first column; also by level of summaries), and the hot footprint: how many distinct
-per-set values (8 bytes each) take 95 % of the accesses (and in which arrays they are), and what that is for a
-warp (32 sets: a warp's access to one local value touches 256 bytes) and for 100,000 sets.
+the block checks (reads of the block summaries' first column; also by level of summaries), and the hot
+footprint: how many distinct per-set values (8 bytes each) take 95 % of the accesses (and in which arrays they
+are), and what that is for a warp (32 sets: a warp's access to one local value touches 256 bytes) and for
+100,000 sets.
 """
 from __future__ import annotations
 
@@ -157,7 +158,8 @@ def summarise(log: collections.Counter, p: int, wall: float, cnt: np.ndarray, n_
         if name == "blk":
             if rw == "r" and key.endswith(", 0)"):
                 blocks += n
-                checks_by_level[bisect.bisect_right(starts, int(re.match(r"\((?:np\.int64\()?(\d+)", key).group(1))) - 1] += n
+                row = int(re.match(r"\((?:np\.int64\()?(\d+)", key).group(1))  # key: "(np.int64(k), 0)" or "(k, 0)"
+                checks_by_level[bisect.bisect_right(starts, row) - 1] += n
             continue
         by_array[f"{name}.{rw}"] += n
         by_fn[f"{name}.{rw}.{fn}"] += n
