@@ -12,6 +12,8 @@ its counters equal the compiled exact engine's run of the same set (so the count
     python experiments/tools/engine_counts.py --synthetic 20000       # a synthetic ZI market instead
     GPUFLOW_BACKTEST_SKIP_BLOCK=4 GPUFLOW_BACKTEST_SKIP_LEVELS=3 python experiments/tools/engine_counts.py
                                                                       # skip blocks of 4, 16 and 64 events
+    python experiments/tools/engine_counts.py --warp 1500             # the 32 sets of one warp of a 100,000-set
+                                                                      # sweep, and the events the warp walks
 
 Reported per set: reads and writes of each per-set array (by array and by engine function), the walked
 events (reads of the receive times by ``simulate``: the events a set did not pass over in a quiet block),
@@ -151,9 +153,12 @@ def summarise(log: collections.Counter, p: int, wall: float, cnt: np.ndarray, n_
     by_fn: collections.Counter = collections.Counter()
     per_value: collections.Counter = collections.Counter()
     walked = blocks = 0
+    walked_at = []
     for (name, rw, key, fn), n in log.items():
         if name == "ts":
-            walked += n if (rw == "r" and fn == "simulate") else 0
+            if rw == "r" and fn == "simulate":
+                walked += n
+                walked_at.append(int(re.search(r"\d+", key.replace("np.int64", "")).group()))
             continue
         if name == "blk":
             if rw == "r" and key.endswith(", 0)"):
@@ -181,7 +186,21 @@ def summarise(log: collections.Counter, p: int, wall: float, cnt: np.ndarray, n_
             "by_array": dict(by_array.most_common()), "by_function": dict(by_fn.most_common(20)),
             "distinct_values": len(per_value), "hot_values_95pct": hot,
             "hot_values_by_array": dict(hot_by_array.most_common()), "hot_kb_per_warp": hot * 256 / 1024,
-            "hot_mb_at_100000_sets": hot * 256 * (100_000 / 32) / 1e6, "python_s": round(wall, 2)}
+            "hot_mb_at_100000_sets": hot * 256 * (100_000 / 32) / 1e6, "python_s": round(wall, 2),
+            "_walked_at": np.unique(np.asarray(walked_at, np.int64))}
+
+
+def warp_summary(out: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a warp of these sets walks on a GPU, where it passes a block over only when all its sets can: the
+    union of the sets' walked events, against its longest set's walk (each set's walk is its own: a set that
+    walks an event it could have passed over changes nothing)."""
+    walks = [r["_walked_at"] for r in out]
+    union = np.unique(np.concatenate(walks)).size if walks else 0
+    longest = max((w.size for w in walks), default=0)
+    return {"sets": len(out), "union_walked_events": int(union), "longest_set_walk": int(longest),
+            "mean_set_walk": float(np.mean([w.size for w in walks])) if walks else 0.0,
+            "union_over_longest": round(union / longest, 3) if longest else None,
+            "block_checks_mean": float(np.mean([r["block_checks"] for r in out])) if out else 0.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", type=int, default=0, help="a synthetic ZI L2 market of this many events instead "
                                                             "of the USD-M recording")
     ap.add_argument("--market-cache", default=None, help="the bench's pickle of the prepared recording")
+    ap.add_argument("--warp", type=int, default=None,
+                    help="the 32 sets of this warp of a GPU sweep of the bench's first --grid-sets sets (sorted as "
+                         "the sweep sorts them) instead of --sets, and the events the warp walks (their union)")
+    ap.add_argument("--grid-sets", type=int, default=100_000, help="the sweep's sets for --warp")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     import bench_backtest_gpu as bb
@@ -205,8 +228,16 @@ def main(argv: list[str] | None = None) -> int:
         ns = argparse.Namespace(market_cache=args.market_cache, max_events=0, path=str(bb.BINANCE))
         market, _ = bb.load_market("binance", ns)
     strategy = get_strategy("market_making")  # the bench's strategy and parameter grid
-    rows = [int(s) for s in args.sets.split(",")]
-    params = bb.param_grid(max(rows) + 1, seed=7)[rows]
+    if args.warp is not None:  # the warp's sets: the sweep's lexicographic order over the parameters
+        grid = bb.param_grid(args.grid_sets, seed=7)
+        rows = [int(r) for r in np.lexsort(grid.T[::-1])[32 * args.warp: 32 * args.warp + 32]]
+        if not rows:
+            msg = f"--warp {args.warp}: a sweep of {args.grid_sets:,} sets has {-(-args.grid_sets // 32):,} warps"
+            raise SystemExit(msg)
+        params = grid[rows]
+    else:
+        rows = [int(s) for s in args.sets.split(",")]
+        params = bb.param_grid(max(rows) + 1, seed=7)[rows]
     # 8 sets or more: the engine skips quiet blocks by default (its CPU setting), as in the bench's CPU reference;
     # the launch's first rows are the sets asked for, padded with the first one
     reps = np.concatenate([params, np.repeat(params[:1], max(0, 8 - len(rows)), axis=0)])
@@ -215,9 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     out = [count_set(g, launch, i) for i in range(len(rows))]
     for r, row in zip(out, rows):
         r["grid_row"] = row
+    warp = warp_summary(out) if args.warp is not None else None
+    for r in out:
+        del r["_walked_at"]
     if args.json:
-        print(json.dumps(out, indent=1))
+        print(json.dumps(out if warp is None else {"warp": {"index": args.warp, **warp}, "sets": out}, indent=1))
     else:
+        if warp is not None:
+            print(f"warp {args.warp} of {args.grid_sets:,} sorted sets: walks {warp['union_walked_events']:,} events "
+                  f"(the union of its sets' walks), {warp['union_over_longest']}x its longest set's "
+                  f"{warp['longest_set_walk']:,}; {warp['block_checks_mean']:,.0f} block checks per set")
         for r in out:
             print(f"set {r['grid_row']}: {r['walked_events']:,} of {r['events']:,} events walked, "
                   f"{r['block_checks']:,} block checks (by level, finest first: "
