@@ -77,7 +77,8 @@ AC_CODE, AC_INST, AC_SIDE, AC_PRICE, AC_QTY, AC_SLOT = range(6)
 # config vector
 # (C_SKIP: log2 of the event-block size of the skip summaries, 0: no skipping; C_SKIP_LEVELS: levels of
 # summaries, each 2 ** SKIP_FANOUT_SHIFT times the blocks of the one before; C_BOFF1 / C_BOFF2: the first
-# summary row of levels 1 and 2 in the summaries array; all four set by the engine, not the config)
+# summary row of levels 1 and 2 in the summaries array; all four set by the engine, not the config; the kernels
+# take the levels as a compile-time constant (engine_pair), C_SKIP_LEVELS records them for tools)
 (C_ENTRY, C_RESP, C_FEED, C_MAKER, C_TAKER, C_QMODEL, C_PARTIAL, C_INTERVAL, C_SAMPLE, C_T0, C_GRID, C_SKIP,
  C_SKIP_LEVELS, C_BOFF1, C_BOFF2) = range(15)
 NCFG = 15
@@ -1036,9 +1037,8 @@ def event_blocks(ts: np.ndarray, tx: np.ndarray, price: np.ndarray, ev: np.ndarr
     n = int(ts.size)
     offs = skip_offsets(n, block, levels)
     out = np.empty((offs[-1], NBLK), np.int64)
-    for i in range(int(levels)):
-        if n:
-            _compiled("blocks")(ts, tx, price, ev, int(block) << (i * SKIP_FANOUT_SHIFT), out[offs[i]:offs[i + 1]])
+    for i in range(int(levels) if n else 0):
+        _compiled("blocks")(ts, tx, price, ev, int(block) << (i * SKIP_FANOUT_SHIFT), out[offs[i]:offs[i + 1]])
     return out
 
 

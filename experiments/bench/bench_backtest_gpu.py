@@ -394,7 +394,7 @@ def _kernel_resources(strategy: Any, variants: list[str], sizes: list[int], be: 
     from gpuflow.kernels.backtest import engine_pair
 
     from gpuflow.backend import simulator_enabled
-    from gpuflow.backtest.engine import _register_cap
+    from gpuflow.backtest.engine import _register_cap, kernel_skip_levels
     from gpuflow.config import get_option
 
     res: dict[str, Any] = {}
@@ -403,8 +403,7 @@ def _kernel_resources(strategy: Any, variants: list[str], sizes: list[int], be: 
     for v0 in variants:
         with _variant(v0):
             caps = sorted({_register_cap(p, be) for p in sizes})
-            # the skip levels are a constant of the kernel (one level where no blocks are skipped)
-            levels = 1 if get_option("backtest_skip_block") == 0 else int(get_option("backtest_skip_levels"))
+            levels = kernel_skip_levels(get_option("backtest_skip_block"))  # a constant of the kernel
             pairs = [(v0 if len(caps) == 1 else f"{v0}@{c}", engine_pair(strategy, max_registers=c, skip_levels=levels))
                      for c in caps]
         for v, pair in pairs:

@@ -237,10 +237,9 @@ def sweep_kernel_registers(strategy: Any, params: Any, market: MarketData, confi
 
     if not be.uses_cuda or simulator_enabled():
         return None
-    # the sweep's kernel: its skip levels too (a compile-time constant; one level when it skips no blocks)
+    # the sweep's kernel: its skip levels too (a compile-time constant of the kernel)
     bsize = options.get_option("backtest_skip_block")
-    pair = kb.engine_pair(strategy, max_registers=0,
-                          skip_levels=1 if bsize == 0 else int(options.get_option("backtest_skip_levels")))
+    pair = kb.engine_pair(strategy, max_registers=0, skip_levels=kernel_skip_levels(bsize))
     regs = kb.compiled_registers(pair)
     if regs is None:
         # one set skips no blocks by default ('auto'): the block size is set so that the run compiles that kernel
@@ -250,6 +249,13 @@ def sweep_kernel_registers(strategy: Any, params: Any, market: MarketData, confi
                 engine="sweep", backend=be, record_fills=record_fills)
         regs = kb.compiled_registers(pair)
     return regs
+
+
+def kernel_skip_levels(block: int | str) -> int:
+    """Levels of event-block summaries the engine kernels are compiled for when they skip blocks of ``block``
+    events (the ``backtest_skip_block`` setting, ``auto`` included): the ``backtest_skip_levels`` option, and
+    one when no blocks are skipped (``block`` 0), so that such runs share the one-level kernel."""
+    return 1 if block == 0 else int(options.get_option("backtest_skip_levels"))
 
 
 def _register_cap(n_sets: int, be: Backend) -> int:
@@ -483,7 +489,7 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
         # votes (1.26-1.29x on the H200 at 1,000-100,000 sets, 2026-11-27)
         bsize = kb.SKIP_BLOCK if P >= 8 else 0
     bsize = int(bsize)
-    levels = int(options.get_option("backtest_skip_levels"))
+    levels = kernel_skip_levels(bsize)
     coarsest = bsize << (levels - 1) * kb.SKIP_FANOUT_SHIFT
     tile = int(options.get_option("backtest_event_tile")) if be.uses_cuda else 0
     if bsize and tile % coarsest:
@@ -502,8 +508,8 @@ def run(strategy: Any, params: Any, market: MarketData, config: BacktestConfig |
         cv[kb.C_BOFF2] = offs[min(2, levels)]
     else:
         blk = be.zeros((0, kb.NBLK), xp.int64)
-    # the levels are a constant of the compiled kernels (one level without skipping: no second compile)
-    pair = kb.engine_pair(strategy, max_registers=_register_cap(P, be), skip_levels=levels if bsize else 1)
+    # the levels are a constant of the compiled kernels
+    pair = kb.engine_pair(strategy, max_registers=_register_cap(P, be), skip_levels=levels)
     start = time.perf_counter()
     be.launch(pair, P, d["ts"], be.asarray(tx), ev, vst, d["row"], d["price"], d["qty"], d["bid_price"],
               d["bid_qty"], d["ask_price"], d["ask_qty"], np.int64(market.levels), d["signals"], be.asarray(pm_run),
